@@ -1,0 +1,3 @@
+from warmstart.cli.app import main
+
+main()

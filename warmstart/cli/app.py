@@ -1,0 +1,45 @@
+"""The `warmstart` command: a typer app with one module per verb."""
+
+from __future__ import annotations
+
+import typer
+
+from warmstart import __version__
+from warmstart.cli.commands.build import build
+from warmstart.cli.commands.doctor import doctor
+from warmstart.cli.commands.ps import ps
+from warmstart.cli.commands.run import run
+from warmstart.cli.commands.stop import stop
+from warmstart.signals import install_sigterm_as_interrupt
+
+app = typer.Typer(
+    name="warmstart",
+    help="Start services from a warm CRIU snapshot instead of booting them cold.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command()(build)
+app.command()(run)
+app.command()(ps)
+app.command()(stop)
+app.command()(doctor)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"warmstart {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    pass
+
+
+def main() -> None:
+    install_sigterm_as_interrupt()
+    app()

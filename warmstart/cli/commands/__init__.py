@@ -1,0 +1,1 @@
+"""One module per verb: parse arguments, make one library call, render the result."""

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from warmstart.cli import options
+from warmstart.cli.output import emit_json, handle_errors, stdout
+from warmstart.instances import list_instances
+
+
+@handle_errors
+def ps(
+    app: Annotated[Optional[str], typer.Option("--app", help="Only this app's instances.")] = None,
+    engine: options.EngineOpt = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """List the instances warmstart started."""
+    instances = list_instances(engine=options.engine_for(engine), app=app)
+    if json_output:
+        emit_json({"instances": [vars(i) for i in instances]})
+        return
+    if not instances:
+        stdout.print("no instances")
+        return
+    stdout.print(f"{'NAME':<28} {'APP':<16} {'MODE':<9} {'STATUS':<9} PORTS", markup=False)
+    for i in instances:
+        ports = ", ".join(f"{k}->{v}" for k, v in i.ports.items())
+        stdout.print(f"{i.name:<28} {i.app:<16} {i.mode:<9} {i.status:<9} {ports}", markup=False)

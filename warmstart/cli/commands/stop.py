@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from warmstart.cli import options
+from warmstart.cli.output import emit_json, handle_errors, stdout
+from warmstart.instances import stop_instances
+
+
+@handle_errors
+def stop(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Instance names (see `warmstart ps`).")] = None,
+    app: Annotated[Optional[str], typer.Option("--app", help="Stop every instance of this app.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Stop every warmstart instance.")] = False,
+    engine: options.EngineOpt = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Stop and remove instances that warmstart started (and nothing else)."""
+    stopped = stop_instances(engine=options.engine_for(engine), names=list(names or []), app=app, all_=all_)
+    if json_output:
+        emit_json({"stopped": stopped})
+        return
+    stdout.print("\n".join(f"stopped {n}" for n in stopped) or "nothing to stop", markup=False)

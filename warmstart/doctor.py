@@ -1,0 +1,146 @@
+"""Use case `doctor`: is this host able to checkpoint and restore? One check per line, each failure with a fix."""
+
+from __future__ import annotations
+
+import os
+import re
+import resource
+import shutil
+import subprocess
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from warmstart.cache.store import SnapshotStore
+from warmstart.containers import remove_quietly
+from warmstart.engines import ResolvedEngine, resolve_engine
+from warmstart.errors import WarmstartError
+from warmstart.spec import AppSpec, ProbeSpec
+
+MIN_CRIU = (4, 2)  # older CRIU fails on Linux >= 6.16 (vDSO bounds, SO_PASSCRED on INET sockets)
+SETUP_HINT = "run scripts/setup-host"
+CONTAINERS_CONF = [
+    Path("/usr/share/containers/containers.conf"),
+    Path("/etc/containers/containers.conf"),
+    *sorted(Path("/etc/containers/containers.conf.d").glob("*.conf")),
+]
+SMOKE_IMAGE = "localhost/warmstart-base-python:bookworm"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def _criu() -> Check:
+    path = shutil.which("criu")
+    if not path:
+        return Check("criu", False, "criu not found on PATH", f"{SETUP_HINT} (installs CRIU 4.2+ as /usr/local/sbin/criu)")
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("criu", False, f"{path} --version failed: {exc}", SETUP_HINT)
+    m = re.search(r"Version:\s*(\d+)\.(\d+)", out)
+    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    if version < MIN_CRIU:
+        return Check("criu", False, f"{path} is version {version[0]}.{version[1]}; this kernel needs 4.2 or newer",
+                     f"{SETUP_HINT} (puts CRIU 4.2+ first on PATH)")
+    proc = subprocess.run([path, "check"], capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return Check("criu", False, f"`criu check` failed: {last}", "run `criu check` for details; CRIU needs root")
+    return Check("criu", True, f"{path} {version[0]}.{version[1]}, `criu check` passes")
+
+
+def _configured_nofile() -> int | None:
+    """The soft=hard nofile podman will give containers, from the containers.conf files (last one wins)."""
+    found = None
+    for path in CONTAINERS_CONF:
+        try:
+            conf = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        for item in conf.get("containers", {}).get("default_ulimits", []):
+            name, _, values = str(item).partition("=")
+            if name == "nofile":
+                found = max(int(v) for v in values.split(":") if v.strip().lstrip("-").isdigit())
+    return found
+
+
+def _ulimits() -> Check:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nofile = _configured_nofile()
+    if nofile is None:
+        nofile = 1048576  # podman's built-in default
+    if hard != resource.RLIM_INFINITY and nofile > hard:
+        return Check("ulimits", False, f"containers get nofile={nofile}, above this host's hard limit {hard}: "
+                     "podman run fails with EPERM",
+                     f'{SETUP_HINT} (sets default_ulimits = ["nofile=1024:1024", ...] in containers.conf.d)')
+    return Check("ulimits", True, f"containers get nofile={nofile} (host hard limit {hard})")
+
+
+def _engine(resolved: ResolvedEngine | None, error: str) -> list[Check]:
+    if resolved is None:
+        return [Check("engine", False, error, SETUP_HINT)]
+    try:
+        info = resolved.engine.info()
+    except WarmstartError as exc:
+        return [Check("engine", False, f"{resolved.engine.name}: {exc}", SETUP_HINT)]
+    checks = [Check("engine", True, f"{info.name} {info.version} (chosen by {resolved.source})")]
+    if info.runtime == "runc":
+        checks.append(Check("runtime", True, f"runc {info.runtime_version} supports checkpoint/restore"))
+    else:
+        checks.append(Check("runtime", False, f"OCI runtime {info.runtime or 'unknown'}: checkpoint support not "
+                            "assured (Debian 12's crun has none)",
+                            f'set runtime = "runc" under [engine] in containers.conf ({SETUP_HINT} does)'))
+    return checks
+
+
+def _smoke(resolved: ResolvedEngine, image: str) -> Check:
+    """A real build + restore of a tiny HTTP server (an INET socket: the case old CRIUs fail on)."""
+    from warmstart.build import build
+    from warmstart.launch import launch
+
+    engine = resolved.engine
+    with tempfile.TemporaryDirectory(prefix="warmstart-smoke-") as tmp:
+        store = SnapshotStore(Path(tmp)).open()
+        spec = AppSpec(name="doctor-smoke", image=image, command=["python3", "-m", "http.server", "8000"],
+                       ports=[8000], probe=ProbeSpec(kind="tcp", port=8000, timeout=30))
+        try:
+            built = build(spec, engine=engine, store=store)
+            result = launch(spec.name, engine=engine, store=store, ports=[], no_fallback=True)
+        except WarmstartError as exc:
+            return Check("smoke", False, f"checkpoint/restore of {image} failed: {exc}",
+                         "see the CRIU log lines with `warmstart build` of the same image")
+        remove_quietly(engine, result.name)
+    return Check("smoke", True, f"checkpointed ({built.size_bytes // 1024} KiB) and restored a {image} HTTP server "
+                 f"in {result.ready_seconds:.2f}s")
+
+
+def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = False,
+               smoke_image: str = SMOKE_IMAGE) -> list[Check]:
+    checks = [Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "run as root: checkpointing needs it")]
+    try:
+        resolved, error = resolve_engine(engine_choice), ""
+    except WarmstartError as exc:
+        resolved, error = None, str(exc)
+    checks += _engine(resolved, error)
+    checks.append(_criu())
+    checks.append(_ulimits())
+    try:
+        SnapshotStore(cache_dir).open()
+        checks.append(Check("cache", True, f"{cache_dir} is writable"))
+    except WarmstartError as exc:
+        checks.append(Check("cache", False, str(exc), "pass --cache-dir or set $WARMSTART_CACHE"))
+    if smoke:
+        if resolved is not None and all(c.ok for c in checks):
+            checks.append(_smoke(resolved, smoke_image))
+        else:
+            checks.append(Check("smoke", False, "skipped: fix the failures above first"))
+    return checks
+
+

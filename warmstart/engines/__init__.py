@@ -1,0 +1,42 @@
+"""Engines behind one interface, and the resolver that picks one and says where the choice came from."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from warmstart.engines.base import ContainerState, Engine, EngineInfo
+from warmstart.errors import EngineUnavailable, UsageError
+
+ENGINES = ("podman",)
+ENV_VAR = "WARMSTART_ENGINE"
+
+__all__ = ["ContainerState", "Engine", "EngineInfo", "ResolvedEngine", "resolve_engine", "ENGINES"]
+
+
+@dataclass(frozen=True)
+class ResolvedEngine:
+    engine: Engine
+    source: str  # e.g. "--engine flag", "$WARMSTART_ENGINE", "auto-detected"
+
+
+def _make(name: str) -> Engine:
+    if name == "podman":
+        from warmstart.engines.podman import PodmanEngine
+
+        return PodmanEngine()
+    raise UsageError(f"unknown engine {name!r}: supported engines are {', '.join(ENGINES)}")
+
+
+def resolve_engine(choice: str | None = None) -> ResolvedEngine:
+    """Precedence: explicit choice (flag) > $WARMSTART_ENGINE > the first engine found on PATH."""
+    if choice:
+        return ResolvedEngine(_make(choice), "--engine flag")
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return ResolvedEngine(_make(env), f"${ENV_VAR}")
+    from warmstart.engines import podman
+
+    if podman.available():
+        return ResolvedEngine(_make("podman"), "auto-detected (podman on PATH)")
+    raise EngineUnavailable("no container engine found: podman is not on PATH", hint="run scripts/setup-host")

@@ -1,0 +1,91 @@
+"""The contract every container engine implements. Keyword-only methods: call sites read like the CLI they mirror."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from warmstart.spec import PortBinding
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What warmstart needs to know about one container."""
+
+    id: str
+    name: str
+    status: str  # engine's word: created, running, exited, ...
+    running: bool
+    exit_code: int
+    restored: bool
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: dict[str, tuple[str, int]] = field(default_factory=dict)  # "8080/tcp" -> (host_ip, host_port)
+    image: str = ""
+    created: str = ""
+
+    def host_address(self, container_port: int, protocol: str = "tcp") -> tuple[str, int] | None:
+        found = self.ports.get(f"{container_port}/{protocol}")
+        if not found:
+            return None
+        ip, port = found
+        return ("127.0.0.1" if ip in ("", "0.0.0.0") else ip), port
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Versions and settings `doctor` and manifests record."""
+
+    name: str
+    version: str
+    runtime: str
+    runtime_version: str
+
+
+class Engine(abc.ABC):
+    """A container engine able to checkpoint a running container to a file and restore new containers from it."""
+
+    name: str
+
+    @abc.abstractmethod
+    def info(self) -> EngineInfo: ...
+
+    @abc.abstractmethod
+    def image_id(self, *, image: str) -> str:
+        """The local image's ID; raises ImageNotFound."""
+
+    @abc.abstractmethod
+    def run(
+        self,
+        *,
+        name: str,
+        image: str,
+        command: list[str],
+        env: dict[str, str],
+        ports: list[PortBinding],
+        labels: dict[str, str],
+    ) -> str:
+        """Create and start a detached container; returns its ID."""
+
+    @abc.abstractmethod
+    def inspect(self, *, container: str) -> ContainerState | None:
+        """The container's state, or None when it does not exist."""
+
+    @abc.abstractmethod
+    def logs(self, *, container: str, tail: int = 20) -> str: ...
+
+    @abc.abstractmethod
+    def checkpoint(self, *, container: str, dest: Path) -> None:
+        """Checkpoint the running container into the archive `dest` (uncompressed); the container stops."""
+
+    @abc.abstractmethod
+    def restore(self, *, archive: Path, name: str, ports: list[PortBinding]) -> str:
+        """Start a NEW container `name` from the archive with its ports remapped; returns its ID."""
+
+    @abc.abstractmethod
+    def remove(self, *, container: str) -> None:
+        """Remove the container at once (no stop grace period); no error when it does not exist."""
+
+    @abc.abstractmethod
+    def list(self, *, labels: dict[str, str]) -> list[ContainerState]:
+        """Containers carrying all the given labels, running or not."""

@@ -1,0 +1,204 @@
+"""Podman, driven through its CLI with JSON output.
+
+Why the CLI and not the REST API: the API needs `podman system service` running as a daemon, which nothing starts
+on our hosts; the CLI is podman's primary, documented interface, and the one whose checkpoint/restore flags
+(`--export`, `--import`, `--ignore-static-ip`, `-p` on restore) users already know. Every call is one `podman`
+process with a timeout; errors are translated into warmstart's tree here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from warmstart.engines.base import ContainerState, Engine, EngineInfo
+from warmstart.errors import (
+    CheckpointError,
+    EngineError,
+    EngineUnavailable,
+    ImageNotFound,
+    RestoreError,
+)
+from warmstart.spec import PortBinding
+
+# CRIU log files podman writes into the container's userdata dir (podman libpod/container_internal_linux.go,
+# define.DumpLogFile / define.RestoreLogFile).
+DUMP_LOG = "dump.log"
+RESTORE_LOG = "restore.log"
+
+DEFAULT_TIMEOUT = 120.0
+
+
+def criu_log_excerpt(path: Path, *, lines: int = 12) -> str:
+    """The lines of a CRIU log that explain a failure: its error lines, else its tail."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    # "rlimit: Can't setup RLIMIT_NOFILE" is logged as an error on every run in our sandbox and is harmless.
+    errors = [ln for ln in text if "Error" in ln and "RLIMIT_NOFILE" not in ln]
+    picked = errors[-lines:] if errors else text[-lines:]
+    return "\n".join(f"{path.name}: {ln.strip()}" for ln in picked)
+
+
+class PodmanEngine(Engine):
+    name = "podman"
+
+    def __init__(self, binary: str = "podman") -> None:
+        self.binary = binary
+
+    # -- plumbing -------------------------------------------------------------------------------------------------
+    def _podman(self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
+        try:
+            proc = subprocess.run(
+                [self.binary, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            )
+        except FileNotFoundError as exc:
+            raise EngineUnavailable(
+                f"podman not found on PATH ({self.binary})", hint="run scripts/setup-host or install podman"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise EngineError(f"podman {args[0]} did not finish within {timeout:.0f}s") from exc
+        if check and proc.returncode != 0:
+            raise self._error(args, proc)
+        return proc
+
+    @staticmethod
+    def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
+        """podman's own one-line reason: its last `Error:` line on stderr."""
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        err = next((ln for ln in reversed(lines) if ln.startswith("Error:")), lines[-1] if lines else "")
+        return err.removeprefix("Error: ").strip() or f"exit status {proc.returncode}"
+
+    def _error(self, args: tuple[str, ...], proc: subprocess.CompletedProcess[str]) -> EngineError:
+        err = self._error_line(proc)
+        verb = " ".join(a for a in args[:2] if not a.startswith("-"))
+        if "image not known" in err or "no such image" in err.lower():
+            return ImageNotFound(f"image not found locally: {err}", hint="build or import it first (`podman images` lists local images)")
+        return EngineError(f"podman {verb} failed: {err}")
+
+    def _static_dir(self, container: str) -> Path | None:
+        proc = self._podman("container", "inspect", "--format", "{{.StaticDir}}", container, check=False)
+        return Path(proc.stdout.strip()) if proc.returncode == 0 and proc.stdout.strip() else None
+
+    # -- interface --------------------------------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        raw = json.loads(self._podman("info", "--format", "json").stdout)
+        runtime = raw.get("host", {}).get("ociRuntime", {})
+        return EngineInfo(
+            name="podman",
+            version=raw.get("version", {}).get("Version", ""),
+            runtime=runtime.get("name", ""),
+            runtime_version=(runtime.get("version", "").splitlines() or [""])[0].split(" version ")[-1],
+        )
+
+    def image_id(self, *, image: str) -> str:
+        proc = self._podman("image", "inspect", "--format", "{{.Id}}", image, check=False)
+        if proc.returncode != 0:
+            raise ImageNotFound(
+                f"image {image!r} not found locally",
+                hint="build or import it first (no registry is pulled from); `podman images` lists local images",
+            )
+        return proc.stdout.strip()
+
+    def run(
+        self,
+        *,
+        name: str,
+        image: str,
+        command: list[str],
+        env: dict[str, str],
+        ports: list[PortBinding],
+        labels: dict[str, str],
+    ) -> str:
+        args = ["run", "--detach", "--pull=never", "--name", name]
+        for key, value in labels.items():
+            args += ["--label", f"{key}={value}"]
+        for key, value in env.items():
+            args += ["--env", f"{key}={value}"]
+        for port in ports:
+            args += ["--publish", port.to_engine_arg()]
+        args += ["--", image, *command]
+        return self._podman(*args).stdout.strip()
+
+    def inspect(self, *, container: str) -> ContainerState | None:
+        proc = self._podman("container", "inspect", "--format", "json", container, check=False)
+        if proc.returncode != 0:
+            return None
+        return _state(json.loads(proc.stdout)[0])
+
+    def logs(self, *, container: str, tail: int = 20) -> str:
+        proc = self._podman("logs", "--tail", str(tail), container, check=False)
+        return (proc.stdout + proc.stderr).strip()
+
+    def checkpoint(self, *, container: str, dest: Path) -> None:
+        proc = self._podman(
+            "container", "checkpoint", "--export", str(dest), "--compress", "none", container, check=False
+        )
+        if proc.returncode != 0:
+            static = self._static_dir(container)
+            excerpt = criu_log_excerpt(static / DUMP_LOG) if static else ""
+            raise CheckpointError(
+                f"checkpoint of container {container} failed: {self._error_line(proc)}",
+                details=excerpt,
+                hint="`warmstart doctor --smoke` checks CRIU and the runtime",
+            )
+
+    def restore(self, *, archive: Path, name: str, ports: list[PortBinding]) -> str:
+        # A new container from the archive: fresh IP and MAC (several restored copies run at once), ports remapped.
+        args = ["container", "restore", "--import", str(archive), "--name", name, "--ignore-static-ip", "--ignore-static-mac"]
+        for port in ports:
+            args += ["--publish", port.to_engine_arg()]
+        proc = self._podman(*args, check=False)
+        if proc.returncode != 0:
+            static = self._static_dir(name)
+            excerpt = criu_log_excerpt(static / RESTORE_LOG) if static else ""
+            self.remove(container=name)
+            raise RestoreError(
+                f"restore from {archive} failed: {self._error_line(proc)}",
+                details=excerpt,
+            )
+        return proc.stdout.strip().splitlines()[-1]
+
+    def remove(self, *, container: str) -> None:
+        self._podman("rm", "--force", "--ignore", "--time", "0", container, timeout=60)
+
+    def list(self, *, labels: dict[str, str]) -> list[ContainerState]:
+        args = ["ps", "--all", "--quiet", "--no-trunc"]
+        for key, value in labels.items():
+            args += ["--filter", f"label={key}={value}"]
+        ids = self._podman(*args).stdout.split()
+        if not ids:
+            return []
+        proc = self._podman("container", "inspect", "--format", "json", *ids, check=False)
+        # A container removed between the two calls makes inspect fail: ask again one by one.
+        if proc.returncode != 0:
+            return [s for s in (self.inspect(container=i) for i in ids) if s is not None]
+        return [_state(raw) for raw in json.loads(proc.stdout)]
+
+
+def available() -> bool:
+    return shutil.which("podman") is not None
+
+
+def _state(raw: dict[str, Any]) -> ContainerState:
+    state = raw.get("State", {})
+    ports: dict[str, tuple[str, int]] = {}
+    for key, bindings in (raw.get("NetworkSettings", {}).get("Ports") or {}).items():
+        if bindings:
+            ports[key] = (bindings[0].get("HostIp", ""), int(bindings[0].get("HostPort", 0)))
+    return ContainerState(
+        id=raw["Id"],
+        name=raw["Name"].lstrip("/"),
+        status=state.get("Status", ""),
+        running=bool(state.get("Running")),
+        exit_code=int(state.get("ExitCode", 0)),
+        restored=bool(state.get("Restored")),
+        labels=raw.get("Config", {}).get("Labels") or {},
+        ports=ports,
+        image=raw.get("ImageName", ""),
+        created=raw.get("Created", ""),
+    )

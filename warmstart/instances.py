@@ -1,0 +1,58 @@
+"""Use cases `ps` and `stop`: the instances warmstart started, found by our labels and names only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from warmstart import labels
+from warmstart.engines.base import ContainerState, Engine
+from warmstart.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Instance:
+    app: str
+    name: str
+    container: str
+    mode: str  # restored | cold
+    status: str
+    ports: dict[str, str]
+
+    @classmethod
+    def from_state(cls, s: ContainerState) -> Instance:
+        return cls(
+            app=s.labels.get(labels.APP, ""),
+            name=s.name,
+            container=s.id,
+            mode="restored" if s.restored else "cold",
+            status=s.status,
+            ports={k: f"{ip}:{port}" for k, (ip, port) in s.ports.items()},
+        )
+
+
+def list_instances(*, engine: Engine, app: str | None = None) -> list[Instance]:
+    wanted = {labels.MANAGED: "true"}
+    if app:
+        wanted[labels.APP] = app
+    states = engine.list(labels=wanted)
+    return sorted(
+        (Instance.from_state(s) for s in states if s.name.startswith(labels.INSTANCE_PREFIX)),
+        key=lambda i: (i.app, i.name),
+    )
+
+
+def stop_instances(*, engine: Engine, names: list[str], app: str | None = None, all_: bool = False) -> list[str]:
+    """Remove the named instances (or all of an app's, or all); refuses names that are not warmstart instances."""
+    if not names and not app and not all_:
+        raise UsageError("name instances to stop, or pass --app APP or --all")
+    ours = {i.name: i for i in list_instances(engine=engine, app=app)}
+    if names:
+        unknown = [n for n in names if n not in ours]
+        if unknown:
+            raise UsageError(f"not a warmstart instance: {', '.join(unknown)} (see `warmstart ps`)")
+        targets = names
+    else:
+        targets = sorted(ours)
+    for name in targets:
+        engine.remove(container=name)
+    return targets

@@ -1,0 +1,31 @@
+"""Labels and names warmstart stamps on everything it creates, so `ps`, `stop`, prune and test clean-up can
+find exactly what is ours and nothing else (the testcontainers `labels.py` idea)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+PREFIX = "io.warmstart"
+MANAGED = f"{PREFIX}.managed"  # "true" on every container warmstart creates
+APP = f"{PREFIX}.app"  # the app name
+SESSION = f"{PREFIX}.session"  # $WARMSTART_SESSION when set: lets a test run or CI job remove its own leftovers
+
+BUILD_PREFIX = "wsb-"  # build containers; restored instances inherit the build's labels, so names tell them apart
+INSTANCE_PREFIX = "ws-"
+
+
+def labels_for(app: str) -> dict[str, str]:
+    labels = {MANAGED: "true", APP: app}
+    session = os.environ.get("WARMSTART_SESSION")
+    if session:
+        labels[SESSION] = session
+    return labels
+
+
+def build_name(app: str) -> str:
+    return f"{BUILD_PREFIX}{app}-{secrets.token_hex(4)}"
+
+
+def instance_name(app: str) -> str:
+    return f"{INSTANCE_PREFIX}{app}-{secrets.token_hex(4)}"

@@ -1,0 +1,150 @@
+"""Use case `run`: restore a NEW instance from the newest usable snapshot, or start the app cold and say why.
+
+The fallback is the point: a missing, stale or broken snapshot must never leave the user without a running
+service, unless they asked for restore-or-fail (`no_fallback`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from warmstart import labels
+from warmstart.cache.manifest import CHECKPOINT_FILE
+from warmstart.cache.store import Snapshot, SnapshotStore
+from warmstart.containers import probe_container, removed_on_failure
+from warmstart.engines.base import Engine
+from warmstart.errors import (
+    ImageNotFound,
+    ReadinessError,
+    RestoreError,
+    SnapshotNotFound,
+    UnknownAppError,
+    UsageError,
+)
+from warmstart.spec import AppSpec, PortBinding
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    app: str
+    mode: str  # "restored" or "cold"
+    container: str  # container id
+    name: str
+    ready_seconds: float
+    ports: dict[str, str]  # "8080/tcp" -> "127.0.0.1:41234"
+    snapshot: str | None = None
+    reason: str | None = None  # why cold
+
+
+def resolve_ports(spec: AppSpec, requested: list[PortBinding]) -> list[PortBinding]:
+    """Every port the app publishes gets a binding: the user's, else a free loopback port."""
+    by_port = {}
+    for binding in requested:
+        if binding.protocol == "tcp" and binding.container_port not in spec.ports:
+            raise UsageError(
+                f"-p {binding.container_port}: app {spec.name!r} publishes container ports {spec.ports or 'none'}"
+            )
+        by_port[binding.key] = binding
+    for port in spec.ports:
+        by_port.setdefault(f"{port}/tcp", PortBinding(container_port=port))
+    return list(by_port.values())
+
+
+def usable_snapshot(spec: AppSpec, *, engine: Engine, store: SnapshotStore) -> tuple[Snapshot | None, str]:
+    """The newest snapshot this host and engine can restore, or None and the reason there is none."""
+    snapshot = store.latest(spec.name)
+    if snapshot is None:
+        return None, f"no snapshot of app {spec.name!r} in {store.root}"
+    m = snapshot.manifest
+    if m.engine.get("name") != engine.name:
+        return None, f"snapshot {snapshot.id} was made with {m.engine.get('name')}, not {engine.name}"
+    try:
+        current = engine.image_id(image=spec.image)
+    except ImageNotFound:
+        return None, f"image {spec.image} of snapshot {snapshot.id} is no longer present"
+    if current != m.image.get("id"):
+        return None, f"image {spec.image} changed since snapshot {snapshot.id} was taken (rebuild it)"
+    expected = m.files.get(CHECKPOINT_FILE, {}).get("size")
+    try:
+        actual = snapshot.checkpoint.stat().st_size
+    except OSError:
+        return None, f"snapshot {snapshot.id} has no {CHECKPOINT_FILE}"
+    if expected != actual:
+        return None, f"snapshot {snapshot.id} is damaged: {CHECKPOINT_FILE} is {actual} bytes, manifest says {expected}"
+    return snapshot, ""
+
+
+def launch(
+    app: str,
+    *,
+    engine: Engine,
+    store: SnapshotStore,
+    ports: list[PortBinding],
+    no_fallback: bool = False,
+    progress: Progress = lambda _: None,
+) -> LaunchResult:
+    spec = store.load_app(app)
+    if spec is None:
+        raise UnknownAppError(
+            f"unknown app {app!r}: nothing was built under that name in {store.root}",
+            hint=f"run `warmstart build --name {app} ...` first",
+        )
+    bindings = resolve_ports(spec, ports)
+    start = time.monotonic()
+    snapshot, reason = usable_snapshot(spec, engine=engine, store=store)
+    if snapshot is None and no_fallback:
+        raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
+    if snapshot is not None:
+        try:
+            return _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
+        except (RestoreError, ReadinessError) as exc:
+            if no_fallback:
+                raise RestoreError(
+                    f"restore of {app!r} from snapshot {snapshot.id} failed (and --no-fallback forbids a cold start): {exc}",
+                    details=exc.details,
+                ) from exc
+            reason = f"restore from snapshot {snapshot.id} failed: {exc}"
+            progress(f"{reason}; starting cold")
+    return _cold(spec, engine=engine, bindings=bindings, start=start, reason=reason, progress=progress)
+
+
+def _restore(
+    spec: AppSpec, snapshot: Snapshot, *, engine: Engine, bindings: list[PortBinding], start: float, progress: Progress
+) -> LaunchResult:
+    name = labels.instance_name(spec.name)
+    progress(f"restoring {name} from snapshot {snapshot.id}")
+    with removed_on_failure(engine, name):
+        container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
+        return _ready(spec, engine=engine, name=name, container=container, mode="restored", start=start,
+                      snapshot=snapshot.id)
+
+
+def _cold(
+    spec: AppSpec, *, engine: Engine, bindings: list[PortBinding], start: float, reason: str, progress: Progress
+) -> LaunchResult:
+    name = labels.instance_name(spec.name)
+    progress(f"starting {name} cold: {reason}")
+    with removed_on_failure(engine, name):
+        container = engine.run(
+            name=name, image=spec.image, command=spec.command, env=spec.env, ports=bindings,
+            labels=labels.labels_for(spec.name),
+        )
+        return _ready(spec, engine=engine, name=name, container=container, mode="cold", start=start, reason=reason)
+
+
+def _ready(
+    spec: AppSpec, *, engine: Engine, name: str, container: str, mode: str, start: float,
+    snapshot: str | None = None, reason: str | None = None,
+) -> LaunchResult:
+    state = probe_container(engine, container=name, probe=spec.probe)
+    ready_seconds = round(time.monotonic() - start, 3)
+    ports = {key: f"{ip}:{port}" for key, (ip, port) in state.ports.items()}
+    return LaunchResult(
+        app=spec.name, mode=mode, container=container, name=name, ready_seconds=ready_seconds,
+        ports=ports, snapshot=snapshot, reason=reason,
+    )
+
