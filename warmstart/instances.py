@@ -26,7 +26,7 @@ class Instance:
             container=s.id,
             mode="restored" if s.restored else "cold",
             status=s.status,
-            ports={k: f"{ip}:{port}" for k, (ip, port) in s.ports.items()},
+            ports={k: f"{ip or '0.0.0.0'}:{port}" for k, (ip, port) in s.ports.items()},
         )
 
 

@@ -142,7 +142,7 @@ def _ready(
 ) -> LaunchResult:
     state = probe_container(engine, container=name, probe=spec.probe)
     ready_seconds = round(time.monotonic() - start, 3)
-    ports = {key: f"{ip}:{port}" for key, (ip, port) in state.ports.items()}
+    ports = {key: f"{ip or '0.0.0.0'}:{port}" for key, (ip, port) in state.ports.items()}
     return LaunchResult(
         app=spec.name, mode=mode, container=container, name=name, ready_seconds=ready_seconds,
         ports=ports, snapshot=snapshot, reason=reason,

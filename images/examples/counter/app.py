@@ -1,4 +1,5 @@
-"""Counter service: GET / returns {"boot_token", "count", "pid"}; /healthz answers 200 once ready.
+"""Counter service: every request (probes included) increments `count`; GET / returns {"boot_token", "count",
+"pid"}; /healthz answers 200 once ready.
 
 STARTUP_DELAY (seconds) simulates an expensive boot; NEVER_READY=1 keeps /healthz at 503 forever.
 """
@@ -15,11 +16,11 @@ STATE = {"count": 0}
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        STATE["count"] += 1
         if self.path == "/healthz":
             ready = os.environ.get("NEVER_READY") != "1"
             self._send(200 if ready else 503, {"ready": ready})
             return
-        STATE["count"] += 1
         self._send(200, {"boot_token": BOOT_TOKEN, "count": STATE["count"], "pid": os.getpid()})
 
     def _send(self, status: int, body: dict) -> None:
