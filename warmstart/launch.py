@@ -85,8 +85,11 @@ def launch(
     store: SnapshotStore,
     ports: list[PortBinding],
     no_fallback: bool = False,
+    cold: bool = False,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
+    if cold and no_fallback:
+        raise UsageError("--cold and --no-fallback contradict each other")
     spec = store.load_app(app)
     if spec is None:
         raise UnknownAppError(
@@ -95,7 +98,10 @@ def launch(
         )
     bindings = resolve_ports(spec, ports)
     start = time.monotonic()
-    snapshot, reason = usable_snapshot(spec, engine=engine, store=store)
+    if cold:
+        snapshot, reason = None, "cold start requested (--cold)"
+    else:
+        snapshot, reason = usable_snapshot(spec, engine=engine, store=store)
     if snapshot is None and no_fallback:
         raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
     if snapshot is not None:

@@ -1,0 +1,80 @@
+"""Launch decisions (restore, fallback, refusal) with a fake engine; the real thing is in tests/podman."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import warmstart.build
+from tests.unit.fake_engine import FakeEngine
+from warmstart.build import build
+from warmstart.cache.store import SnapshotStore
+from warmstart.errors import RestoreError, SnapshotNotFound, UnknownAppError, UsageError
+from warmstart.launch import launch
+from warmstart.spec import AppSpec, PortBinding, ProbeSpec
+
+SPEC = AppSpec(name="app", image="img", ports=[8080])
+
+
+@pytest.fixture
+def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, SnapshotStore]:
+    engine = FakeEngine()
+    store = SnapshotStore(tmp_path / "c").open()
+    # build() insists on a probe, which the fake cannot answer: build with the probe stubbed, run without one.
+    with monkeypatch.context() as m:
+        m.setattr(warmstart.build, "probe_container", lambda engine, container, probe: None)
+        build(AppSpec(name="app", image="img", ports=[8080], probe=ProbeSpec(kind="tcp", port=8080)),
+              engine=engine, store=store)
+    store.save_app(SPEC)
+    return engine, store
+
+
+def test_restores_when_a_usable_snapshot_exists(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    engine, store = setup
+    result = launch("app", engine=engine, store=store, ports=[PortBinding(8080, host_port=9000)])
+    assert result.mode == "restored" and result.reason is None
+    assert result.ports == {"8080/tcp": "127.0.0.1:9000"}
+
+
+def test_failed_restore_falls_back_cold_with_the_reason(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    engine, store = setup
+    engine.fail_restore = "restore from x failed: criu failed"
+    result = launch("app", engine=engine, store=store, ports=[])
+    assert result.mode == "cold" and "criu failed" in (result.reason or "")
+    assert [c.split()[0] for c in engine.calls[-3:]] == ["restore", "remove", "run"]  # failed one removed first
+
+
+def test_no_fallback_turns_a_failed_restore_into_an_error(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    engine, store = setup
+    engine.fail_restore = "boom"
+    with pytest.raises(RestoreError, match="--no-fallback forbids a cold start") as err:
+        launch("app", engine=engine, store=store, ports=[], no_fallback=True)
+    assert "restore.log" in err.value.details
+    assert not any(c.startswith("run") for c in engine.calls[1:])
+
+
+def test_changed_image_means_cold_with_reason(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    engine, store = setup
+    engine.images["img"] = "sha256:bbb"
+    result = launch("app", engine=engine, store=store, ports=[])
+    assert result.mode == "cold" and "changed since snapshot" in (result.reason or "")
+
+
+def test_size_mismatch_means_cold_with_reason(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    engine, store = setup
+    snap = store.latest("app")
+    assert snap is not None
+    snap.checkpoint.write_bytes(b"x")
+    result = launch("app", engine=engine, store=store, ports=[])
+    assert result.mode == "cold" and "is damaged" in (result.reason or "")
+    with pytest.raises(SnapshotNotFound, match="is damaged"):
+        launch("app", engine=engine, store=store, ports=[], no_fallback=True)
+
+
+def test_unknown_app_and_foreign_port(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    engine, store = setup
+    with pytest.raises(UnknownAppError, match="unknown app 'nope'"):
+        launch("nope", engine=engine, store=store, ports=[])
+    with pytest.raises(UsageError, match="publishes container ports \\[8080\\]"):
+        launch("app", engine=engine, store=store, ports=[PortBinding(9999)])
