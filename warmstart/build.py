@@ -1,4 +1,5 @@
-"""Use case `build`: start the app, wait until it is ready, checkpoint it, publish the snapshot to the cache.
+"""Use case `build`: start the app, wait until it is ready, warm it up, run the before-checkpoint hooks, trim its
+memory, checkpoint it, and publish the snapshot to the cache.
 
 Whatever happens (failure, timeout, Ctrl-C, SIGTERM) the build container is removed and nothing half-written
 becomes visible in the cache.
@@ -8,8 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from warmstart import __version__, labels
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
@@ -17,7 +19,10 @@ from warmstart.cache.store import Snapshot, SnapshotStore, new_snapshot_id
 from warmstart.containers import probe_container, remove_quietly
 from warmstart.engines.base import Engine
 from warmstart.errors import UsageError
+from warmstart.hooks import before_checkpoint_hooks, run_hooks
 from warmstart.spec import AppSpec, PortBinding
+from warmstart.trim import trim
+from warmstart.warmup import run_warmup
 
 Progress = Callable[[str], None]
 
@@ -33,30 +38,60 @@ class BuildResult:
     build_seconds: float
     ready_seconds: float
     checkpoint_seconds: float
+    warmup_requests: int = 0
+    hooks: list[str] = field(default_factory=list)
+    trim: dict[str, str] = field(default_factory=dict)
+    untrimmed_size_bytes: int | None = None  # with compare_trim: a checkpoint taken just before trimming
 
 
-def build(spec: AppSpec, *, engine: Engine, store: SnapshotStore, progress: Progress = lambda _: None) -> BuildResult:
+def prepare_image(spec: AppSpec, *, engine: Engine, progress: Progress) -> str:
+    """The image ID to start; built first when the spec names a build context."""
+    if spec.build_context:
+        progress(f"building image {spec.image} from {spec.build_context}")
+        engine.build_image(context=Path(spec.build_context), containerfile=spec.containerfile, tag=spec.image,
+                           labels={labels.MANAGED: "true", labels.APP: spec.name})
+    return engine.image_id(image=spec.image)
+
+
+def build(
+    spec: AppSpec,
+    *,
+    engine: Engine,
+    store: SnapshotStore,
+    compare_trim: bool = False,
+    progress: Progress = lambda _: None,
+) -> BuildResult:
     if spec.probe is None:
-        raise UsageError("build needs a readiness probe: --ready-http PATH or --ready-tcp PORT")
+        raise UsageError(f"app {spec.name!r} has no readiness probe: give --ready-http PATH or --ready-tcp PORT "
+                         "(or [apps.NAME.ready] in warmstart.toml)")
     start = time.monotonic()
-    image_id = engine.image_id(image=spec.image)
+    image_id = prepare_image(spec, engine=engine, progress=progress)
     info = engine.info()
     name = labels.build_name(spec.name)
     try:
         progress(f"starting {spec.image} as {name}")
         t = time.monotonic()
         engine.run(
-            name=name,
-            image=spec.image,
-            command=spec.command,
-            env=spec.env,
-            ports=[PortBinding(container_port=p) for p in spec.ports],
-            labels=labels.labels_for(spec.name),
+            name=name, image=spec.image, command=list(spec.command), env=spec.env,
+            ports=[PortBinding(container_port=p) for p in spec.ports], labels=labels.labels_for(spec.name),
+            volumes=spec.volumes,
         )
         progress(f"waiting for {spec.probe.describe()}")
-        probe_container(engine, container=name, probe=spec.probe)
-        ready_seconds = time.monotonic() - t  # cold time-to-ready, recorded for comparison with restores
+        state = probe_container(engine, container=name, probe=spec.probe)
+        ready_seconds = time.monotonic() - t  # cold time-to-ready, kept for comparison with restores
+        warmed = 0
+        if spec.warmup:
+            progress("warming up")
+            warmed = run_warmup(spec.warmup, engine=engine, state=state).requests
+        hooks = run_hooks("before_checkpoint", before_checkpoint_hooks(spec), engine=engine, state=state)
         with store.staging(spec.name) as stage:
+            untrimmed = None
+            if compare_trim:
+                progress("checkpointing once untrimmed, for comparison")
+                engine.checkpoint(container=name, dest=stage / "untrimmed.tar", leave_running=True)
+                untrimmed = (stage / "untrimmed.tar").stat().st_size
+                (stage / "untrimmed.tar").unlink()
+            trimmed = trim(spec.trim, engine=engine, container=name)
             progress("checkpointing")
             t = time.monotonic()
             engine.checkpoint(container=name, dest=stage / CHECKPOINT_FILE)
@@ -86,4 +121,8 @@ def build(spec: AppSpec, *, engine: Engine, store: SnapshotStore, progress: Prog
         build_seconds=round(time.monotonic() - start, 3),
         ready_seconds=round(ready_seconds, 3),
         checkpoint_seconds=round(checkpoint_seconds, 3),
+        warmup_requests=warmed,
+        hooks=hooks,
+        trim=trimmed,
+        untrimmed_size_bytes=untrimmed,
     )

@@ -1,4 +1,4 @@
-"""Container steps shared by build and launch: remove-on-failure ownership and probing a started container."""
+"""Container steps shared by build and launch: remove-on-failure ownership, probing, and diagnostics."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.errors import EngineError, ReadinessError
-from warmstart.probes import wait_ready
+from warmstart.probes import make_check, wait_ready
 from warmstart.signals import shielded
 from warmstart.spec import ProbeSpec
 
@@ -18,8 +18,7 @@ def removed_on_failure(engine: Engine, name: str) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        with shielded(), contextlib.suppress(EngineError):
-            engine.remove(container=name)
+        remove_quietly(engine, name)
         raise
 
 
@@ -28,22 +27,32 @@ def remove_quietly(engine: Engine, name: str) -> None:
         engine.remove(container=name)
 
 
+def status_and_logs(engine: Engine, container: str, tail: int = 20) -> tuple[str, str]:
+    """The container's status and its last log lines, prefixed for error details."""
+    s = engine.inspect(container=container)
+    status = "removed" if s is None else (s.status if s.running else f"{s.status} (exit code {s.exit_code})")
+    logs = engine.logs(container=container, tail=tail) if s else ""
+    return status, "\n".join(f"log: {ln}" for ln in logs.splitlines()) or "log: (no output)"
+
+
+def published(state: ContainerState, port: int) -> tuple[str, int]:
+    address = state.host_address(port)
+    if address is None:
+        raise ReadinessError(f"container {state.name} does not publish port {port}/tcp")
+    return address
+
+
 def probe_container(engine: Engine, *, container: str, probe: ProbeSpec | None) -> ContainerState:
     """Wait until a started container passes `probe` (or just runs, without one); returns its state then.
 
     Raises ReadinessError with the container's status and last log lines."""
     state = engine.inspect(container=container)
     if state is None or not state.running:
-        status = "missing" if state is None else f"{state.status} (exit code {state.exit_code})"
-        raise ReadinessError(
-            f"container {container} is not running ({status}); awaited {probe.describe()}",
-            details=engine.logs(container=container) if state else "",
-        )
+        status, logs = status_and_logs(engine, container)
+        raise ReadinessError(f"container {container} is not running ({status})", details=logs)
     if probe is None:
         return state
-    address = state.host_address(probe.port)
-    if address is None:
-        raise ReadinessError(f"container {container} does not publish port {probe.port}/tcp, which the probe needs")
+    address = published(state, probe.port) if probe.kind in ("http", "tcp") else None
 
     def alive() -> str | None:
         s = engine.inspect(container=container)
@@ -51,11 +60,6 @@ def probe_container(engine: Engine, *, container: str, probe: ProbeSpec | None) 
             return "removed"
         return None if s.running else f"{s.status} (exit code {s.exit_code})"
 
-    def diagnostics() -> tuple[str, str]:
-        s = engine.inspect(container=container)
-        status = "removed" if s is None else (s.status if s.running else f"{s.status} (exit code {s.exit_code})")
-        logs = engine.logs(container=container, tail=20)
-        return status, "\n".join(f"log: {ln}" for ln in logs.splitlines()) or "log: (no output)"
-
-    wait_ready(probe, host=address[0], port=address[1], alive=alive, diagnostics=diagnostics)
+    check = make_check(probe, engine=engine, container=container, address=address)
+    wait_ready(probe, check=check, alive=alive, diagnostics=lambda: status_and_logs(engine, container))
     return state

@@ -2,6 +2,7 @@
 
     WarmstartError
     ├── UsageError                  bad input: flags, ports, names (exit 2)
+    │   └── SpecError               a malformed warmstart.toml (names file, key path, expectation)
     ├── UnknownAppError             `run` of an app that was never built or described
     ├── CacheError                  the cache directory cannot be used
     │   ├── SnapshotNotFound        no snapshot for the app
@@ -12,6 +13,8 @@
     │   ├── CheckpointError         CRIU/runtime failed to dump (carries dump.log lines)
     │   └── RestoreError            CRIU/runtime failed to restore (carries restore.log lines)
     ├── ReadinessError              the readiness probe never passed (carries status and logs)
+    ├── WarmupError                 warm-up traffic or command failed before the checkpoint
+    ├── HookError                   a before_checkpoint / after_restore hook failed
     └── Interrupted                 Ctrl-C or SIGTERM while a command was running
 """
 
@@ -37,6 +40,10 @@ class UsageError(WarmstartError):
     """Raised when arguments are malformed: a bad `-p`, a bad `--env`, an invalid app name."""
 
     exit_code = 2
+
+
+class SpecError(UsageError):
+    """Raised when a spec file is missing, not TOML, or has an unknown key, a wrong type or a bad value."""
 
 
 class UnknownAppError(WarmstartError):
@@ -77,6 +84,14 @@ class RestoreError(EngineError):
 
 class ReadinessError(WarmstartError):
     """Raised when a container does not pass its readiness probe in time or exits while being probed."""
+
+
+class WarmupError(WarmstartError):
+    """Raised when a warm-up request answers an error or the warm-up command fails; no snapshot is taken."""
+
+
+class HookError(WarmstartError):
+    """Raised when a hook fails or times out: before_checkpoint fails the build, after_restore the restore."""
 
 
 class Interrupted(WarmstartError):

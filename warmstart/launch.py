@@ -15,7 +15,9 @@ from warmstart.cache.manifest import CHECKPOINT_FILE
 from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import Engine
+from warmstart.hooks import after_restore_hooks, run_hooks
 from warmstart.errors import (
+    HookError,
     ImageNotFound,
     ReadinessError,
     RestoreError,
@@ -46,7 +48,7 @@ def resolve_ports(spec: AppSpec, requested: list[PortBinding]) -> list[PortBindi
     for binding in requested:
         if binding.protocol == "tcp" and binding.container_port not in spec.ports:
             raise UsageError(
-                f"-p {binding.container_port}: app {spec.name!r} publishes container ports {spec.ports or 'none'}"
+                f"-p {binding.container_port}: app {spec.name!r} publishes container ports {list(spec.ports) or 'none'}"
             )
         by_port[binding.key] = binding
     for port in spec.ports:
@@ -86,11 +88,13 @@ def launch(
     ports: list[PortBinding],
     no_fallback: bool = False,
     cold: bool = False,
+    spec: AppSpec | None = None,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
+    """Start one instance of `app`; `spec` (from a spec file) overrides the one recorded by the last build."""
     if cold and no_fallback:
         raise UsageError("--cold and --no-fallback contradict each other")
-    spec = store.load_app(app)
+    spec = spec or store.load_app(app)
     if spec is None:
         raise UnknownAppError(
             f"unknown app {app!r}: nothing was built under that name in {store.root}",
@@ -107,7 +111,7 @@ def launch(
     if snapshot is not None:
         try:
             return _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
-        except (RestoreError, ReadinessError) as exc:
+        except (RestoreError, ReadinessError, HookError) as exc:
             if no_fallback:
                 raise RestoreError(
                     f"restore of {app!r} from snapshot {snapshot.id} failed (and --no-fallback forbids a cold start): {exc}",
@@ -125,6 +129,12 @@ def _restore(
     progress(f"restoring {name} from snapshot {snapshot.id}")
     with removed_on_failure(engine, name):
         container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
+        hooks = after_restore_hooks(spec)
+        if hooks:
+            state = engine.inspect(container=name)
+            if state is None:
+                raise RestoreError(f"restored container {name} vanished")
+            run_hooks("after_restore", hooks, engine=engine, state=state)
         return _ready(spec, engine=engine, name=name, container=container, mode="restored", start=start,
                       snapshot=snapshot.id)
 
@@ -136,8 +146,8 @@ def _cold(
     progress(f"starting {name} cold: {reason}")
     with removed_on_failure(engine, name):
         container = engine.run(
-            name=name, image=spec.image, command=spec.command, env=spec.env, ports=bindings,
-            labels=labels.labels_for(spec.name),
+            name=name, image=spec.image, command=list(spec.command), env=spec.env, ports=bindings,
+            labels=labels.labels_for(spec.name), volumes=spec.volumes,
         )
         return _ready(spec, engine=engine, name=name, container=container, mode="cold", start=start, reason=reason)
 

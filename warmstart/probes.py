@@ -1,4 +1,5 @@
-"""Readiness probes, retried with tenacity until they pass, the deadline passes, or the container dies.
+"""Readiness probes, retried with tenacity until they pass N times in a row, the deadline passes, or the
+container dies.
 
 On failure the error says what was awaited, for how long, what the last attempt saw, the container's status and
 its last log lines (the testcontainers LogMessageWaitStrategy idea).
@@ -7,14 +8,16 @@ its last log lines (the testcontainers LogMessageWaitStrategy idea).
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import time
 from collections.abc import Callable
 
 from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from warmstart.errors import ReadinessError
-from warmstart.spec import ProbeSpec
+from warmstart.engines.base import Engine
+from warmstart.errors import EngineError, ReadinessError
+from warmstart.spec import HttpCall, ProbeSpec
 
 
 class NotReady(Exception):
@@ -25,48 +28,80 @@ class ContainerGone(Exception):
     """The container stopped while being probed; waiting longer cannot help."""
 
 
-def check_once(probe: ProbeSpec, host: str, port: int) -> None:
-    """One attempt; raises NotReady with what was seen."""
-    attempt_timeout = max(0.5, min(2.0, probe.timeout))
+def http_request(host: str, port: int, call: HttpCall, *, timeout: float) -> tuple[int, bytes]:
+    """One HTTP request; returns (status, body). Raises OSError / HTTPException on transport errors."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
-        if probe.kind == "tcp":
-            with socket.create_connection((host, port), timeout=attempt_timeout):
-                return
-        conn = http.client.HTTPConnection(host, port, timeout=attempt_timeout)
+        body = call.body.encode() if call.body is not None else None
+        headers = {"User-Agent": "warmstart"}
+        if body is not None:
+            headers["Content-Type"] = "application/json" if call.body.lstrip().startswith(("{", "[")) else "text/plain"
+        conn.request(call.method, call.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def make_check(probe: ProbeSpec, *, engine: Engine, container: str, address: tuple[str, int] | None) -> Callable[[], None]:
+    """One attempt of `probe` against a container; the returned callable raises NotReady with what it saw."""
+    attempt_timeout = max(0.5, min(2.0, probe.timeout))
+
+    def http_check() -> None:
+        assert address is not None
         try:
-            conn.request("GET", probe.path, headers={"User-Agent": "warmstart-probe"})
-            resp = conn.getresponse()
-            resp.read()
-        finally:
-            conn.close()
-    except (OSError, http.client.HTTPException) as exc:
-        raise NotReady(f"{type(exc).__name__}: {exc}") from exc
-    if not 200 <= resp.status < 300:
-        raise NotReady(f"HTTP {resp.status}")
+            status, body = http_request(*address, HttpCall(path=probe.path), timeout=attempt_timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise NotReady(f"{type(exc).__name__}: {exc}") from exc
+        lo, hi = probe.status
+        if not lo <= status <= hi:
+            raise NotReady(f"HTTP {status}")
+        if probe.body and not re.search(probe.body, body.decode(errors="replace")):
+            raise NotReady(f"HTTP {status} but body did not match {probe.body!r}: {body[:80]!r}")
+
+    def tcp_check() -> None:
+        assert address is not None
+        try:
+            with socket.create_connection(address, timeout=attempt_timeout):
+                return
+        except OSError as exc:
+            raise NotReady(f"{type(exc).__name__}: {exc}") from exc
+
+    def exec_check() -> None:
+        try:
+            result = engine.exec(container=container, command=probe.command, timeout=max(5.0, attempt_timeout))
+        except EngineError as exc:
+            raise NotReady(str(exc)) from exc
+        if result.exit_code != 0:
+            raise NotReady(f"exit code {result.exit_code}: {result.output[-200:]}")
+
+    def log_check() -> None:
+        assert probe.pattern is not None
+        if not re.search(probe.pattern, engine.logs(container=container, tail=1000), re.MULTILINE):
+            raise NotReady("no matching log line yet")
+
+    return {"http": http_check, "tcp": tcp_check, "exec": exec_check, "log": log_check}[probe.kind]
 
 
 def wait_ready(
     probe: ProbeSpec,
     *,
-    host: str,
-    port: int,
+    check: Callable[[], None],
     alive: Callable[[], str | None],
     diagnostics: Callable[[], tuple[str, str]],
-    timeout: float | None = None,
 ) -> float:
-    """Block until `probe` passes; returns the seconds waited.
+    """Block until `check` passes `probe.successes` times in a row; returns the seconds waited.
 
-    `host`:`port` is where the probed container port is published, `alive` returns None while the container runs or its status when it
-    has stopped (checked about once a second, since each check costs an engine call), `diagnostics` returns
-    (status, last log lines) for the error message.
+    `alive` returns None while the container runs or its status once it has stopped (asked about once a second:
+    each call costs an engine round trip); `diagnostics` returns (status, last log lines) for the error message.
     """
-    deadline = probe.timeout if timeout is None else timeout
     start = time.monotonic()
     last_alive_check = start
     last_seen = "no attempt yet"
+    streak = 0
 
     def attempt() -> None:
-        nonlocal last_alive_check, last_seen
+        nonlocal last_alive_check, last_seen, streak
         now = time.monotonic()
         if now - last_alive_check >= 1.0:
             last_alive_check = now
@@ -74,28 +109,33 @@ def wait_ready(
             if status is not None:
                 raise ContainerGone(status)
         try:
-            check_once(probe, host, port)
+            check()
         except NotReady as exc:
+            streak = 0
             last_seen = str(exc)
             raise
+        streak += 1
+        if streak < probe.successes:
+            last_seen = f"{streak} of {probe.successes} successes in a row"
+            raise NotReady(last_seen)
 
     retrying = Retrying(
-        stop=stop_after_delay(deadline),
+        stop=stop_after_delay(probe.timeout),
         wait=wait_fixed(probe.interval),
         retry=retry_if_exception_type(NotReady),
-        reraise=False,
     )
     try:
         retrying(attempt)
     except RetryError:
         status, logs = diagnostics()
         raise ReadinessError(
-            f"not ready after {deadline:g}s: awaited {probe.describe()}; last attempt: {last_seen}; container status: {status}",
+            f"not ready after {probe.timeout:g}s: awaited {probe.describe()}; last attempt: {last_seen}; "
+            f"container status: {status}",
             details=logs,
-            hint="check the app's logs above; raise --ready-timeout if it is just slow",
+            hint="check the app's log lines above; raise the probe timeout if it is just slow",
         ) from None
     except ContainerGone as exc:
-        status, logs = diagnostics()
+        _, logs = diagnostics()
         raise ReadinessError(
             f"container stopped before it became ready ({exc}); awaited {probe.describe()}",
             details=logs,

@@ -1,13 +1,15 @@
 """The description of an app (what to start and how to tell it is ready), and parsing of user input into it.
 
-Parsing lives here so every entry point (flags today, a spec file later) rejects bad input with the same
-precise one-line messages.
+Flag parsing lives here and spec-file parsing in specfile.py; both produce the same frozen AppSpec.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+import shlex
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 from warmstart.errors import UsageError
@@ -36,45 +38,137 @@ class PortBinding:
 
 @dataclass(frozen=True)
 class ProbeSpec:
-    """Readiness: an HTTP GET answering 2xx on `path`, or a TCP connect, against `port` (a container port)."""
+    """Readiness. http: GET `path` on container `port` answering a status in `status` (and matching `body`);
+    tcp: connect to `port`; exec: `command` exits 0 inside the container; log: `pattern` appears in the logs.
+    Ready after `successes` passes in a row."""
 
-    kind: Literal["http", "tcp"]
-    port: int
+    kind: Literal["http", "tcp", "exec", "log"]
+    port: int = 0
     path: str = "/"
+    status: tuple[int, int] = (200, 299)
+    body: str | None = None
+    command: tuple[str, ...] = ()
+    pattern: str | None = None
     timeout: float = 60.0
     interval: float = 0.05
+    successes: int = 1
 
     def describe(self) -> str:
+        lo, hi = self.status
         if self.kind == "http":
-            return f"HTTP GET {self.path} on container port {self.port} answering 2xx"
-        return f"TCP connect to container port {self.port}"
+            body = f" with body matching {self.body!r}" if self.body else ""
+            return f"HTTP GET {self.path} on container port {self.port} answering {lo}-{hi}{body}"
+        if self.kind == "tcp":
+            return f"TCP connect to container port {self.port}"
+        if self.kind == "exec":
+            return f"exec {shlex.join(self.command)} exiting 0"
+        return f"log line matching {self.pattern!r}"
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """One HTTP request to the app (warm-up traffic or a hook); port 0 means the app's probe/first port."""
+
+    method: str = "GET"
+    path: str = "/"
+    body: str | None = None
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class WarmupSpec:
+    """Traffic before the snapshot: `requests` repeated `repeat` times (or for `duration` s), then `command`."""
+
+    requests: tuple[HttpCall, ...] = ()
+    repeat: int = 1
+    duration: float | None = None
+    command: tuple[str, ...] = ()
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class HookSpec:
+    """A before_checkpoint or after_restore action: an exec in the container, a signal, or an HTTP call."""
+
+    kind: Literal["exec", "signal", "http"]
+    command: tuple[str, ...] = ()
+    signal: str = ""
+    call: HttpCall | None = None
+    timeout: float = 30.0
+
+    def describe(self) -> str:
+        if self.kind == "exec":
+            return f"exec {shlex.join(self.command)}"
+        if self.kind == "signal":
+            return f"signal {self.signal}"
+        assert self.call is not None
+        return f"HTTP {self.call.method} {self.call.path}"
+
+
+@dataclass(frozen=True)
+class TrimSpec:
+    """Shrink memory before the checkpoint: a full GC in every JVM (jcmd), gc + malloc_trim via the Python helper."""
+
+    jvm: bool = False
+    python: bool = False
 
 
 @dataclass(frozen=True)
 class AppSpec:
-    """Everything needed to start the app cold; stored with each snapshot so `run` can always fall back."""
+    """Everything needed to start the app cold and to snapshot it; stored so `run` can always fall back."""
 
     name: str
     image: str
-    command: list[str] = field(default_factory=list)
+    command: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
-    ports: list[int] = field(default_factory=list)
+    ports: tuple[int, ...] = ()
+    volumes: tuple[str, ...] = ()
     probe: ProbeSpec | None = None
+    warmup: WarmupSpec | None = None
+    before_checkpoint: tuple[HookSpec, ...] = ()
+    after_restore: tuple[HookSpec, ...] = ()
+    trim: TrimSpec = TrimSpec()
+    python_helper: bool = False
+    build_context: str | None = None  # a directory with a Containerfile: `image` is built from it first
+    containerfile: str = "Containerfile"
+    secret_env: tuple[str, ...] = ()  # env names whose values never reach manifests or cache keys
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AppSpec:
-        probe = raw.get("probe")
-        return cls(
-            name=raw["name"],
-            image=raw["image"],
-            command=list(raw.get("command") or []),
-            env=dict(raw.get("env") or {}),
-            ports=[int(p) for p in raw.get("ports") or []],
-            probe=ProbeSpec(**probe) if probe else None,
-        )
+        return _build(cls, raw)
+
+
+def _build(cls: Any, raw: Any) -> Any:
+    """Rebuild a (nested) spec dataclass from its asdict() form: lists become tuples, dicts nested specs."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in raw:
+            continue
+        kwargs[f.name] = _convert(hints[f.name], raw[f.name])
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value) if len(inner) == 1 else value
+    if is_dataclass(hint):
+        return _build(hint, value)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v) for v in value)
+        return tuple(value)
+    if origin is dict:
+        return dict(value)
+    return value
 
 
 def validate_app_name(name: str) -> str:

@@ -224,7 +224,7 @@ def test_ctrl_c_during_build_removes_everything(cli: Cli, owned_app: str) -> Non
          2, "expected a path starting with '/'"),
         (["build", "--name", "Bad Name!", "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/"],
          2, "invalid app name"),
-        (["build", "--name", "APP", "--image", COUNTER_IMAGE, "-p", "8080"], 2, "needs a readiness probe"),
+        (["build", "--name", "APP", "--image", COUNTER_IMAGE, "-p", "8080"], 2, "has no readiness probe"),
         (["run", "APP", "-p", "8080"], 2, "expected HOST_PORT:CONTAINER_PORT"),
         (["run", "APP", "-p", "99999:8080"], 2, "host port '99999' is not a port number"),
         (["run", "APP"], 1, "unknown app 'APP'"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult
 from warmstart.errors import ImageNotFound, RestoreError
 from warmstart.spec import PortBinding
 
@@ -17,6 +17,7 @@ class FakeEngine(Engine):
         self.containers: dict[str, ContainerState] = {}
         self.fail_restore: str | None = None
         self.calls: list[str] = []
+        self.exec_codes: dict[tuple[str, ...], int] = {}
 
     def info(self) -> EngineInfo:
         return EngineInfo("podman", "4.3.1", "runc", "1.1.5")
@@ -33,7 +34,7 @@ class FakeEngine(Engine):
         )
         return f"id-{name}"
 
-    def run(self, *, name, image, command, env, ports, labels) -> str:  # type: ignore[no-untyped-def]
+    def run(self, *, name, image, command, env, ports, labels, volumes=()) -> str:  # type: ignore[no-untyped-def]
         self.calls.append(f"run {name}")
         self.image_id(image=image)
         return self._start(name, ports, False, labels)
@@ -44,10 +45,22 @@ class FakeEngine(Engine):
     def logs(self, *, container: str, tail: int = 20) -> str:
         return ""
 
-    def checkpoint(self, *, container: str, dest: Path) -> None:
+    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
+        self.calls.append(f"exec {' '.join(command)}")
+        return ExecResult(self.exec_codes.get(tuple(command), 0), "")
+
+    def kill(self, *, container: str, signal: str) -> None:
+        self.calls.append(f"kill {signal}")
+
+    def build_image(self, *, context: Path, containerfile: str, tag: str, labels: dict[str, str]) -> str:
+        self.images[tag] = "sha256:built"
+        return "sha256:built"
+
+    def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
         self.calls.append(f"checkpoint {container}")
         dest.write_bytes(b"checkpoint of " + container.encode())
-        self.containers.pop(container)
+        if not leave_running:
+            self.containers.pop(container)
 
     def restore(self, *, archive: Path, name: str, ports: list[PortBinding]) -> str:
         self.calls.append(f"restore {name}")

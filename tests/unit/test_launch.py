@@ -14,7 +14,7 @@ from warmstart.errors import RestoreError, SnapshotNotFound, UnknownAppError, Us
 from warmstart.launch import launch
 from warmstart.spec import AppSpec, PortBinding, ProbeSpec
 
-SPEC = AppSpec(name="app", image="img", ports=[8080])
+SPEC = AppSpec(name="app", image="img", ports=(8080,))
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, 
     # build() insists on a probe, which the fake cannot answer: build with the probe stubbed, run without one.
     with monkeypatch.context() as m:
         m.setattr(warmstart.build, "probe_container", lambda engine, container, probe: None)
-        build(AppSpec(name="app", image="img", ports=[8080], probe=ProbeSpec(kind="tcp", port=8080)),
+        build(AppSpec(name="app", image="img", ports=(8080,), probe=ProbeSpec(kind="tcp", port=8080)),
               engine=engine, store=store)
     store.save_app(SPEC)
     return engine, store

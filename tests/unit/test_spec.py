@@ -81,6 +81,6 @@ def test_probe_defaults_to_the_only_port_and_validates() -> None:
 
 
 def test_app_spec_round_trips() -> None:
-    spec = AppSpec(name="a", image="i", command=["x"], env={"K": "v"}, ports=[1],
+    spec = AppSpec(name="a", image="i", command=("x",), env={"K": "v"}, ports=(1,),
                    probe=ProbeSpec(kind="tcp", port=1))
     assert AppSpec.from_dict(spec.to_dict()) == spec

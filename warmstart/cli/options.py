@@ -10,7 +10,8 @@ import typer
 from warmstart.cache.store import SnapshotStore, default_cache_dir
 from warmstart.engines import Engine, resolve_engine
 from warmstart.errors import UsageError
-from warmstart.spec import PortBinding, parse_port_binding
+from warmstart import specfile
+from warmstart.spec import AppSpec, PortBinding, parse_port_binding
 
 CacheDir = Annotated[
     Optional[Path],
@@ -21,6 +22,19 @@ EngineOpt = Annotated[
     Optional[str], typer.Option("--engine", help="Container engine: podman [default: $WARMSTART_ENGINE or auto]")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout for scripts.")]
+SpecFile = Annotated[
+    Optional[Path], typer.Option("--file", "-f", help="App spec file [default: ./warmstart.toml if present].")
+]
+
+
+def load_spec_file(path: Path | None) -> dict[str, AppSpec]:
+    """Apps of the given spec file, or of ./warmstart.toml when it exists, else none."""
+    if path is None:
+        default = Path(specfile.DEFAULT_FILE)
+        if not default.exists():
+            return {}
+        path = default
+    return specfile.load(path)
 
 
 def open_store(cache_dir: Path | None) -> SnapshotStore:

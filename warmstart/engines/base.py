@@ -33,6 +33,12 @@ class ContainerState:
 
 
 @dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    output: str  # stdout and stderr, interleaved as far as the engine allows
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     """Versions and settings `doctor` and manifests record."""
 
@@ -64,6 +70,7 @@ class Engine(abc.ABC):
         env: dict[str, str],
         ports: list[PortBinding],
         labels: dict[str, str],
+        volumes: tuple[str, ...] = (),
     ) -> str:
         """Create and start a detached container; returns its ID."""
 
@@ -75,8 +82,21 @@ class Engine(abc.ABC):
     def logs(self, *, container: str, tail: int = 20) -> str: ...
 
     @abc.abstractmethod
-    def checkpoint(self, *, container: str, dest: Path) -> None:
-        """Checkpoint the running container into the archive `dest` (uncompressed); the container stops."""
+    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
+        """Run a command inside the running container; raises EngineError when it cannot be run at all."""
+
+    @abc.abstractmethod
+    def kill(self, *, container: str, signal: str) -> None:
+        """Send a signal to the container's main process."""
+
+    @abc.abstractmethod
+    def build_image(self, *, context: Path, containerfile: str, tag: str, labels: dict[str, str]) -> str:
+        """Build an image from a directory with a Containerfile; returns the image ID."""
+
+    @abc.abstractmethod
+    def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
+        """Checkpoint the running container into the archive `dest` (uncompressed); the container stops
+        unless `leave_running`."""
 
     @abc.abstractmethod
     def restore(self, *, archive: Path, name: str, ports: list[PortBinding]) -> str:

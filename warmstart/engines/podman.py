@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult
 from warmstart.errors import (
     CheckpointError,
     EngineError,
@@ -113,8 +113,11 @@ class PodmanEngine(Engine):
         env: dict[str, str],
         ports: list[PortBinding],
         labels: dict[str, str],
+        volumes: tuple[str, ...] = (),
     ) -> str:
         args = ["run", "--detach", "--pull=never", "--name", name]
+        for volume in volumes:
+            args += ["--volume", volume]
         for key, value in labels.items():
             args += ["--label", f"{key}={value}"]
         for key, value in env.items():
@@ -134,9 +137,38 @@ class PodmanEngine(Engine):
         proc = self._podman("logs", "--tail", str(tail), container, check=False)
         return (proc.stdout + proc.stderr).strip()
 
-    def checkpoint(self, *, container: str, dest: Path) -> None:
+    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
+        try:
+            proc = subprocess.run(
+                [self.binary, "exec", container, *command], capture_output=True, text=True, timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise EngineError(f"exec {' '.join(command)} in {container} did not finish within {timeout:g}s") from exc
+        except FileNotFoundError as exc:
+            raise EngineUnavailable(f"podman not found on PATH ({self.binary})") from exc
+        # podman exec: 125 = podman itself failed, 126 = cannot invoke, 127 = not found; else the command's code.
+        if proc.returncode == 125:
+            raise self._error(("exec",), proc)
+        return ExecResult(proc.returncode, (proc.stdout + proc.stderr).strip())
+
+    def kill(self, *, container: str, signal: str) -> None:
+        self._podman("kill", "--signal", signal, container, timeout=30)
+
+    def build_image(self, *, context: Path, containerfile: str, tag: str, labels: dict[str, str]) -> str:
+        args = ["build", "--quiet", "--pull=never", "-f", str(context / containerfile), "-t", tag]
+        for key, value in labels.items():
+            args += ["--label", f"{key}={value}"]
+        proc = self._podman(*args, str(context), timeout=1800, check=False)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-10:])
+            raise EngineError(f"podman build of {context} failed: {self._error_line(proc)}", details=tail)
+        return proc.stdout.strip().splitlines()[-1]
+
+    def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
+        extra = ["--leave-running"] if leave_running else []
         proc = self._podman(
-            "container", "checkpoint", "--export", str(dest), "--compress", "none", container, check=False
+            "container", "checkpoint", "--export", str(dest), "--compress", "none", *extra, container, check=False
         )
         if proc.returncode != 0:
             static = self._static_dir(container)

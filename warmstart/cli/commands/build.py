@@ -1,19 +1,23 @@
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from warmstart import specfile
 from warmstart.build import build as build_snapshot
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, progress, stdout
+from warmstart.errors import UsageError
 from warmstart.spec import AppSpec, make_probe, parse_container_port, parse_env, validate_app_name
 
 
 @handle_errors
 def build(
     command: Annotated[Optional[list[str]], typer.Argument(help="Command to run instead of the image's (after --).")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="App name (the cache key for its snapshots).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="App to build [default: every app in the spec file].")] = None,
     image: Annotated[Optional[str], typer.Option("--image", help="Local image to start.")] = None,
     port: Annotated[Optional[list[str]], typer.Option("-p", "--port", help="Container port the app listens on (repeatable).")] = None,
     env: Annotated[Optional[list[str]], typer.Option("-e", "--env", help="NAME=VALUE for the app (repeatable).")] = None,
@@ -21,29 +25,59 @@ def build(
     ready_tcp: Annotated[Optional[int], typer.Option("--ready-tcp", help="Ready when this container port accepts TCP.")] = None,
     ready_port: Annotated[Optional[int], typer.Option("--ready-port", help="Container port for --ready-http.")] = None,
     ready_timeout: Annotated[float, typer.Option("--ready-timeout", help="Seconds to wait for readiness.")] = 60.0,
+    compare_trim: Annotated[bool, typer.Option("--compare-trim", help="Also measure the snapshot size before trimming.")] = False,
+    file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Start the app, wait until it is ready, checkpoint it and store the snapshot in the cache."""
-    ports = [parse_container_port(p) for p in port or []]
-    spec = AppSpec(
-        name=validate_app_name(options.require(name, "--name")),
-        image=options.require(image, "--image"),
-        command=list(command or []),
-        env=parse_env(env or []),
-        ports=ports,
-        probe=make_probe(ready_http=ready_http, ready_tcp=ready_tcp, ports=ports, ready_port=ready_port,
-                         timeout=ready_timeout),
-    )
+    """Start the app, wait until it is ready, warm it up, checkpoint it and store the snapshot in the cache."""
+    apps = options.load_spec_file(file)
+    flags_given = any([command, image, port, env, ready_http, ready_tcp is not None, ready_port is not None])
+    if name is None:
+        if not apps:
+            raise UsageError(f"give --name and --image, or describe apps in {specfile.DEFAULT_FILE}")
+        if flags_given:
+            raise UsageError("flags that describe an app need --name (several apps are in the spec file)")
+        specs = list(apps.values())
+    else:
+        specs = [_spec_from_flags(apps.get(validate_app_name(name)), name=name, image=image, command=command,
+                                  port=port, env=env, ready_http=ready_http, ready_tcp=ready_tcp,
+                                  ready_port=ready_port, ready_timeout=ready_timeout)]
     store = options.open_store(cache_dir)
-    result = build_snapshot(spec, engine=options.engine_for(engine), store=store, progress=progress)
+    eng = options.engine_for(engine)
+    results = [build_snapshot(s, engine=eng, store=store, compare_trim=compare_trim, progress=progress) for s in specs]
     if json_output:
-        emit_json(result)
+        emit_json(results[0] if name else {"builds": [dataclasses.asdict(r) for r in results]})
         return
-    stdout.print(
-        f"built snapshot {result.snapshot} of {result.app} ({result.size_bytes / 1e6:.1f} MB) in "
-        f"{result.build_seconds:.2f}s: cold start was ready in {result.ready_seconds:.2f}s, "
-        f"checkpoint took {result.checkpoint_seconds:.2f}s",
-        markup=False,
+    for r in results:
+        extra = f", {r.warmup_requests} warm-up requests" if r.warmup_requests else ""
+        if r.untrimmed_size_bytes is not None:
+            extra += f", {r.untrimmed_size_bytes / 1e6:.1f} MB before trim"
+        stdout.print(
+            f"built snapshot {r.snapshot} of {r.app} ({r.size_bytes / 1e6:.1f} MB{extra}) in {r.build_seconds:.2f}s: "
+            f"cold start was ready in {r.ready_seconds:.2f}s, checkpoint took {r.checkpoint_seconds:.2f}s",
+            markup=False,
+        )
+
+
+def _spec_from_flags(
+    base: AppSpec | None, *, name: str, image: str | None, command: list[str] | None, port: list[str] | None,
+    env: list[str] | None, ready_http: str | None, ready_tcp: int | None, ready_port: int | None,
+    ready_timeout: float,
+) -> AppSpec:
+    """The spec file's app with the given flags laid over it (or an app made from flags alone)."""
+    if base is None:
+        base = AppSpec(name=name, image=options.require(image, "--image"))
+    ports = tuple(parse_container_port(p) for p in port) if port else base.ports
+    probe = make_probe(ready_http=ready_http, ready_tcp=ready_tcp, ports=list(ports), ready_port=ready_port,
+                       timeout=ready_timeout)
+    return dataclasses.replace(
+        base,
+        image=image or base.image,
+        build_context=None if image else base.build_context,
+        command=tuple(command) if command else base.command,
+        env={**base.env, **parse_env(env or [])},
+        ports=ports,
+        probe=probe or base.probe,
     )

@@ -1,0 +1,56 @@
+"""before_checkpoint / after_restore hooks: close what cannot survive a snapshot (pools, sockets to other hosts),
+reopen and reseed after a restore. Each runs with its own timeout; the first failure stops the list."""
+
+from __future__ import annotations
+
+import http.client
+
+from warmstart.containers import published
+from warmstart.engines.base import ContainerState, Engine
+from warmstart.errors import EngineError, HookError
+from warmstart.probes import http_request
+from warmstart.spec import AppSpec, HookSpec
+
+# The Python in-app helper (warmstart_helper.py): its CLI triggers the registered hooks over a local socket and
+# waits for them; after a restore a signal is enough (cheaper than an exec on the restore path).
+HELPER_SIGNAL = "SIGUSR2"
+
+
+HELPER_BEFORE = HookSpec(kind="exec", command=("python3", "-m", "warmstart_helper", "before_checkpoint"), timeout=60)
+HELPER_AFTER = HookSpec(kind="signal", signal=HELPER_SIGNAL)
+
+
+def before_checkpoint_hooks(spec: AppSpec) -> tuple[HookSpec, ...]:
+    """The app's own hooks, then the helper's (it closes what the app registered, last)."""
+    return spec.before_checkpoint + ((HELPER_BEFORE,) if spec.python_helper else ())
+
+
+def after_restore_hooks(spec: AppSpec) -> tuple[HookSpec, ...]:
+    """The helper first (reseed before anything else runs), then the app's own hooks."""
+    return ((HELPER_AFTER,) if spec.python_helper else ()) + spec.after_restore
+
+
+def run_hooks(phase: str, hooks: tuple[HookSpec, ...], *, engine: Engine, state: ContainerState) -> list[str]:
+    """Run hooks in order; returns their descriptions. Raises HookError naming the phase and the hook."""
+    done = []
+    for i, hook in enumerate(hooks):
+        where = f"{phase} hook #{i + 1} ({hook.describe()})"
+        try:
+            if hook.kind == "exec":
+                result = engine.exec(container=state.name, command=hook.command, timeout=hook.timeout)
+                if result.exit_code != 0:
+                    raise HookError(f"{where} exited with {result.exit_code}",
+                                    details="\n".join(f"out: {ln}" for ln in result.output.splitlines()[-10:]))
+            elif hook.kind == "signal":
+                engine.kill(container=state.name, signal=hook.signal)
+            else:
+                assert hook.call is not None
+                status, body = http_request(*published(state, hook.call.port), hook.call, timeout=hook.timeout)
+                if not 200 <= status < 300:
+                    raise HookError(f"{where} answered HTTP {status}: {body[:200].decode(errors='replace')}")
+        except EngineError as exc:
+            raise HookError(f"{where} failed: {exc}") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise HookError(f"{where} failed: {exc}") from exc
+        done.append(hook.describe())
+    return done
