@@ -85,9 +85,14 @@ class Cli:
     def __init__(self, cache: Path) -> None:
         self.cache = cache
 
+    def argv(self, *args: str) -> list[str]:
+        return [WARMSTART, *args]
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {**os.environ, "WARMSTART_CACHE": str(self.cache), **(extra or {})}
+
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
-        full_env = {**os.environ, "WARMSTART_CACHE": str(self.cache), **(env or {})}
-        proc = subprocess.run([WARMSTART, *args], capture_output=True, text=True, env=full_env, timeout=timeout,
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env(env), timeout=timeout,
                               stdin=subprocess.DEVNULL)
         assert "Traceback" not in proc.stderr, proc.stderr
         return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -202,7 +202,8 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
         if len(v.split(":")) not in (2, 3) or not v.startswith("/"):
             raise r.fail(f"{key}.volumes[{i}]", f"expected HOST_PATH:CONTAINER_PATH[:OPTIONS], got {v!r}")
     probe = _probe(r, f"{key}.ready", t["ready"], ports) if "ready" in t else None
-    warmup = _warmup(r, f"{key}.warmup", t["warmup"], ports) if "warmup" in t else None
+    default_port = probe.port if probe else 0  # HTTP calls go where the probe goes unless they say otherwise
+    warmup = _warmup(r, f"{key}.warmup", t["warmup"], ports, default_port) if "warmup" in t else None
     hooks = r.table(t.get("hooks", {}), f"{key}.hooks", {"before_checkpoint", "after_restore"})
     trim_raw = r.table(t.get("trim", {}), f"{key}.trim", {"jvm", "python"})
     trim = TrimSpec(**{k: r.boolean(v, f"{key}.trim.{k}") for k, v in trim_raw.items()})
@@ -219,8 +220,10 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
         volumes=volumes,
         probe=probe,
         warmup=warmup,
-        before_checkpoint=_hooks(r, f"{key}.hooks.before_checkpoint", hooks.get("before_checkpoint", []), ports),
-        after_restore=_hooks(r, f"{key}.hooks.after_restore", hooks.get("after_restore", []), ports),
+        before_checkpoint=_hooks(r, f"{key}.hooks.before_checkpoint", hooks.get("before_checkpoint", []), ports,
+                                 default_port),
+        after_restore=_hooks(r, f"{key}.hooks.after_restore", hooks.get("after_restore", []), ports,
+                             default_port),
         trim=trim,
         python_helper=helper,
         build_context=build_context,
@@ -228,13 +231,14 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
     )
 
 
-def _port_of(r: _Reader, key: str, t: dict[str, Any], ports: tuple[int, ...], *, required: bool) -> int:
+def _port_of(r: _Reader, key: str, t: dict[str, Any], ports: tuple[int, ...], default: int = 0) -> int:
+    """The explicit port, else `default` (the probe's port), else the only port."""
     if "port" in t:
         port = r.port(t["port"], f"{key}.port")
+    elif default:
+        port = default
     elif len(ports) == 1:
         port = ports[0]
-    elif not required:
-        return 0
     else:
         raise r.fail(f"{key}.port", f"needed: the app publishes {len(ports)} ports {list(ports)}, say which")
     if port not in ports:
@@ -259,7 +263,7 @@ def _probe(r: _Reader, key: str, raw: Any, ports: tuple[int, ...]) -> ProbeSpec:
             raise r.fail(f"{key}.{only_http}", "only applies to http probes")
     if kind == "http":
         return ProbeSpec(kind="http", path=r.url_path(t["http"], f"{key}.http"),
-                         port=_port_of(r, key, t, ports, required=True),
+                         port=_port_of(r, key, t, ports),
                          status=_status(r, f"{key}.status", t.get("status", "200-299")),
                          body=r.regex(t["body"], f"{key}.body") if "body" in t else None, **common)
     if kind == "tcp":
@@ -275,8 +279,8 @@ def _probe(r: _Reader, key: str, raw: Any, ports: tuple[int, ...]) -> ProbeSpec:
 def _status(r: _Reader, key: str, value: Any) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         lo = hi = value
-    elif isinstance(value, str) and (m := re.match(r"^\s*(\d{3})\s*-\s*(\d{3})\s*$", value)):
-        lo, hi = int(m.group(1)), int(m.group(2))
+    elif isinstance(value, str) and (m := re.match(r"^\s*(\d{3})\s*(?:-\s*(\d{3}))?\s*$", value)):
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
     else:
         raise r.fail(key, f"expected a status like 200 or a range like \"200-299\", got {value!r}")
     if not (100 <= lo <= hi <= 599):
@@ -284,7 +288,7 @@ def _status(r: _Reader, key: str, value: Any) -> tuple[int, int]:
     return lo, hi
 
 
-def _call(r: _Reader, key: str, raw: Any, ports: tuple[int, ...]) -> HttpCall:
+def _call(r: _Reader, key: str, raw: Any, ports: tuple[int, ...], default_port: int) -> HttpCall:
     if isinstance(raw, str):
         parts = raw.split(None, 1)
         t: dict[str, Any] = {"method": parts[0], "path": parts[1]} if len(parts) == 2 else {"path": raw}
@@ -295,16 +299,17 @@ def _call(r: _Reader, key: str, raw: Any, ports: tuple[int, ...]) -> HttpCall:
         raise r.fail(f"{key}.method", f"expected one of {', '.join(HTTP_METHODS)}, got {method!r}")
     return HttpCall(method=method, path=r.url_path(t.get("path"), f"{key}.path"),
                     body=r.string(t["body"], f"{key}.body") if t.get("body") else None,
-                    port=_port_of(r, key, t, ports, required=True))
+                    port=_port_of(r, key, t, ports, default_port))
 
 
-def _warmup(r: _Reader, key: str, raw: Any, ports: tuple[int, ...]) -> WarmupSpec:
+def _warmup(r: _Reader, key: str, raw: Any, ports: tuple[int, ...], default_port: int) -> WarmupSpec:
     t = r.table(raw, key, {"requests", "repeat", "duration", "command", "timeout"})
     if "repeat" in t and "duration" in t:
         raise r.fail(key, "give repeat or duration, not both")
     if not isinstance(t.get("requests", []), list):
         raise r.fail(f"{key}.requests", f"expected a list of requests, got {_kind(t['requests'])}")
-    requests = tuple(_call(r, f"{key}.requests[{i}]", c, ports) for i, c in enumerate(t.get("requests", [])))
+    requests = tuple(_call(r, f"{key}.requests[{i}]", c, ports, default_port)
+                     for i, c in enumerate(t.get("requests", [])))
     command = r.command(t["command"], f"{key}.command") if "command" in t else ()
     if not requests and not command:
         raise r.fail(key, "needs requests or a command")
@@ -317,7 +322,7 @@ def _warmup(r: _Reader, key: str, raw: Any, ports: tuple[int, ...]) -> WarmupSpe
     )
 
 
-def _hooks(r: _Reader, key: str, raw: Any, ports: tuple[int, ...]) -> tuple[HookSpec, ...]:
+def _hooks(r: _Reader, key: str, raw: Any, ports: tuple[int, ...], default_port: int) -> tuple[HookSpec, ...]:
     if not isinstance(raw, list):
         raise r.fail(key, f"expected a list of hooks ([[{key}]] tables), got {_kind(raw)}")
     hooks = []
@@ -342,5 +347,5 @@ def _hooks(r: _Reader, key: str, raw: Any, ports: tuple[int, ...]) -> tuple[Hook
             call_raw |= {"method": parts[0], "path": parts[1]} if len(parts) == 2 else {"path": parts[0]}
             if "port" in t:
                 call_raw["port"] = t["port"]
-            hooks.append(HookSpec(kind="http", call=_call(r, k, call_raw, ports), timeout=timeout))
+            hooks.append(HookSpec(kind="http", call=_call(r, k, call_raw, ports, default_port), timeout=timeout))
     return tuple(hooks)

@@ -2,16 +2,33 @@
 "pid"}; /healthz answers 200 once ready.
 
 STARTUP_DELAY (seconds) simulates an expensive boot; NEVER_READY=1 keeps /healthz at 503 forever.
+GET /random returns random.random() and uuid4() (clones of one snapshot must differ); GET /events lists the
+warmstart_helper hooks that ran (the app registers them when USE_HELPER=1).
 """
 
 import json
 import os
 import secrets
+import random
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BOOT_TOKEN = secrets.token_hex(8)
-STATE = {"count": 0}
+STATE: dict = {"count": 0, "events": []}
+
+if os.environ.get("USE_HELPER") == "1":
+    import warmstart_helper
+
+    @warmstart_helper.register_before_checkpoint
+    def _before() -> None:
+        STATE["events"].append("before_checkpoint")
+
+    @warmstart_helper.register_after_restore
+    def _after() -> None:
+        STATE["events"].append("after_restore")
+
+    warmstart_helper.install()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -20,6 +37,12 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             ready = os.environ.get("NEVER_READY") != "1"
             self._send(200 if ready else 503, {"ready": ready})
+            return
+        if self.path == "/random":
+            self._send(200, {"random": random.random(), "uuid": str(uuid.uuid4())})
+            return
+        if self.path == "/events":
+            self._send(200, {"events": STATE["events"]})
             return
         self._send(200, {"boot_token": BOOT_TOKEN, "count": STATE["count"], "pid": os.getpid()})
 
@@ -30,6 +53,11 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def do_POST(self) -> None:  # hooks and warm-up calls: counted like any request
+        STATE["count"] += 1
+        STATE["events"].append(f"POST {self.path}")
+        self._send(200, {"ok": True})
 
     def log_message(self, format: str, *args: object) -> None:  # keep logs to lifecycle lines
         pass
