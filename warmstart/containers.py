@@ -42,11 +42,15 @@ def published(state: ContainerState, port: int) -> tuple[str, int]:
     return address
 
 
-def probe_container(engine: Engine, *, container: str, probe: ProbeSpec | None) -> ContainerState:
+def probe_container(
+    engine: Engine, *, container: str, probe: ProbeSpec | None, known: ContainerState | None = None
+) -> ContainerState:
     """Wait until a started container passes `probe` (or just runs, without one); returns its state then.
 
-    Raises ReadinessError with the container's status and last log lines."""
-    state = engine.inspect(container=container)
+    `known` (what the caller already knows of a container it just started) saves an engine round trip on the
+    restore path; without it the container is inspected first. Raises ReadinessError with the container's status
+    and last log lines."""
+    state = known if known is not None and probe is not None else engine.inspect(container=container)
     if state is None or not state.running:
         status, logs = status_and_logs(engine, container)
         raise ReadinessError(f"container {container} is not running ({status})", details=logs)

@@ -6,6 +6,8 @@ service, unless they asked for restore-or-fail (`no_fallback`).
 
 from __future__ import annotations
 
+import dataclasses
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from warmstart import labels
 from warmstart.cache.manifest import CHECKPOINT_FILE
 from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.containers import probe_container, removed_on_failure
-from warmstart.engines.base import Engine
+from warmstart.engines.base import ContainerState, Engine
 from warmstart.hooks import after_restore_hooks, run_hooks
 from warmstart.errors import (
     HookError,
@@ -42,8 +44,15 @@ class LaunchResult:
     reason: str | None = None  # why cold
 
 
+def _free_port(ip: str) -> int:
+    with socket.socket() as s:
+        s.bind(("" if ip == "0.0.0.0" else ip, 0))
+        return int(s.getsockname()[1])
+
+
 def resolve_ports(spec: AppSpec, requested: list[PortBinding]) -> list[PortBinding]:
-    """Every port the app publishes gets a binding: the user's, else a free loopback port."""
+    """Every port the app publishes gets a binding: the user's, else a free loopback port. Free ports are chosen
+    here rather than by the engine, so the instance's address is known without asking the engine afterwards."""
     by_port = {}
     for binding in requested:
         if binding.protocol == "tcp" and binding.container_port not in spec.ports:
@@ -53,7 +62,13 @@ def resolve_ports(spec: AppSpec, requested: list[PortBinding]) -> list[PortBindi
         by_port[binding.key] = binding
     for port in spec.ports:
         by_port.setdefault(f"{port}/tcp", PortBinding(container_port=port))
-    return list(by_port.values())
+    return [b if b.host_port else dataclasses.replace(b, host_port=_free_port(b.host_ip)) for b in by_port.values()]
+
+
+def _started(container: str, name: str, bindings: list[PortBinding], restored: bool) -> ContainerState:
+    """What we know of an instance we just started, without an engine round trip."""
+    return ContainerState(id=container, name=name, status="running", running=True, exit_code=0, restored=restored,
+                          ports={b.key: (b.host_ip, b.host_port) for b in bindings})
 
 
 def usable_snapshot(spec: AppSpec, *, engine: Engine, store: SnapshotStore) -> tuple[Snapshot | None, str]:
@@ -129,14 +144,9 @@ def _restore(
     progress(f"restoring {name} from snapshot {snapshot.id}")
     with removed_on_failure(engine, name):
         container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
-        hooks = after_restore_hooks(spec)
-        if hooks:
-            state = engine.inspect(container=name)
-            if state is None:
-                raise RestoreError(f"restored container {name} vanished")
-            run_hooks("after_restore", hooks, engine=engine, state=state)
-        return _ready(spec, engine=engine, name=name, container=container, mode="restored", start=start,
-                      snapshot=snapshot.id)
+        state = _started(container, name, bindings, restored=True)
+        run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
+        return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.id)
 
 
 def _cold(
@@ -149,18 +159,19 @@ def _cold(
             name=name, image=spec.image, command=list(spec.command), env=spec.env, ports=bindings,
             labels=labels.labels_for(spec.name), volumes=spec.volumes,
         )
-        return _ready(spec, engine=engine, name=name, container=container, mode="cold", start=start, reason=reason)
+        state = _started(container, name, bindings, restored=False)
+        return _ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)
 
 
 def _ready(
-    spec: AppSpec, *, engine: Engine, name: str, container: str, mode: str, start: float,
+    spec: AppSpec, *, engine: Engine, state: ContainerState, mode: str, start: float,
     snapshot: str | None = None, reason: str | None = None,
 ) -> LaunchResult:
-    state = probe_container(engine, container=name, probe=spec.probe)
+    probe_container(engine, container=state.name, probe=spec.probe, known=state)
     ready_seconds = round(time.monotonic() - start, 3)
     ports = {key: f"{ip or '0.0.0.0'}:{port}" for key, (ip, port) in state.ports.items()}
     return LaunchResult(
-        app=spec.name, mode=mode, container=container, name=name, ready_seconds=ready_seconds,
+        app=spec.name, mode=mode, container=state.id, name=state.name, ready_seconds=ready_seconds,
         ports=ports, snapshot=snapshot, reason=reason,
     )
 

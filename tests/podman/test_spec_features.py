@@ -173,3 +173,24 @@ def test_build_without_name_builds_every_app_in_the_file(tmp_path: Path, cli: Cl
     assert manifest["spec"]["probe"]["path"] == "/" and manifest["spec"]["env"] == ["X"]
     bad = cli("build", "-f", str(path), "--image", "x")
     assert bad.returncode == 2 and "need --name" in bad.stderr
+
+
+def test_jvm_trim_makes_the_snapshot_smaller(tmp_path: Path, cli: Cli, owned_app: str) -> None:
+    """A full GC (jcmd GC.run) before the checkpoint: the catalogue's loading garbage is not dumped."""
+    path = tmp_path / "warmstart.toml"
+    path.write_text(f"""[apps.{owned_app}]
+image = "localhost/warmstart-example-jvm-catalog:latest"
+ports = [8080]
+env = {{ CATALOG_SIZE = "150000" }}
+ready = {{ http = "/healthz", timeout = "120s" }}
+warmup = {{ requests = ["GET /search?q=eco"], repeat = 20 }}
+trim = {{ jvm = true }}
+""")
+    res = cli("build", "--name", owned_app, "-f", str(path), "--compare-trim", "--json")
+    assert res.returncode == 0, res.stderr
+    out = res.json
+    assert out["trim"] == {"jvm": "full GC (jcmd GC.run)"}
+    assert out["untrimmed_size_bytes"] > 1.3 * out["size_bytes"], out
+    restored = cli("run", owned_app, "--json").json
+    assert restored["mode"] == "restored"
+    assert get(restored["ports"]["8080/tcp"], "/stats")["products"] == 150000
