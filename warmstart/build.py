@@ -7,17 +7,21 @@ becomes visible in the cache.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from warmstart import __version__, labels
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
-from warmstart.cache.store import Snapshot, SnapshotStore, new_snapshot_id
+from warmstart.cache.keys import cache_key, key_inputs
+from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.containers import probe_container, remove_quietly
-from warmstart.engines.base import Engine
+from warmstart.engines.base import Engine, EngineInfo
+from warmstart.host import host_facts
 from warmstart.errors import UsageError
 from warmstart.hooks import before_checkpoint_hooks, run_hooks
 from warmstart.spec import AppSpec, PortBinding
@@ -30,7 +34,9 @@ Progress = Callable[[str], None]
 @dataclass(frozen=True)
 class BuildResult:
     app: str
-    snapshot: str
+    snapshot: str  # APP:TAG
+    tag: str
+    key: str
     snapshot_path: str
     image: str
     image_id: str
@@ -38,6 +44,7 @@ class BuildResult:
     build_seconds: float
     ready_seconds: float
     checkpoint_seconds: float
+    reused: bool = False  # an unchanged app: the cached snapshot of the same key was kept
     warmup_requests: int = 0
     hooks: list[str] = field(default_factory=list)
     trim: dict[str, str] = field(default_factory=dict)
@@ -53,28 +60,78 @@ def prepare_image(spec: AppSpec, *, engine: Engine, progress: Progress) -> str:
     return engine.image_id(image=spec.image)
 
 
+def sweep_orphans(engine: Engine, app: str) -> list[str]:
+    """Remove build containers of `app` whose warmstart process died (SIGKILL leaves them behind)."""
+    removed = []
+    for state in engine.list(labels={labels.MANAGED: "true", labels.APP: app}):
+        pid = state.labels.get(labels.BUILD_PID, "")
+        if state.name.startswith(labels.BUILD_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+            remove_quietly(engine, state.name)
+            removed.append(state.name)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def build(
     spec: AppSpec,
     *,
     engine: Engine,
     store: SnapshotStore,
+    tag: str | None = None,
+    force: bool = False,
     compare_trim: bool = False,
     progress: Progress = lambda _: None,
 ) -> BuildResult:
+    """Build (or, for an unchanged app, reuse) the snapshot of `spec`. One build per key at a time: a second
+    concurrent build of the same key waits, then reuses what the first published."""
     if spec.probe is None:
         raise UsageError(f"app {spec.name!r} has no readiness probe: give --ready-http PATH or --ready-tcp PORT "
                          "(or [apps.NAME.ready] in warmstart.toml)")
     start = time.monotonic()
     image_id = prepare_image(spec, engine=engine, progress=progress)
     info = engine.info()
+    host = host_facts()
+    inputs = key_inputs(spec, image_id=image_id, engine=info, criu_version=host.criu_version)
+    key = cache_key(inputs)
+    tag = tag or key[:12]
+    with store.lock(spec.name, key):
+        existing = store.find_key(spec.name, key)
+        if existing is not None and not force:
+            progress(f"unchanged: reusing snapshot {existing.ref}")
+            store.save_app(spec)
+            t = existing.manifest.timings
+            return BuildResult(
+                app=spec.name, snapshot=existing.ref, tag=existing.manifest.tag, key=key,
+                snapshot_path=str(existing.path), image=spec.image, image_id=image_id, size_bytes=existing.size,
+                build_seconds=round(time.monotonic() - start, 3), ready_seconds=t.get("ready_seconds", 0.0),
+                checkpoint_seconds=t.get("checkpoint_seconds", 0.0), reused=True,
+            )
+        sweep_orphans(engine, spec.name)
+        return _build(spec, engine=engine, store=store, tag=tag, key=key, inputs=inputs, image_id=image_id,
+                      info=info, host=host.to_dict(), compare_trim=compare_trim, start=start, progress=progress)
+
+
+def _build(
+    spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str, key: str, inputs: dict[str, Any],
+    image_id: str, info: EngineInfo, host: dict[str, Any], compare_trim: bool, start: float, progress: Progress,
+) -> BuildResult:
     name = labels.build_name(spec.name)
     try:
         progress(f"starting {spec.image} as {name}")
         t = time.monotonic()
         engine.run(
             name=name, image=spec.image, command=list(spec.command), env=spec.env,
-            ports=[PortBinding(container_port=p) for p in spec.ports], labels=labels.labels_for(spec.name),
-            volumes=spec.volumes,
+            ports=[PortBinding(container_port=p) for p in spec.ports],
+            labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid())}, volumes=spec.volumes,
         )
         progress(f"waiting for {spec.probe.describe()}")
         state = probe_container(engine, container=name, probe=spec.probe)
@@ -98,13 +155,16 @@ def build(
             checkpoint_seconds = time.monotonic() - t
             manifest = Manifest(
                 app=spec.name,
-                snapshot_id=new_snapshot_id(),
+                tag=tag,
+                key=key,
                 created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                 warmstart_version=__version__,
                 engine={"name": info.name, "version": info.version, "runtime": info.runtime,
                         "runtime_version": info.runtime_version},
                 image={"ref": spec.image, "id": image_id},
                 spec={**spec.to_dict(), "env": sorted(spec.env)},  # names only: values may be secrets
+                host=host,
+                key_inputs=inputs,
                 timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3)},
             )
             snapshot: Snapshot = store.publish(stage, manifest)
@@ -113,7 +173,9 @@ def build(
         remove_quietly(engine, name)
     return BuildResult(
         app=spec.name,
-        snapshot=snapshot.id,
+        snapshot=snapshot.ref,
+        tag=tag,
+        key=key,
         snapshot_path=str(snapshot.path),
         image=spec.image,
         image_id=image_id,

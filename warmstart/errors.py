@@ -6,7 +6,9 @@
     ├── UnknownAppError             `run` of an app that was never built or described
     ├── CacheError                  the cache directory cannot be used
     │   ├── SnapshotNotFound        no snapshot for the app
+    │   ├── SnapshotCorrupt         a stored file does not match its manifest (the snapshot is quarantined)
     │   └── ManifestError           a manifest that cannot be read or is of a newer format
+    ├── RegistryError               push/pull failed: auth, reference, transport, or a blob that does not verify
     ├── EngineError                 the container engine failed or is missing
     │   ├── EngineUnavailable       the engine binary/daemon cannot be reached
     │   ├── ImageNotFound           the image does not exist locally
@@ -56,6 +58,14 @@ class CacheError(WarmstartError):
 
 class SnapshotNotFound(CacheError):
     """Raised when an app has no usable snapshot in the cache."""
+
+
+class SnapshotCorrupt(CacheError):
+    """Raised when a snapshot's files do not match the sizes and sha256 digests in its manifest."""
+
+
+class RegistryError(WarmstartError):
+    """Raised when a registry refuses a push or pull (auth, missing reference, network) or serves bad data."""
 
 
 class ManifestError(CacheError):

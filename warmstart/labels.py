@@ -9,6 +9,7 @@ import secrets
 PREFIX = "io.warmstart"
 MANAGED = f"{PREFIX}.managed"  # "true" on every container warmstart creates
 APP = f"{PREFIX}.app"  # the app name
+BUILD_PID = f"{PREFIX}.build-pid"  # on build containers: the warmstart process that owns it (orphans are swept)
 SESSION = f"{PREFIX}.session"  # $WARMSTART_SESSION when set: lets a test run or CI job remove its own leftovers
 
 BUILD_PREFIX = "wsb-"  # build containers; restored instances inherit the build's labels, so names tell them apart

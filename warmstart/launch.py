@@ -13,19 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from warmstart import labels
-from warmstart.cache.manifest import CHECKPOINT_FILE
-from warmstart.cache.store import Snapshot, SnapshotStore
+from warmstart.cache.registry import Reference, Registry
+from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.hooks import after_restore_hooks, run_hooks
+from warmstart.host import host_facts, incompatibilities
 from warmstart.errors import (
     HookError,
     ImageNotFound,
     ReadinessError,
     RestoreError,
+    SnapshotCorrupt,
     SnapshotNotFound,
     UnknownAppError,
     UsageError,
+    WarmstartError,
 )
 from warmstart.spec import AppSpec, PortBinding
 
@@ -71,28 +74,53 @@ def _started(container: str, name: str, bindings: list[PortBinding], restored: b
                           ports={b.key: (b.host_ip, b.host_port) for b in bindings})
 
 
-def usable_snapshot(spec: AppSpec, *, engine: Engine, store: SnapshotStore) -> tuple[Snapshot | None, str]:
-    """The newest snapshot this host and engine can restore, or None and the reason there is none."""
-    snapshot = store.latest(spec.name)
-    if snapshot is None:
-        return None, f"no snapshot of app {spec.name!r} in {store.root}"
-    m = snapshot.manifest
-    if m.engine.get("name") != engine.name:
-        return None, f"snapshot {snapshot.id} was made with {m.engine.get('name')}, not {engine.name}"
-    try:
-        current = engine.image_id(image=spec.image)
-    except ImageNotFound:
-        return None, f"image {spec.image} of snapshot {snapshot.id} is no longer present"
-    if current != m.image.get("id"):
-        return None, f"image {spec.image} changed since snapshot {snapshot.id} was taken (rebuild it)"
-    expected = m.files.get(CHECKPOINT_FILE, {}).get("size")
-    try:
-        actual = snapshot.checkpoint.stat().st_size
-    except OSError:
-        return None, f"snapshot {snapshot.id} has no {CHECKPOINT_FILE}"
-    if expected != actual:
-        return None, f"snapshot {snapshot.id} is damaged: {CHECKPOINT_FILE} is {actual} bytes, manifest says {expected}"
-    return snapshot, ""
+def usable_snapshot(
+    spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str | None = None
+) -> tuple[Snapshot | None, str]:
+    """The newest snapshot (or the tagged one) this host and engine can restore, verified; or None and why.
+
+    A snapshot whose files do not match its manifest is quarantined and never restored."""
+    if tag:
+        one = store.get(spec.name, tag)
+        candidates = [one] if one else []
+        if not candidates:
+            return None, f"no snapshot {spec.name}:{tag} in {store.root}"
+    else:
+        candidates = store.list(spec.name)
+        if not candidates:
+            return None, f"no snapshot of app {spec.name!r} in {store.root}"
+    here = host_facts()
+    current_image: str | None = None
+    reasons = []
+    for snap in candidates:
+        m = snap.manifest
+        if m.engine.get("name") != engine.name:
+            reasons.append(f"snapshot {snap.ref} was made with {m.engine.get('name')}, not {engine.name}")
+            continue
+        problems = incompatibilities(m.host, here)
+        if problems:
+            reasons.append(f"snapshot {snap.ref} does not fit this host: {'; '.join(problems)}")
+            continue
+        if current_image is None:
+            try:
+                current_image = engine.image_id(image=spec.image)
+            except ImageNotFound:
+                return None, f"image {spec.image} of snapshot {snap.ref} is not present"
+        if current_image != m.image.get("id"):
+            reasons.append(f"image {spec.image} changed since snapshot {snap.ref} was taken (rebuild it)")
+            continue
+        try:
+            store.verify(snap)
+        except SnapshotCorrupt as exc:
+            where = store.quarantine(snap)
+            return None, f"{exc}; quarantined to {where}"
+        return snap, ""
+    return None, "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
+
+
+def spec_from_snapshot(snapshot: Snapshot) -> AppSpec:
+    """An app known only from a snapshot (pulled from a registry): its manifest has env names, not values."""
+    return AppSpec.from_dict({**snapshot.manifest.spec, "env": {}})
 
 
 def launch(
@@ -104,23 +132,43 @@ def launch(
     no_fallback: bool = False,
     cold: bool = False,
     spec: AppSpec | None = None,
+    registry: str | None = None,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
-    """Start one instance of `app`; `spec` (from a spec file) overrides the one recorded by the last build."""
+    """Start one instance of `app` (APP or APP:TAG); with `registry`, a snapshot missing here is pulled first. `spec` (from a spec file) overrides the app record of the
+    last build; an app known only from a pulled snapshot can be restored but not started cold if it needs env."""
     if cold and no_fallback:
         raise UsageError("--cold and --no-fallback contradict each other")
+    app, tag = parse_ref(app)
+    pull_failure = ""
+    if registry and not cold and not (store.get(app, tag) if tag else store.latest(app)):
+        progress(f"no local snapshot of {app}: pulling {registry}")
+        try:
+            Registry(Reference.parse(registry)).pull(store)
+        except WarmstartError as exc:
+            if no_fallback:
+                raise
+            pull_failure = f"pull from {registry} failed: {exc}"
+    cold_blocker = ""
     spec = spec or store.load_app(app)
     if spec is None:
-        raise UnknownAppError(
-            f"unknown app {app!r}: nothing was built under that name in {store.root}",
-            hint=f"run `warmstart build --name {app} ...` first",
-        )
+        latest = store.get(app, tag) if tag else store.latest(app)
+        if latest is None:
+            raise UnknownAppError(
+                f"unknown app {app!r}: nothing was built or pulled under that name in {store.root}",
+                hint=f"run `warmstart build --name {app} ...` or `warmstart pull REF` first",
+            )
+        spec = spec_from_snapshot(latest)
+        if latest.manifest.spec.get("env"):
+            cold_blocker = (f"app {app!r} is known here only from a snapshot, whose manifest does not carry env "
+                            f"values; describe it in warmstart.toml to allow cold starts")
     bindings = resolve_ports(spec, ports)
     start = time.monotonic()
     if cold:
         snapshot, reason = None, "cold start requested (--cold)"
     else:
-        snapshot, reason = usable_snapshot(spec, engine=engine, store=store)
+        snapshot, reason = usable_snapshot(spec, engine=engine, store=store, tag=tag)
+        reason = f"{pull_failure}; {reason}" if pull_failure else reason
     if snapshot is None and no_fallback:
         raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
     if snapshot is not None:
@@ -129,11 +177,14 @@ def launch(
         except (RestoreError, ReadinessError, HookError) as exc:
             if no_fallback:
                 raise RestoreError(
-                    f"restore of {app!r} from snapshot {snapshot.id} failed (and --no-fallback forbids a cold start): {exc}",
+                    f"restore of {app!r} from snapshot {snapshot.ref} failed (and --no-fallback forbids a cold "
+                    f"start): {exc}",
                     details=exc.details,
                 ) from exc
-            reason = f"restore from snapshot {snapshot.id} failed: {exc}"
+            reason = f"restore from snapshot {snapshot.ref} failed: {exc}"
             progress(f"{reason}; starting cold")
+    if cold_blocker:
+        raise UnknownAppError(f"cannot start {app!r} cold ({reason}): {cold_blocker}")
     return _cold(spec, engine=engine, bindings=bindings, start=start, reason=reason, progress=progress)
 
 
@@ -141,12 +192,12 @@ def _restore(
     spec: AppSpec, snapshot: Snapshot, *, engine: Engine, bindings: list[PortBinding], start: float, progress: Progress
 ) -> LaunchResult:
     name = labels.instance_name(spec.name)
-    progress(f"restoring {name} from snapshot {snapshot.id}")
+    progress(f"restoring {name} from snapshot {snapshot.ref}")
     with removed_on_failure(engine, name):
         container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
         state = _started(container, name, bindings, restored=True)
         run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
-        return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.id)
+        return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref)
 
 
 def _cold(

@@ -15,6 +15,10 @@ from typing import Any, Literal
 from warmstart.errors import UsageError
 
 APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 PROTOCOLS = ("tcp", "udp")
 
 
@@ -169,6 +173,29 @@ def _convert(hint: Any, value: Any) -> Any:
     if origin is dict:
         return dict(value)
     return value
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds from 30, 2.5, "30s", "500ms", "2m", "1h", "7d"; None when not a duration."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and (m := _DURATION_RE.match(value)):
+        return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    return None
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "1048576", "500M", "2G", "1.5GiB" (binary multiples)."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise UsageError(f"invalid size {text!r}: expected a number of bytes or e.g. 500M, 2G")
+    return int(float(m.group(1)) * 1024 ** "_KMGT".index((m.group(2) or "_").upper()))
+
+
+def validate_tag(tag: str) -> str:
+    if not TAG_RE.match(tag):
+        raise UsageError(f"invalid tag {tag!r}: use letters, digits, '_', '.' or '-' (up to 128)")
+    return tag
 
 
 def validate_app_name(name: str) -> str:

@@ -41,13 +41,12 @@ from warmstart.spec import (
     ProbeSpec,
     TrimSpec,
     WarmupSpec,
+    parse_duration,
 )
 
 DEFAULT_FILE = "warmstart.toml"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SIGNAL_RE = re.compile(r"^(SIG)?[A-Z0-9+-]+$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 APP_KEYS = {"image", "build", "containerfile", "command", "env", "secret_env", "ports", "volumes", "ready",
             "warmup", "hooks", "trim", "python_helper"}
@@ -96,11 +95,8 @@ class _Reader:
         return value
 
     def duration(self, value: Any, key: str) -> float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            seconds = float(value)
-        elif isinstance(value, str) and (m := _DURATION_RE.match(value)):
-            seconds = float(m.group(1)) * _UNITS[m.group(2)]
-        else:
+        seconds = parse_duration(value)
+        if seconds is None:
             raise self.fail(key, f"expected a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds, "
                                  f"got {value!r}")
         if seconds <= 0:

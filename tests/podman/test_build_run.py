@@ -33,10 +33,6 @@ def build(cli: Cli, app: str, *extra: str) -> dict:
     return res.json
 
 
-def snapshot_dir(cache: Path, app: str, snapshot: str) -> Path:
-    return cache / "snapshots" / app / snapshot
-
-
 def boot_token_in_checkpoint(checkpoint: Path) -> str:
     """The token the build's process printed at boot, from the container log podman puts in the archive."""
     with tarfile.open(checkpoint) as tar:
@@ -69,10 +65,11 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, str, dict]:
 def test_build_stores_a_private_snapshot_and_leaves_no_container(built: tuple[Cli, str, dict]) -> None:
     cli, app, result = built
     assert {"app", "snapshot", "image", "size_bytes", "build_seconds"} <= result.keys()
+    assert result["snapshot"] == f"{app}:{result['key'][:12]}" and not result["reused"]
     assert result["app"] == app and result["image"] == COUNTER_IMAGE and result["size_bytes"] > 1_000_000
     assert containers_of(app) == []
-    snap = snapshot_dir(cli.cache, app, result["snapshot"])
-    assert sorted(p.name for p in snap.iterdir()) == ["checkpoint.tar", "manifest.json"]
+    snap = Path(result["snapshot_path"])
+    assert sorted(p.name for p in snap.iterdir()) == [".verified", "checkpoint.tar", "manifest.json"]
     for path in [cli.cache, snap.parent, snap]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
     for path in snap.iterdir():
@@ -93,7 +90,7 @@ def test_restored_instance_continues_the_snapshot_state(built: tuple[Cli, str, d
     assert out["mode"] == "restored" and out["app"] == app and out["snapshot"] == result["snapshot"]
     assert out["container"] and out["ready_seconds"] > 0 and "reason" in out
     body = http_json(f"127.0.0.1:{port}")
-    token = boot_token_in_checkpoint(snapshot_dir(cli.cache, app, result["snapshot"]) / "checkpoint.tar")
+    token = boot_token_in_checkpoint(Path(result["snapshot_path"]) / "checkpoint.tar")
     assert body["boot_token"] == token
     # 1 build probe before the checkpoint + 1 probe after restore + this request: the count went on, not restarted.
     assert body["count"] == 3
@@ -121,7 +118,7 @@ def test_two_instances_from_one_snapshot_serve_at_once(built: tuple[Cli, str, di
 
 def test_run_without_snapshot_starts_cold_and_says_why(cli: Cli, owned_app: str) -> None:
     built = build(cli, owned_app)
-    token = boot_token_in_checkpoint(snapshot_dir(cli.cache, owned_app, built["snapshot"]) / "checkpoint.tar")
+    token = boot_token_in_checkpoint(Path(built["snapshot_path"]) / "checkpoint.tar")
     subprocess.run(["rm", "-rf", str(cli.cache / "snapshots" / owned_app)], check=True)
 
     refused = cli("run", owned_app, "--no-fallback")
@@ -148,10 +145,38 @@ def _corrupt_member(checkpoint: Path, member: str) -> None:
         fh.write(b"\xde\xad\xbe\xef" * (info.size // 4))
 
 
-def test_corrupted_snapshot_falls_back_cold_or_fails_with_no_fallback(cli: Cli, owned_app: str) -> None:
+def _reseal(snapshot: Path) -> None:
+    """Make the manifest vouch for the files as they are now: a snapshot intact on disk that CRIU cannot restore."""
+    import hashlib
+
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    data = (snapshot / "checkpoint.tar").read_bytes()
+    manifest["files"]["checkpoint.tar"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_tampered_snapshot_is_quarantined_and_falls_back_cold(cli: Cli, owned_app: str) -> None:
     built = build(cli, owned_app)
-    _corrupt_member(snapshot_dir(cli.cache, owned_app, built["snapshot"]) / "checkpoint.tar",
-                    "checkpoint/inventory.img")
+    _corrupt_member(Path(built["snapshot_path"]) / "checkpoint.tar", "checkpoint/pages-1.img")
+    res = cli("run", owned_app, "--json")
+    assert res.returncode == 0, res.stderr
+    assert res.json["mode"] == "cold"
+    assert "checkpoint.tar does not match its sha256 in the manifest; quarantined to" in res.json["reason"]
+    assert not Path(built["snapshot_path"]).exists()
+    assert len(list((cli.cache / "quarantine").iterdir())) == 1
+
+    rebuilt = build(cli, owned_app)  # the key is free again: a fresh snapshot
+    _corrupt_member(Path(rebuilt["snapshot_path"]) / "checkpoint.tar", "checkpoint/pages-1.img")
+    refused = cli("run", owned_app, "--no-fallback")
+    assert refused.returncode == 1
+    assert "does not match its sha256" in refused.stderr and "--no-fallback" in refused.stderr
+    assert cli("cache", "prune", "--keep", "5", "--json").json["quarantine_removed"] == 2
+
+
+def test_unrestorable_snapshot_falls_back_cold_or_fails_with_no_fallback(cli: Cli, owned_app: str) -> None:
+    built = build(cli, owned_app)
+    _corrupt_member(Path(built["snapshot_path"]) / "checkpoint.tar", "checkpoint/inventory.img")
+    _reseal(Path(built["snapshot_path"]))
 
     refused = cli("run", owned_app, "--no-fallback")
     assert refused.returncode == 1

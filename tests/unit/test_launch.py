@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -61,15 +63,46 @@ def test_changed_image_means_cold_with_reason(setup: tuple[FakeEngine, SnapshotS
     assert result.mode == "cold" and "changed since snapshot" in (result.reason or "")
 
 
-def test_size_mismatch_means_cold_with_reason(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+def test_tampered_snapshot_is_quarantined_and_cold_with_reason(setup: tuple[FakeEngine, SnapshotStore]) -> None:
     engine, store = setup
     snap = store.latest("app")
     assert snap is not None
-    snap.checkpoint.write_bytes(b"x")
+    data = snap.checkpoint.read_bytes()
+    snap.checkpoint.write_bytes(data[:-1] + b"X")  # same size, other bytes
     result = launch("app", engine=engine, store=store, ports=[])
-    assert result.mode == "cold" and "is damaged" in (result.reason or "")
-    with pytest.raises(SnapshotNotFound, match="is damaged"):
+    assert result.mode == "cold"
+    assert "does not match its sha256 in the manifest; quarantined to" in (result.reason or "")
+    assert store.list("app") == [] and len(store.quarantined()) == 1
+    with pytest.raises(SnapshotNotFound, match="no snapshot of app 'app'"):
         launch("app", engine=engine, store=store, ports=[], no_fallback=True)
+
+
+def test_snapshot_needing_a_cpu_flag_this_host_lacks_is_refused(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    engine, store = setup
+    snap = store.latest("app")
+    assert snap is not None
+    raw = json.loads((snap.path / "manifest.json").read_text())
+    raw["host"]["cpu_flags"].append("warmstart_imaginary_flag")
+    (snap.path / "manifest.json").write_text(json.dumps(raw))
+    result = launch("app", engine=engine, store=store, ports=[])
+    assert result.mode == "cold"
+    assert "CPU lacks flags the snapshot was made with: warmstart_imaginary_flag" in (result.reason or "")
+    assert store.list("app")  # refused, not quarantined: it may suit another host
+
+
+def test_unchanged_app_reuses_its_snapshot_unless_forced(setup: tuple[FakeEngine, SnapshotStore],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    engine, store = setup
+    monkeypatch.setattr(warmstart.build, "probe_container", lambda engine, container, probe: None)
+    spec = AppSpec(name="app", image="img", ports=(8080,), probe=ProbeSpec(kind="tcp", port=8080))
+    first = store.latest("app")
+    again = build(spec, engine=engine, store=store)
+    assert again.reused and again.snapshot == first.ref
+    forced = build(spec, engine=engine, store=store, force=True)
+    assert not forced.reused and forced.snapshot == first.ref  # same key, same tag: replaced
+    changed = build(dataclasses.replace(spec, env={"A": "1"}), engine=engine, store=store)
+    assert not changed.reused and changed.key != first.manifest.key
+    assert len(store.list("app")) == 2
 
 
 def test_unknown_app_and_foreign_port(setup: tuple[FakeEngine, SnapshotStore]) -> None:

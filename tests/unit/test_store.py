@@ -10,13 +10,15 @@ from pathlib import Path
 import pytest
 
 from warmstart.cache.manifest import Manifest
-from warmstart.cache.store import SnapshotStore, new_snapshot_id
+import secrets
+
+from warmstart.cache.store import SnapshotStore
 from warmstart.errors import CacheError, ManifestError
 from warmstart.spec import AppSpec
 
 
 def manifest(app: str = "a", created: str = "2026-01-01T00:00:00") -> Manifest:
-    return Manifest(app=app, snapshot_id=new_snapshot_id(), created_at=created, warmstart_version="0",
+    return Manifest(app=app, tag=secrets.token_hex(4), key="k" * 64, created_at=created, warmstart_version="0",
                     engine={"name": "podman"}, image={"ref": "i", "id": "x"}, spec={})
 
 

@@ -26,15 +26,22 @@ class FileEntry(TypedDict):
 @dataclass
 class Manifest:
     app: str
-    snapshot_id: str
-    created_at: str
+    tag: str  # the snapshot's name within the app (default: the key's first 12 hex digits)
+    key: str  # cache key: sha256 of key_inputs
+    created_at: str  # ISO 8601, UTC
     warmstart_version: str
     engine: dict[str, str]  # name, version, runtime, runtime_version
     image: dict[str, str]  # ref, id
     spec: dict[str, Any]  # the AppSpec with env reduced to names
-    files: dict[str, FileEntry] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)  # HostFacts of the machine that made it
+    key_inputs: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, FileEntry] = field(default_factory=dict)  # every stored file but this one
     timings: dict[str, float] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def ref(self) -> str:
+        return f"{self.app}:{self.tag}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"

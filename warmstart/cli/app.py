@@ -5,9 +5,11 @@ from __future__ import annotations
 import typer
 
 from warmstart import __version__
+from warmstart.cli.commands import cache
 from warmstart.cli.commands.build import build
 from warmstart.cli.commands.doctor import doctor
 from warmstart.cli.commands.ps import ps
+from warmstart.cli.commands.registry import pull, push
 from warmstart.cli.commands.run import run
 from warmstart.cli.commands.stop import stop
 from warmstart.signals import install_sigterm_as_interrupt
@@ -25,6 +27,9 @@ app.command()(run)
 app.command()(ps)
 app.command()(stop)
 app.command()(doctor)
+app.command()(push)
+app.command()(pull)
+app.add_typer(cache.app, name="cache")
 
 
 def _version(value: bool) -> None:

@@ -11,7 +11,7 @@ from warmstart.build import build as build_snapshot
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, progress, stdout
 from warmstart.errors import UsageError
-from warmstart.spec import AppSpec, make_probe, parse_container_port, parse_env, validate_app_name
+from warmstart.spec import AppSpec, make_probe, parse_container_port, parse_env, validate_app_name, validate_tag
 
 
 @handle_errors
@@ -25,6 +25,8 @@ def build(
     ready_tcp: Annotated[Optional[int], typer.Option("--ready-tcp", help="Ready when this container port accepts TCP.")] = None,
     ready_port: Annotated[Optional[int], typer.Option("--ready-port", help="Container port for --ready-http.")] = None,
     ready_timeout: Annotated[float, typer.Option("--ready-timeout", help="Seconds to wait for readiness.")] = 60.0,
+    tag: Annotated[Optional[str], typer.Option("--tag", help="Snapshot tag [default: derived from the cache key].")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild even when an unchanged snapshot is cached.")] = False,
     compare_trim: Annotated[bool, typer.Option("--compare-trim", help="Also measure the snapshot size before trimming.")] = False,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
@@ -46,11 +48,18 @@ def build(
                                   ready_port=ready_port, ready_timeout=ready_timeout)]
     store = options.open_store(cache_dir)
     eng = options.engine_for(engine)
-    results = [build_snapshot(s, engine=eng, store=store, compare_trim=compare_trim, progress=progress) for s in specs]
+    if tag is not None:
+        validate_tag(tag)
+    results = [build_snapshot(s, engine=eng, store=store, tag=tag, force=force, compare_trim=compare_trim,
+                              progress=progress) for s in specs]
     if json_output:
         emit_json(results[0] if name else {"builds": [dataclasses.asdict(r) for r in results]})
         return
     for r in results:
+        if r.reused:
+            stdout.print(f"unchanged: kept snapshot {r.snapshot} ({r.size_bytes / 1e6:.1f} MB); --force rebuilds it",
+                         markup=False)
+            continue
         extra = f", {r.warmup_requests} warm-up requests" if r.warmup_requests else ""
         if r.untrimmed_size_bytes is not None:
             extra += f", {r.untrimmed_size_bytes / 1e6:.1f} MB before trim"

@@ -15,6 +15,7 @@ def run(
     port: Annotated[Optional[list[str]], typer.Option("-p", "--publish", help="HOST_PORT:CONTAINER_PORT or IP:HOST_PORT:CONTAINER_PORT (repeatable); unpublished ports get a free port on 127.0.0.1.")] = None,
     no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail instead of starting cold when no snapshot can be restored.")] = False,
     cold: Annotated[bool, typer.Option("--cold", help="Start cold even when a snapshot exists (for comparisons).")] = False,
+    registry: Annotated[Optional[str], typer.Option("--registry", help="Pull from this REF when no snapshot is cached here.")] = None,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -25,7 +26,7 @@ def run(
     spec = options.load_spec_file(file).get(app)
     store = options.open_store(cache_dir)
     result = launch(app, engine=options.engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
-                    cold=cold, spec=spec, progress=progress)
+                    cold=cold, spec=spec, registry=registry, progress=progress)
     if json_output:
         emit_json(result)
         return

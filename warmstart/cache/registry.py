@@ -1,0 +1,225 @@
+"""Sharing snapshots through any OCI registry, as OCI artifacts (pushed and pulled with oras-py).
+
+Why an artifact and not podman's `checkpoint --create-image` images: the artifact carries exactly the files of a
+cache entry (our manifest.json and the engine's checkpoint.tar), so a pulled snapshot is verified against the
+same sha256 digests as a local one, works the same for every engine (docker cannot import podman's checkpoint
+images), and restores through the same uncompressed-file path as a local build. Any registry that stores OCI
+image manifests with custom media types serves it (distribution 2.8, Harbor, ECR, GHCR, Zot...).
+
+Artifact shape: an OCI image manifest whose config media type is CONFIG_MEDIA_TYPE (the artifact type), two
+layers (manifest.json, checkpoint.tar, each annotated with its file name), and io.warmstart.* annotations.
+
+Credentials come from the usual places, never from the command line: $WARMSTART_REGISTRY_USER and
+$WARMSTART_REGISTRY_PASSWORD, else the auth files `podman login` and `docker login` write.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, Manifest
+from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
+from warmstart.errors import ManifestError, RegistryError
+
+CONFIG_MEDIA_TYPE = "application/vnd.warmstart.snapshot.config.v1+json"
+LAYER_MEDIA_TYPES = {
+    FILENAME: "application/vnd.warmstart.manifest.v1+json",
+    CHECKPOINT_FILE: "application/vnd.warmstart.checkpoint.v1.tar",
+}
+TITLE = "org.opencontainers.image.title"  # OCI image-spec annotations.md: a layer's file name
+CREATED = "org.opencontainers.image.created"
+USER_ENV, PASSWORD_ENV = "WARMSTART_REGISTRY_USER", "WARMSTART_REGISTRY_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Reference:
+    registry: str
+    repository: str
+    tag: str
+
+    @classmethod
+    def parse(cls, ref: str, *, default_tag: str | None = None) -> Reference:
+        if "/" not in ref:
+            raise RegistryError(f"invalid registry reference {ref!r}: expected HOST[:PORT]/REPOSITORY[:TAG]")
+        registry, _, rest = ref.partition("/")
+        repository, _, tag = rest.rpartition(":") if ":" in rest else (rest, "", "")
+        if not repository:
+            repository, tag = rest, ""
+        tag = tag or default_tag or ""
+        if not tag:
+            raise RegistryError(f"invalid registry reference {ref!r}: no tag")
+        return cls(registry, repository, tag)
+
+    def __str__(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.tag}"
+
+    @property
+    def loopback(self) -> bool:
+        host = self.registry.rsplit(":", 1)[0]
+        return host in ("localhost", "[::1]") or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class PushResult:
+    snapshot: str
+    reference: str
+    digest: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class PullResult:
+    snapshot: str
+    reference: str
+    path: str
+    size_bytes: int
+
+
+def _auth_files() -> list[Path]:
+    files = []
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/containers/{os.getuid()}"
+    files += [
+        Path(runtime) / "containers" / "auth.json" if os.environ.get("XDG_RUNTIME_DIR") else Path(runtime) / "auth.json",
+        Path.home() / ".config" / "containers" / "auth.json",
+        Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json",
+    ]
+    return files
+
+
+def credentials(registry: str) -> tuple[str, str] | None:
+    """(user, password) for `registry`: from the environment, else the first auth file with an entry for it."""
+    if os.environ.get(USER_ENV) and os.environ.get(PASSWORD_ENV):
+        return os.environ[USER_ENV], os.environ[PASSWORD_ENV]
+    for path in _auth_files():
+        try:
+            auths = json.loads(path.read_text()).get("auths", {})
+        except (OSError, ValueError):
+            continue
+        entry = auths.get(registry) or auths.get(f"https://{registry}") or auths.get(f"http://{registry}")
+        if entry and entry.get("auth"):
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            return user, password
+    return None
+
+
+class Registry:
+    """One registry host, with credentials resolved once."""
+
+    def __init__(self, ref: Reference, *, insecure: bool | None = None) -> None:
+        import oras.client  # imported here: only push/pull need it
+        import oras.logger
+        import requests
+
+        # oras-py prints its own error lines to stderr; warmstart reports errors itself, once, in one line.
+        oras.logger.logger.handler = lambda msg: None
+        self.ref = ref
+        self.insecure = ref.loopback if insecure is None else insecure  # like docker: loopback may be plain HTTP
+        scheme = "http" if self.insecure else "https"
+        try:
+            challenge = requests.get(f"{scheme}://{ref.registry}/v2/", timeout=10).headers.get("Www-Authenticate", "")
+        except requests.RequestException as exc:
+            raise RegistryError(f"registry {ref.registry} cannot be reached: {exc}") from exc
+        backend = "basic" if challenge.lower().startswith("basic") else "token"
+        self.client = oras.client.OrasClient(insecure=self.insecure, auth_backend=backend)
+        creds = credentials(ref.registry)
+        if creds:
+            self.client.auth.set_basic_auth(*creds)
+        elif challenge.lower().startswith("basic"):
+            raise RegistryError(
+                f"registry {ref.registry} needs credentials and none were found",
+                hint=f"`podman login {ref.registry}` (or docker login), or set ${USER_ENV} and ${PASSWORD_ENV}",
+            )
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        import requests
+
+        try:
+            yield
+        except RegistryError:
+            raise
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else "?"
+            hint = "check the credentials (podman login)" if status in (401, 403) else ""
+            raise RegistryError(f"{action} {self.ref} failed: HTTP {status}", hint=hint) from exc
+        except (requests.RequestException, ValueError, KeyError, OSError) as exc:
+            text = str(exc)
+            if any(w in text for w in ("401", "403", "Unauthorized", "UNAUTHORIZED", "authentication required")):
+                raise RegistryError(f"{action} {self.ref} failed: authentication refused",
+                                    hint="check the credentials (podman login)") from exc
+            if "Not Found" in text or "MANIFEST_UNKNOWN" in text or "manifest unknown" in text:
+                raise RegistryError(f"{action} {self.ref} failed: no such reference in the registry") from exc
+            raise RegistryError(f"{action} {self.ref} failed: {text.splitlines()[0] if text else type(exc).__name__}") from exc
+
+    def push(self, snapshot: Snapshot) -> PushResult:
+        m = snapshot.manifest
+        annotations = {"io.warmstart.app": m.app, "io.warmstart.tag": m.tag, "io.warmstart.key": m.key,
+                       "io.warmstart.schema_version": str(m.schema_version), CREATED: m.created_at}
+        with tempfile.TemporaryDirectory(prefix="warmstart-push-") as tmp, self._translated("push to"), _cwd(snapshot.path):
+            config = Path(tmp) / "config.json"
+            config.write_text("{}")
+            resp = self.client.push(
+                target=str(self.ref),
+                files=[f"{name}:{media}" for name, media in LAYER_MEDIA_TYPES.items()],
+                manifest_config=f"{config}:{CONFIG_MEDIA_TYPE}",
+                manifest_annotations=annotations,
+                disable_path_validation=True,
+                quiet=True,
+            )
+            resp.raise_for_status()
+            digest = resp.headers.get("Docker-Content-Digest", "")
+        return PushResult(snapshot=m.ref, reference=str(self.ref), digest=digest, size_bytes=snapshot.size)
+
+    def pull(self, store: SnapshotStore) -> PullResult:
+        """Download into staging, verify every blob against the OCI manifest and our manifest, then publish."""
+        with self._translated("pull from"):
+            oci = self.client.get_manifest(str(self.ref))
+        if oci.get("config", {}).get("mediaType") != CONFIG_MEDIA_TYPE:
+            raise RegistryError(f"{self.ref} is not a warmstart snapshot (config media type "
+                                f"{oci.get('config', {}).get('mediaType')!r})")
+        layers = {l.get("annotations", {}).get(TITLE): l for l in oci.get("layers", [])}
+        if set(layers) != set(LAYER_MEDIA_TYPES):
+            raise RegistryError(f"{self.ref} does not hold exactly {sorted(LAYER_MEDIA_TYPES)}: {sorted(map(str, layers))}")
+        app = oci.get("annotations", {}).get("io.warmstart.app", "pulled")
+        with store.staging(app) as stage:
+            with self._translated("pull from"):
+                self.client.pull(target=str(self.ref), outdir=str(stage))
+            digests = {}
+            for name, layer in layers.items():
+                path = stage / name
+                if not path.is_file():
+                    raise RegistryError(f"pull of {self.ref} did not deliver {name}")
+                digests[name] = sha256_file(path)
+                if f"sha256:{digests[name]}" != layer["digest"]:
+                    raise RegistryError(f"pulled {name} from {self.ref} does not match its digest "
+                                        f"{layer['digest']}: refused")
+            try:
+                manifest = Manifest.load(stage / FILENAME)
+            except ManifestError as exc:
+                raise RegistryError(f"pulled snapshot {self.ref} has a bad manifest: {exc}") from exc
+            for name, entry in manifest.files.items():
+                if digests.get(name) != entry["sha256"]:
+                    raise RegistryError(f"pulled {name} from {self.ref} does not match the snapshot manifest: refused")
+            snapshot = store.publish(stage, manifest, verified=True)
+        return PullResult(snapshot=snapshot.ref, reference=str(self.ref), path=str(snapshot.path),
+                          size_bytes=snapshot.size)
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+

@@ -1,0 +1,116 @@
+"""`warmstart cache ls | inspect | rm | prune`."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated, Any, Optional
+
+import typer
+
+from warmstart.cache.prune import prune as prune_cache
+from warmstart.cache.store import Snapshot
+from warmstart.cli import options
+from warmstart.cli.output import emit_json, handle_errors, stdout
+from warmstart.errors import UsageError
+from warmstart.spec import parse_duration, parse_size
+
+app = typer.Typer(help="List, inspect, remove and prune cached snapshots.", no_args_is_help=True)
+
+
+def _summary(s: Snapshot) -> dict[str, Any]:
+    m = s.manifest
+    return {"snapshot": s.ref, "app": m.app, "tag": m.tag, "key": m.key, "created_at": m.created_at,
+            "size_bytes": s.size, "image": m.image.get("ref"), "engine": m.engine.get("name"), "path": str(s.path)}
+
+
+@app.command("ls")
+@handle_errors
+def ls(
+    app_name: Annotated[Optional[str], typer.Argument(metavar="[APP]", help="Only this app's snapshots.")] = None,
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """List snapshots, newest first."""
+    snaps = options.open_store(cache_dir).list(app_name)
+    if json_output:
+        emit_json({"snapshots": [_summary(s) for s in snaps]})
+        return
+    if not snaps:
+        stdout.print("no snapshots")
+        return
+    stdout.print(f"{'SNAPSHOT':<40} {'CREATED':<25} {'SIZE':>10}  IMAGE", markup=False)
+    for s in snaps:
+        d = _summary(s)
+        stdout.print(f"{d['snapshot']:<40} {d['created_at'][:23]:<25} {d['size_bytes'] / 1e6:>8.1f}MB  {d['image']}",
+                     markup=False)
+
+
+@app.command()
+@handle_errors
+def inspect(
+    ref: Annotated[str, typer.Argument(metavar="APP[:TAG]")],
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Show a snapshot's manifest (the newest of the app without a tag)."""
+    snap = options.open_store(cache_dir).resolve(ref)[0]
+    manifest = {**dataclasses.asdict(snap.manifest), "path": str(snap.path)}
+    if json_output:
+        emit_json(manifest)
+        return
+    m = snap.manifest
+    stdout.print(f"snapshot   {snap.ref}\npath       {snap.path}\ncreated    {m.created_at}\nkey        {m.key}\n"
+                 f"image      {m.image.get('ref')} ({m.image.get('id', '')[:19]})\n"
+                 f"engine     {m.engine.get('name')} {m.engine.get('version')}, {m.engine.get('runtime')} "
+                 f"{m.engine.get('runtime_version')}\nhost       {m.host.get('arch')} {m.host.get('kernel')}, "
+                 f"CRIU {m.host.get('criu_version')}, {m.host.get('cpu_model')}", markup=False)
+    for name, f in m.files.items():
+        stdout.print(f"file       {name} {f['size'] / 1e6:.1f}MB sha256:{f['sha256'][:16]}", markup=False)
+    for name, value in m.timings.items():
+        stdout.print(f"timing     {name} {value}s", markup=False)
+
+
+@app.command()
+@handle_errors
+def rm(
+    refs: Annotated[list[str], typer.Argument(metavar="APP[:TAG]...", help="A tag, or every snapshot of an app.")],
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Remove snapshots."""
+    store = options.open_store(cache_dir)
+    doomed = [s for ref in refs for s in store.resolve(ref)]
+    for s in doomed:
+        store.remove(s)
+    if json_output:
+        emit_json({"removed": [s.ref for s in doomed]})
+        return
+    stdout.print("\n".join(f"removed {s.ref}" for s in doomed), markup=False)
+
+
+@app.command()
+@handle_errors
+def prune(
+    keep: Annotated[Optional[int], typer.Option("--keep", help="Keep the newest N snapshots of each app.")] = None,
+    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Keep the newest that fit, e.g. 2G.")] = None,
+    older_than: Annotated[Optional[str], typer.Option("--older-than", help="Remove older than, e.g. 7d, 12h.")] = None,
+    app_name: Annotated[Optional[str], typer.Option("--app", help="Only this app's snapshots.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed.")] = False,
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Remove old snapshots by count, total size and age (and all quarantined ones)."""
+    age = parse_duration(older_than) if older_than is not None else None
+    if older_than is not None and (age is None or age <= 0):
+        raise UsageError(f"invalid --older-than {older_than!r}: expected e.g. 30m, 12h, 7d")
+    result = prune_cache(options.open_store(cache_dir), keep=keep,
+                         max_size=parse_size(max_size) if max_size is not None else None, older_than=age,
+                         app=app_name, dry_run=dry_run)
+    if json_output:
+        emit_json(result)
+        return
+    verb = "would remove" if dry_run else "removed"
+    for ref in result.removed:
+        stdout.print(f"{verb} {ref}", markup=False)
+    stdout.print(f"{verb} {len(result.removed)} snapshots ({result.freed_bytes / 1e6:.1f} MB) and "
+                 f"{result.quarantine_removed} quarantined; kept {len(result.kept)}", markup=False)

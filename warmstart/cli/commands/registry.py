@@ -1,0 +1,50 @@
+"""`warmstart push` and `warmstart pull`: snapshots through an OCI registry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from warmstart.cache.registry import Reference, Registry
+from warmstart.cli import options
+from warmstart.cli.output import emit_json, handle_errors, stdout
+
+Insecure = Annotated[
+    bool, typer.Option("--insecure", help="Plain HTTP (default only for loopback registries, as docker does).")
+]
+
+
+@handle_errors
+def push(
+    snapshot: Annotated[str, typer.Argument(metavar="APP[:TAG]", help="Snapshot to push (newest without a tag).")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="HOST[:PORT]/REPOSITORY[:TAG]; the tag defaults to APP-TAG.")],
+    insecure: Insecure = False,
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Push a snapshot to an OCI registry (credentials from podman/docker login or the environment)."""
+    snap = options.open_store(cache_dir).resolve(snapshot)[0]
+    target = Reference.parse(ref, default_tag=f"{snap.manifest.app}-{snap.manifest.tag}")
+    result = Registry(target, insecure=insecure or None).push(snap)
+    if json_output:
+        emit_json(result)
+        return
+    stdout.print(f"pushed {result.snapshot} to {result.reference} ({result.size_bytes / 1e6:.1f} MB, "
+                 f"{result.digest})", markup=False)
+
+
+@handle_errors
+def pull(
+    ref: Annotated[str, typer.Argument(metavar="REF", help="HOST[:PORT]/REPOSITORY:TAG")],
+    insecure: Insecure = False,
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Pull a snapshot into the local cache; it is verified before it becomes visible."""
+    result = Registry(Reference.parse(ref), insecure=insecure or None).pull(options.open_store(cache_dir))
+    if json_output:
+        emit_json(result)
+        return
+    stdout.print(f"pulled {result.reference} as {result.snapshot} ({result.size_bytes / 1e6:.1f} MB)", markup=False)
+

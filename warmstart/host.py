@@ -1,0 +1,83 @@
+"""Facts about this host that decide whether a snapshot made elsewhere can be restored here."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    kernel: str
+    arch: str
+    cpu_model: str
+    cpu_flags: tuple[str, ...] = field(default_factory=tuple)
+    criu_version: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["cpu_flags"] = list(self.cpu_flags)
+        return d
+
+
+def _cpuinfo() -> tuple[str, tuple[str, ...]]:
+    model, flags = "", ()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key == "flags" and not flags:
+                    flags = tuple(sorted(value.split()))
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
+def criu_version() -> str:
+    path = shutil.which("criu")
+    if not path:
+        return ""
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    m = re.search(r"Version:\s*([\d.]+)", out)
+    return m.group(1) if m else ""
+
+
+@functools.lru_cache(maxsize=1)
+def host_facts() -> HostFacts:
+    model, flags = _cpuinfo()
+    return HostFacts(kernel=os.uname().release, arch=platform.machine(), cpu_model=model, cpu_flags=flags,
+                     criu_version=criu_version())
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
+
+
+def incompatibilities(snapshot_host: dict[str, Any], here: HostFacts) -> list[str]:
+    """Why a snapshot made on `snapshot_host` cannot be restored here (empty when it can)."""
+    problems = []
+    arch = snapshot_host.get("arch")
+    if arch and arch != here.arch:
+        problems.append(f"snapshot is for {arch}, this host is {here.arch}")
+    missing = sorted(set(snapshot_host.get("cpu_flags") or ()) - set(here.cpu_flags))
+    if missing:
+        problems.append(f"this host's CPU lacks flags the snapshot was made with: {', '.join(missing[:8])}"
+                        + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""))
+    made_with = snapshot_host.get("criu_version") or ""
+    if made_with and (not here.criu_version or _version_tuple(here.criu_version) < _version_tuple(made_with)):
+        problems.append(f"CRIU here is {here.criu_version or 'missing'}, the snapshot needs {made_with} or newer")
+    return problems
