@@ -1,0 +1,240 @@
+"""The versioned cache against real podman + CRIU, and sharing through a real registry on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import COUNTER_IMAGE, WARMSTART, Cli, containers_of
+from tests.podman.test_build_run import build, http_json
+
+pytestmark = pytest.mark.podman
+
+
+def test_key_changes_with_what_changes_the_snapshot_and_reuse_otherwise(cli: Cli, owned_app: str) -> None:
+    first = build(cli, owned_app)
+    again = build(cli, owned_app)
+    assert again["reused"] and again["snapshot"] == first["snapshot"] and again["key"] == first["key"]
+    changed_env = build(cli, owned_app, "-e", "EXTRA=1")
+    changed_cmd = cli("build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-tcp", "8080",
+                      "--json", "--", "python3", "-u", "/app/app.py")
+    assert changed_cmd.returncode == 0, changed_cmd.stderr
+    keys = {first["key"], changed_env["key"], changed_cmd.json["key"]}
+    assert len(keys) == 3 and not changed_env["reused"]
+    forced = build(cli, owned_app, "--force")
+    assert not forced["reused"] and forced["snapshot"] == first["snapshot"]
+    ls = cli("cache", "ls", owned_app, "--json").json["snapshots"]
+    assert len(ls) == 3 and ls[0]["snapshot"] == forced["snapshot"]  # newest first
+    inspect = cli("cache", "inspect", first["snapshot"], "--json").json
+    assert inspect["key"] == first["key"] and inspect["host"]["criu_version"]
+    assert inspect["key_inputs"]["env"]["STARTUP_DELAY"].startswith("sha256:")
+
+
+def test_manifest_claiming_a_cpu_flag_this_host_lacks_is_refused(cli: Cli, owned_app: str) -> None:
+    built = build(cli, owned_app)
+    manifest_path = Path(built["snapshot_path"]) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["host"]["cpu_flags"].append("avx9000_imaginary")
+    manifest_path.write_text(json.dumps(manifest))
+    res = cli("run", owned_app, "--json")
+    assert res.returncode == 0 and res.json["mode"] == "cold"
+    assert "this host's CPU lacks flags the snapshot was made with: avx9000_imaginary" in res.json["reason"]
+    refused = cli("run", owned_app, "--no-fallback")
+    assert refused.returncode == 1 and "avx9000_imaginary" in refused.stderr
+
+
+def _build_proc(cli: Cli, app: str, delay: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        cli.argv("build", "--name", app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
+                 "-e", f"STARTUP_DELAY={delay}", "--json"),
+        env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_two_concurrent_builds_of_one_key_make_one_snapshot(cli: Cli, owned_app: str) -> None:
+    procs = [_build_proc(cli, owned_app, "1.5") for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    results = [json.loads(o) for o, _ in outs]
+    assert sorted(r["reused"] for r in results) == [False, True]
+    assert results[0]["snapshot"] == results[1]["snapshot"]
+    assert len(list((cli.cache / "snapshots" / owned_app).iterdir())) == 1
+    assert containers_of(owned_app) == []
+
+
+@pytest.mark.parametrize("stage", ["starting", "checkpointing"])
+def test_sigkill_during_build_leaves_no_entry_and_the_next_build_succeeds(
+    cli: Cli, owned_app: str, stage: str
+) -> None:
+    proc = _build_proc(cli, owned_app, "60" if stage == "starting" else "0")
+    deadline = time.monotonic() + 60
+    staging = cli.cache / ".staging"
+    while time.monotonic() < deadline:
+        if stage == "starting" and containers_of(owned_app):
+            break
+        if stage == "checkpointing" and staging.exists() and any(staging.iterdir()):
+            break
+        time.sleep(0.02)
+    else:
+        pytest.fail(f"never reached {stage}")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert not (cli.cache / "snapshots" / owned_app).exists() or not any((cli.cache / "snapshots" / owned_app).iterdir())
+    assert cli("cache", "ls", owned_app, "--json").json["snapshots"] == []
+    # The next build sweeps the orphaned build container and the dead staging dir, then succeeds.
+    res = cli("build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
+              "--json")
+    assert res.returncode == 0, res.stderr
+    assert containers_of(owned_app) == []
+    assert list(staging.iterdir()) == []
+    assert cli("run", owned_app, "--json").json["mode"] == "restored"
+
+
+def test_prune_by_count_size_and_age(cli: Cli, owned_app: str) -> None:
+    snaps = [build(cli, owned_app, "-e", f"V={i}")["snapshot"] for i in range(3)]  # oldest first
+    size = cli("cache", "ls", owned_app, "--json").json["snapshots"][0]["size_bytes"]
+    dry = cli("cache", "prune", "--keep", "1", "--dry-run", "--json").json
+    assert set(dry["removed"]) >= set(snaps[:2]) and dry["dry_run"]
+    assert len(cli("cache", "ls", owned_app, "--json").json["snapshots"]) == 3
+    by_size = cli("cache", "prune", "--app", owned_app, "--max-size", str(int(size * 2.5)), "--json").json
+    assert by_size["removed"] == [snaps[0]] and by_size["kept"] == [snaps[2], snaps[1]]
+    assert cli("cache", "prune", "--app", owned_app, "--older-than", "1h", "--json").json["removed"] == []
+    time.sleep(1.1)
+    aged = cli("cache", "prune", "--app", owned_app, "--older-than", "1s", "--json").json
+    assert sorted(aged["removed"]) == sorted(snaps[1:])
+    assert cli("cache", "ls", owned_app, "--json").json["snapshots"] == []
+    bad = cli("cache", "prune", "--older-than", "soon")
+    assert bad.returncode == 2 and "invalid --older-than 'soon'" in bad.stderr
+    assert cli("cache", "prune").returncode == 2
+
+
+# -- registry -------------------------------------------------------------------------------------------------------
+
+@dataclass
+class RegistryServer:
+    address: str
+    storage: Path
+    user: str = "warmstart"
+    password: str = "correct horse"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
+    """Debian's docker-registry (distribution 2.8) on 127.0.0.1 with htpasswd auth; stopped afterwards."""
+    if not shutil.which("docker-registry") or not shutil.which("htpasswd"):
+        pytest.skip("docker-registry or htpasswd missing: run scripts/setup-host")
+    root = tmp_path_factory.mktemp("registry")
+    server = RegistryServer(address=f"127.0.0.1:{_free_port()}", storage=root / "data")
+    htpasswd = subprocess.run(["htpasswd", "-Bbn", server.user, server.password], capture_output=True, text=True,
+                              check=True).stdout
+    (root / "htpasswd").write_text(htpasswd)
+    (root / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {server.storage}\n"
+        f"http:\n  addr: {server.address}\nauth:\n  htpasswd:\n    realm: warmstart-tests\n"
+        f"    path: {root / 'htpasswd'}\n"
+    )
+    proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(tuple(server.address.split(":")), timeout=0.5).close()  # type: ignore[arg-type]
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield server
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _login(registry: RegistryServer, authfile: Path, password: str | None = None) -> None:
+    subprocess.run(["podman", "login", "--tls-verify=false", "--authfile", str(authfile), "-u", registry.user,
+                    "--password-stdin", registry.address], input=password or registry.password, text=True,
+                   capture_output=True, check=True)
+
+
+def test_push_remove_pull_and_run_restored(tmp_path: Path, cli: Cli, owned_app: str,
+                                           registry: RegistryServer) -> None:
+    authfile = tmp_path / "auth.json"
+    _login(registry, authfile)
+    env = {"REGISTRY_AUTH_FILE": str(authfile)}
+    built = build(cli, owned_app)
+    ref = f"{registry.address}/warmstart/{owned_app}"
+    pushed = cli("push", built["snapshot"], ref, "--json", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    assert pushed.json["reference"] == f"{ref}:{owned_app}-{built['tag']}" and pushed.json["digest"]
+
+    # Another machine: an empty cache, and no app record; run pulls on a local miss.
+    other = Cli(tmp_path / "other-cache")
+    res = other("run", owned_app, "--registry", pushed.json["reference"], "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.json["mode"] == "restored" and res.json["snapshot"] == built["snapshot"]
+    assert http_json(res.json["ports"]["8080/tcp"])["count"] == 3
+
+    assert cli("cache", "rm", owned_app).returncode == 0
+    pulled = cli("pull", pushed.json["reference"], "--json", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.json["snapshot"] == built["snapshot"]
+    assert cli("run", owned_app, "--json").json["mode"] == "restored"
+
+
+def test_wrong_password_is_a_clear_error_and_caches_nothing(tmp_path: Path, cli: Cli, owned_app: str,
+                                                            registry: RegistryServer) -> None:
+    built = build(cli, owned_app)
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    _login(registry, good)
+    ref = f"{registry.address}/warmstart/{owned_app}:v1"
+    assert cli("push", built["snapshot"], ref, env={"REGISTRY_AUTH_FILE": str(good)}).returncode == 0
+    # podman login refuses a wrong password itself, so write the auth file by hand.
+    import base64
+
+    token = base64.b64encode(f"{registry.user}:wrong".encode()).decode()
+    bad.write_text(json.dumps({"auths": {registry.address: {"auth": token}}}))
+    other = Cli(tmp_path / "other")
+    for args in (["pull", ref], ["push", built["snapshot"], ref]):
+        res = (other if args[0] == "pull" else cli)(*args, env={"REGISTRY_AUTH_FILE": str(bad)})
+        assert res.returncode == 1
+        assert res.stderr.splitlines()[0].endswith("failed: authentication refused"), res.stderr
+    assert other("cache", "ls", "--json").json["snapshots"] == []
+    none = other("pull", ref, env={"REGISTRY_AUTH_FILE": str(tmp_path / "missing.json")})
+    assert none.returncode == 1 and "needs credentials and none were found" in none.stderr
+
+
+def test_pulled_snapshot_with_a_corrupted_blob_is_refused(tmp_path: Path, cli: Cli, owned_app: str,
+                                                          registry: RegistryServer) -> None:
+    authfile = tmp_path / "auth.json"
+    _login(registry, authfile)
+    env = {"REGISTRY_AUTH_FILE": str(authfile)}
+    built = build(cli, owned_app)
+    ref = f"{registry.address}/warmstart/{owned_app}:corrupt"
+    assert cli("push", built["snapshot"], ref, env=env).returncode == 0
+    digest = json.loads((Path(built["snapshot_path"]) / "manifest.json").read_text())["files"]["checkpoint.tar"]["sha256"]
+    blob = registry.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
+    with blob.open("r+b") as fh:  # the registry's copy of checkpoint.tar, damaged in place
+        fh.seek(blob.stat().st_size // 2)
+        fh.write(b"\x00" * 4096)
+    other = Cli(tmp_path / "other")
+    res = other("pull", ref, env=env)
+    assert res.returncode == 1
+    assert "does not match its digest" in res.stderr and "refused" in res.stderr
+    assert other("cache", "ls", "--json").json["snapshots"] == []
+    assert list((other.cache / ".staging").iterdir()) == []
+    assert os.listdir(other.cache / "snapshots") == []
