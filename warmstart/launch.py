@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from warmstart import labels
-from warmstart.cache.registry import Reference, Registry
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine
@@ -143,6 +142,8 @@ def launch(
     pull_failure = ""
     if registry and not cold and not (store.get(app, tag) if tag else store.latest(app)):
         progress(f"no local snapshot of {app}: pulling {registry}")
+        from warmstart.cache.registry import Reference, Registry  # only when pulling: it brings oras and requests
+
         try:
             Registry(Reference.parse(registry)).pull(store)
         except WarmstartError as exc:

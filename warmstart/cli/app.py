@@ -11,6 +11,7 @@ from warmstart.cli.commands.doctor import doctor
 from warmstart.cli.commands.ps import ps
 from warmstart.cli.commands.registry import pull, push
 from warmstart.cli.commands.run import run
+from warmstart.cli.commands.serve import serve
 from warmstart.cli.commands.stop import stop
 from warmstart.signals import install_sigterm_as_interrupt
 
@@ -27,6 +28,7 @@ app.command()(run)
 app.command()(ps)
 app.command()(stop)
 app.command()(doctor)
+app.command()(serve)
 app.command()(push)
 app.command()(pull)
 app.add_typer(cache.app, name="cache")

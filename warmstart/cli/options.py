@@ -10,7 +10,6 @@ import typer
 from warmstart.cache.store import SnapshotStore, default_cache_dir
 from warmstart.engines import Engine, resolve_engine
 from warmstart.errors import UsageError
-from warmstart import specfile
 from warmstart.spec import AppSpec, PortBinding, parse_port_binding
 
 CacheDir = Annotated[
@@ -30,10 +29,11 @@ SpecFile = Annotated[
 def load_spec_file(path: Path | None) -> dict[str, AppSpec]:
     """Apps of the given spec file, or of ./warmstart.toml when it exists, else none."""
     if path is None:
-        default = Path(specfile.DEFAULT_FILE)
-        if not default.exists():
+        path = Path("warmstart.toml")  # specfile.DEFAULT_FILE, without importing the parser when there is none
+        if not path.exists():
             return {}
-        path = default
+    from warmstart import specfile
+
     return specfile.load(path)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from warmstart.engines.base import ContainerState, Engine, EngineInfo
 from warmstart.errors import EngineUnavailable, UsageError
 
-ENGINES = ("podman",)
+ENGINES = ("podman", "docker")
 ENV_VAR = "WARMSTART_ENGINE"
 
 __all__ = ["ContainerState", "Engine", "EngineInfo", "ResolvedEngine", "resolve_engine", "ENGINES"]
@@ -25,18 +25,28 @@ def _make(name: str) -> Engine:
         from warmstart.engines.podman import PodmanEngine
 
         return PodmanEngine()
+    if name == "docker":
+        from warmstart.engines.docker import DockerEngine
+
+        return DockerEngine()
     raise UsageError(f"unknown engine {name!r}: supported engines are {', '.join(ENGINES)}")
 
 
-def resolve_engine(choice: str | None = None) -> ResolvedEngine:
-    """Precedence: explicit choice (flag) > $WARMSTART_ENGINE > the first engine found on PATH."""
+def resolve_engine(choice: str | None = None, *, spec_engine: str | None = None) -> ResolvedEngine:
+    """Precedence: explicit choice (flag) > $WARMSTART_ENGINE > the spec file > auto-detection (podman on PATH,
+    else a reachable docker daemon)."""
     if choice:
         return ResolvedEngine(_make(choice), "--engine flag")
     env = os.environ.get(ENV_VAR)
     if env:
         return ResolvedEngine(_make(env), f"${ENV_VAR}")
-    from warmstart.engines import podman
+    if spec_engine:
+        return ResolvedEngine(_make(spec_engine), "spec file (engine = ...)")
+    from warmstart.engines import docker, podman
 
     if podman.available():
         return ResolvedEngine(_make("podman"), "auto-detected (podman on PATH)")
-    raise EngineUnavailable("no container engine found: podman is not on PATH", hint="run scripts/setup-host")
+    if docker.available():
+        return ResolvedEngine(_make("docker"), "auto-detected (docker daemon socket)")
+    raise EngineUnavailable("no container engine found: neither podman on PATH nor a docker daemon",
+                            hint="run scripts/setup-host")

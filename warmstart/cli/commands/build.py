@@ -6,8 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from warmstart import specfile
-from warmstart.build import build as build_snapshot
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, progress, stdout
 from warmstart.errors import UsageError
@@ -34,6 +32,9 @@ def build(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Start the app, wait until it is ready, warm it up, checkpoint it and store the snapshot in the cache."""
+    from warmstart import specfile
+    from warmstart.build import build as build_snapshot
+    
     apps = options.load_spec_file(file)
     flags_given = any([command, image, port, env, ready_http, ready_tcp is not None, ready_port is not None])
     if name is None:

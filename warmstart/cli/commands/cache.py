@@ -7,7 +7,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from warmstart.cache.prune import prune as prune_cache
 from warmstart.cache.store import Snapshot
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, stdout
@@ -100,6 +99,8 @@ def prune(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Remove old snapshots by count, total size and age (and all quarantined ones)."""
+    from warmstart.cache.prune import prune as prune_cache
+    
     age = parse_duration(older_than) if older_than is not None else None
     if older_than is not None and (age is None or age <= 0):
         raise UsageError(f"invalid --older-than {older_than!r}: expected e.g. 30m, 12h, 7d")

@@ -6,7 +6,6 @@ from typing import Annotated
 
 import typer
 
-from warmstart.cache.registry import Reference, Registry
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, stdout
 
@@ -24,6 +23,8 @@ def push(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Push a snapshot to an OCI registry (credentials from podman/docker login or the environment)."""
+    from warmstart.cache.registry import Reference, Registry
+    
     snap = options.open_store(cache_dir).resolve(snapshot)[0]
     target = Reference.parse(ref, default_tag=f"{snap.manifest.app}-{snap.manifest.tag}")
     result = Registry(target, insecure=insecure or None).push(snap)
@@ -42,6 +43,8 @@ def pull(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Pull a snapshot into the local cache; it is verified before it becomes visible."""
+    from warmstart.cache.registry import Reference, Registry
+    
     result = Registry(Reference.parse(ref), insecure=insecure or None).pull(options.open_store(cache_dir))
     if json_output:
         emit_json(result)

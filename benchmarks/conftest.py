@@ -1,0 +1,115 @@
+"""Benchmark harness: builds each example's snapshot once, and at the end of the session writes the side-by-side
+results (Markdown table, JSON, PNG chart) to benchmarks/results/."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+WARMSTART = str(Path(sys.executable).with_name("warmstart"))
+SESSION = f"bench-{uuid.uuid4().hex[:6]}"
+COLLECTED: dict[str, dict[str, Any]] = {}  # app -> metric -> value
+
+
+def record(app: str, **metrics: Any) -> None:
+    COLLECTED.setdefault(app, {}).update(metrics)
+
+
+def warmstart(*args: str, cache: Path) -> dict[str, Any]:
+    proc = subprocess.run([WARMSTART, *args, "--json"], capture_output=True, text=True,
+                          env={**os.environ, "WARMSTART_CACHE": str(cache), "WARMSTART_SESSION": SESSION})
+    if proc.returncode != 0:
+        raise RuntimeError(f"warmstart {' '.join(args)} failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("bench-cache")
+    yield path
+    ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=io.warmstart.session={SESSION}"],
+                         capture_output=True, text=True).stdout.split()
+    if ids:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
+
+
+def _machine() -> str:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), "unknown CPU")
+    mem = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines()
+                   if ln.startswith("MemTotal"))) / 1024 / 1024
+    podman = subprocess.run(["podman", "--version"], capture_output=True, text=True).stdout.strip()
+    criu = subprocess.run(["criu", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    return (f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB, Linux {platform.release()}, {podman}, "
+            f"runc, CRIU {criu.split(':')[-1].strip()}")
+
+
+def _table() -> str:
+    rows = ["| app | cold TTR | restored TTR (warmstart run) | raw podman restore TTR | restored / cold | "
+            "warmstart / raw | snapshot | build | first request cold / restored | p50 / p99 of first 100, cold | "
+            "p50 / p99 of first 100, restored |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for app, m in COLLECTED.items():
+        if "cold_ttr" not in m or "restored_ttr" not in m:
+            continue
+        rows.append(
+            f"| {app} | {m['cold_ttr']:.2f} s | {m['restored_ttr']:.2f} s | {m.get('raw_ttr', float('nan')):.2f} s | "
+            f"**{m['restored_ttr'] / m['cold_ttr']:.0%}** | {m['restored_ttr'] / m.get('raw_ttr', float('nan')):.2f} | "
+            f"{m['size_bytes'] / 1e6:.0f} MB | {m['build_seconds']:.1f} s | "
+            f"{m.get('first_cold_ms', 0):.1f} / {m.get('first_restored_ms', 0):.1f} ms | "
+            f"{m.get('p50_cold_ms', 0):.2f} / {m.get('p99_cold_ms', 0):.2f} ms | "
+            f"{m.get('p50_restored_ms', 0):.2f} / {m.get('p99_restored_ms', 0):.2f} ms |"
+        )
+    return "\n".join(rows)
+
+
+def _chart(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    apps = [a for a, m in COLLECTED.items() if "cold_ttr" in m and "restored_ttr" in m]
+    series = [("cold", "cold_ttr", "#c0504d"), ("raw podman restore", "raw_ttr", "#9bbb59"),
+              ("warmstart run (restored)", "restored_ttr", "#4f81bd")]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(series)
+    for i, (label, key, colour) in enumerate(series):
+        values = [COLLECTED[a].get(key, 0) for a in apps]
+        bars = ax.bar([x + i * width for x in range(len(apps))], values, width, label=label, color=colour)
+        ax.bar_label(bars, fmt="%.2f s", fontsize=8)
+    ax.set_xticks([x + width for x in range(len(apps))], apps)
+    ax.set_ylabel("time to ready (s): launch command to first HTTP 200")
+    ax.set_title("Cold start vs restore from a warm snapshot (median of rounds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not COLLECTED:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    (RESULTS / "latest.json").write_text(json.dumps({"measured": stamp, "machine": _machine(),
+                                                     "apps": COLLECTED}, indent=2) + "\n")
+    md = (f"# Startup benchmarks\n\nMeasured {stamp} on {_machine()}.\n"
+          "TTR = time to ready: from the launch command to the first HTTP 200 (median of the rounds). "
+          "All variants of an app were measured in one run, one instance at a time.\n\n" + _table() + "\n")
+    (RESULTS / "latest.md").write_text(md)
+    try:
+        _chart(RESULTS / "latest.png")
+    except ImportError:
+        pass

@@ -1,0 +1,168 @@
+"""`warmstart serve`: scale from zero against real podman + CRIU, through a real TCP front."""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Cli, containers_of
+from tests.podman.test_build_run import _corrupt_member, _reseal, boot_token_in_checkpoint, build, free_port
+
+pytestmark = pytest.mark.podman
+
+
+class Front:
+    """A running `warmstart serve` process and its JSON event stream."""
+
+    def __init__(self, cli: Cli, app: str, *args: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            cli.argv("serve", app, "--listen", f"127.0.0.1:{self.port}", "--json", *args), env=cli.env(),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+        self.wait_for("listening")
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def wait_for(self, kind: str, timeout: float = 60) -> dict[str, Any]:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"serve exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                continue
+            self.seen.append(event)
+            if event["event"] == kind:
+                return event
+        raise AssertionError(f"no {kind!r} event in {timeout}s; saw {self.seen}")
+
+    def get(self, path: str = "/") -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=60) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        while not self.events.empty():
+            self.seen.append(self.events.get())
+        return code
+
+
+@pytest.fixture
+def front_factory() -> Iterator[Any]:
+    fronts: list[Front] = []
+
+    def make(cli: Cli, app: str, *args: str) -> Front:
+        fronts.append(Front(cli, app, *args))
+        return fronts[-1]
+
+    yield make
+    for f in fronts:
+        if f.proc.poll() is None:
+            f.stop()
+
+
+def test_first_request_from_zero_is_served_by_a_restored_instance_which_idles_away(
+    cli: Cli, owned_app: str, front_factory: Any
+) -> None:
+    built = build(cli, owned_app)
+    token = boot_token_in_checkpoint(Path(built["snapshot_path"]) / "checkpoint.tar")
+    front = front_factory(cli, owned_app, "--idle", "2")
+    assert containers_of(owned_app) == []  # zero instances until a request arrives
+    status, body = front.get("/")
+    assert status == 200 and json.loads(body)["boot_token"] == token
+    started = front.wait_for("started")
+    assert started["mode"] == "restored" and started["instances"] == 1
+    stopped = front.wait_for("stopped", timeout=30)
+    assert stopped["reason"].startswith("idle for")
+    assert containers_of(owned_app) == []
+    status, body = front.get("/")  # from zero again: restored again
+    assert status == 200 and json.loads(body)["boot_token"] == token
+    assert front.wait_for("started")["mode"] == "restored"
+    assert front.stop() == 0
+    assert [e["event"] for e in front.seen][-2:] == ["stopped", "shutdown"]
+    assert containers_of(owned_app) == []
+
+
+def test_twenty_concurrent_first_requests_start_exactly_one_instance(
+    cli: Cli, owned_app: str, front_factory: Any
+) -> None:
+    build(cli, owned_app)
+    front = front_factory(cli, owned_app, "--max", "1", "--idle", "60")
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        results = list(pool.map(lambda _: front.get("/"), range(20)))
+    assert [s for s, _ in results] == [200] * 20
+    assert len({json.loads(b)["boot_token"] for _, b in results}) == 1
+    assert front.stop() == 0
+    assert [e["event"] for e in front.seen].count("started") == 1
+    assert containers_of(owned_app) == []
+
+
+def test_restore_failure_falls_back_cold_and_still_answers(cli: Cli, owned_app: str, front_factory: Any) -> None:
+    built = build(cli, owned_app)
+    _corrupt_member(Path(built["snapshot_path"]) / "checkpoint.tar", "checkpoint/inventory.img")
+    _reseal(Path(built["snapshot_path"]))
+    front = front_factory(cli, owned_app)
+    status, body = front.get("/")
+    assert status == 200 and json.loads(body)["count"] == 2  # a fresh process: its probe + this request
+    started = front.wait_for("started")
+    assert started["mode"] == "cold" and "failed" in started["reason"]
+    assert front.stop() == 0 and containers_of(owned_app) == []
+
+
+def test_connections_that_cannot_be_served_in_time_get_503_not_a_hang(
+    cli: Cli, owned_app: str, front_factory: Any
+) -> None:
+    build(cli, owned_app, "-e", "STARTUP_DELAY=6", "--tag", "slow")
+    subprocess.run(["rm", "-rf", str(cli.cache / "snapshots" / owned_app)], check=True)  # cold: takes 6 s
+    front = front_factory(cli, owned_app, "--wait-timeout", "1")
+    t = time.monotonic()
+    status, body = front.get("/")
+    assert status == 503 and b"no instance became ready in time" in body
+    assert time.monotonic() - t < 10
+    front.wait_for("started", timeout=60)
+    assert front.get("/")[0] == 200
+    assert front.stop() == 0 and containers_of(owned_app) == []
+
+
+def test_min_warm_keeps_an_instance_ready_and_bad_options_are_refused(
+    cli: Cli, owned_app: str, front_factory: Any
+) -> None:
+    build(cli, owned_app)
+    front = front_factory(cli, owned_app, "--min-warm", "1", "--idle", "1")
+    assert front.wait_for("started")["mode"] == "restored"  # before any request
+    time.sleep(2.5)
+    assert len(containers_of(owned_app)) == 1  # min-warm is not reaped when idle
+    assert front.stop() == 0 and containers_of(owned_app) == []
+    bad = cli("serve", owned_app, "--min-warm", "3", "--max", "2")
+    assert bad.returncode == 2 and "--min-warm must be between 0 and --max" in bad.stderr
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = cli("serve", owned_app, "--listen", f"127.0.0.1:{taken.getsockname()[1]}")
+    taken.close()
+    assert busy.returncode == 2 and "cannot listen on" in busy.stderr

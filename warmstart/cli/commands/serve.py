@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Annotated, Any, Optional
+
+import typer
+
+from warmstart.cli import options
+from warmstart.cli.output import handle_errors, stderr
+
+
+@handle_errors
+def serve(
+    app: Annotated[str, typer.Argument(help="App name given to `warmstart build`.")],
+    listen: Annotated[str, typer.Option("--listen", help="HOST:PORT to accept connections on.")] = "127.0.0.1:8080",
+    idle: Annotated[float, typer.Option("--idle", help="Stop an instance after this many idle seconds.")] = 60.0,
+    min_warm: Annotated[int, typer.Option("--min-warm", help="Instances kept ready ahead of demand.")] = 0,
+    max_instances: Annotated[int, typer.Option("--max", help="Never run more instances than this.")] = 1,
+    wait_timeout: Annotated[float, typer.Option("--wait-timeout", help="Seconds a connection may wait for an instance.")] = 30.0,
+    port: Annotated[Optional[int], typer.Option("--port", help="Container port to forward to (when the app has several).")] = None,
+    file: options.SpecFile = None,
+    cache_dir: options.CacheDir = None,
+    engine: options.EngineOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Events as JSON lines on stdout.")] = False,
+) -> None:
+    """Scale from zero: restore an instance when a connection arrives, stop it when idle."""
+    from warmstart.serve import ServeOptions, parse_listen
+    from warmstart.serve import serve as run_front
+    
+    host, listen_port = parse_listen(listen)
+    opts = ServeOptions(app=app, listen_host=host, listen_port=listen_port, idle=idle, min_warm=min_warm,
+                        max_instances=max_instances, wait_timeout=wait_timeout, container_port=port)
+
+    def emit(event: dict[str, Any]) -> None:
+        event = {"time": round(time.time(), 3), **event}
+        if json_output:
+            print(json.dumps(event), flush=True)
+            return
+        detail = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("time", "event") and v is not None)
+        stderr.print(f"{time.strftime('%H:%M:%S')} {event['event']:<10} {detail}", markup=False)
+        sys.stderr.flush()
+
+    run_front(opts, engine=options.engine_for(engine), store=options.open_store(cache_dir),
+              spec=options.load_spec_file(file).get(app), emit=emit)

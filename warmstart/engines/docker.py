@@ -1,0 +1,290 @@
+"""Docker, through the Docker Engine API (the `docker` package), with its experimental checkpoint support.
+
+docker-py has no checkpoint call, so checkpoint and restore use its low-level APIClient against the documented
+endpoints: `POST /containers/{id}/checkpoints` and `POST /containers/{id}/start?checkpoint=NAME`.
+
+Docker restores a checkpoint only into the container it was taken from, from that container's own checkpoint dir
+("custom checkpointdir is not supported"). warmstart still makes NEW instances from one snapshot: the snapshot
+archive holds the container's create config, the CRIU images and the files the app changed in its root
+filesystem; a restore creates a fresh container from that config (new name, new ports), places the CRIU images
+in that container's checkpoint dir under Docker's root, copies the changed files in, and starts it from the
+checkpoint. What Docker cannot do is said plainly: restoring requires root access to Docker's data root on the
+same host as the daemon (a remote DOCKER_HOST cannot restore), and files the app deleted from its image are not
+re-deleted on restore.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import json
+import shutil
+import tarfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult
+from warmstart.errors import CheckpointError, EngineError, EngineUnavailable, ImageNotFound, RestoreError
+from warmstart.spec import PortBinding
+
+CHECKPOINT_NAME = "warmstart"
+# Members of warmstart's docker snapshot archive (podman's equivalents, for comparison: config.dump,
+# checkpoint/, rootfs-diff.tar; checkpointctl lib/metadata.go).
+CONFIG_MEMBER = "docker-config.json"  # the create config of the checkpointed container
+CHECKPOINT_DIR = "checkpoint"  # CRIU images, as Docker wrote them under <root>/containers/<id>/checkpoints/<name>
+ROOTFS_DIFF = "rootfs-diff.tar"  # files added or changed in the container's root filesystem (docker diff)
+MODE_LABEL = "io.warmstart.mode"  # "restored" on containers made from a snapshot (docker does not record it)
+# CRIU log files runc writes into the checkpoint (work) dir.
+DUMP_LOG, RESTORE_LOG = "dump.log", "restore.log"
+
+
+def _excerpt(path: Path, lines: int = 12) -> str:
+    from warmstart.engines.podman import criu_log_excerpt
+
+    return criu_log_excerpt(path, lines=lines)
+
+
+class DockerEngine(Engine):
+    name = "docker"
+
+    def __init__(self) -> None:
+        import docker
+
+        self._docker = docker
+        try:
+            self.client = docker.from_env(timeout=300)
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(f"docker daemon cannot be reached: {exc}",
+                                    hint="start it (scripts/docker-daemon start) or check DOCKER_HOST") from exc
+        self.api = self.client.api
+
+    @contextlib.contextmanager
+    def _translated(self, what: str) -> Any:
+        errors = self._docker.errors
+        try:
+            yield
+        except errors.ImageNotFound as exc:
+            raise ImageNotFound(f"image not found locally: {exc.explanation}",
+                                hint="build or load it first (`docker images` lists local images)") from exc
+        except errors.APIError as exc:
+            raise EngineError(f"docker {what} failed: {exc.explanation or exc}") from exc
+        except errors.DockerException as exc:
+            raise EngineUnavailable(f"docker {what} failed: {exc}") from exc
+
+    def _root(self) -> Path:
+        with self._translated("info"):
+            return Path(self.api.info()["DockerRootDir"])
+
+    def info(self) -> EngineInfo:
+        with self._translated("info"):
+            version = self.api.version()
+            info = self.api.info()
+        return EngineInfo(name="docker", version=version.get("Version", ""), runtime=info.get("DefaultRuntime", ""),
+                          runtime_version=(info.get("RuncCommit") or {}).get("ID", ""))
+
+    def experimental(self) -> bool:
+        with self._translated("version"):
+            return bool(self.api.version().get("Experimental"))
+
+    def image_id(self, *, image: str) -> str:
+        try:
+            return str(self.api.inspect_image(image)["Id"])
+        except self._docker.errors.ImageNotFound as exc:
+            raise ImageNotFound(f"image {image!r} not found locally",
+                                hint="build or load it first (no registry is pulled from); `docker images` lists "
+                                     "local images") from exc
+
+    def _create(self, *, name: str, image: str, command: list[str] | None, env: dict[str, str] | list[str],
+                ports: list[PortBinding], labels: dict[str, str], volumes: tuple[str, ...] = (),
+                extra: dict[str, Any] | None = None) -> str:
+        host_config = self.api.create_host_config(
+            port_bindings={p.key: (p.host_ip, p.host_port or None) for p in ports}, binds=list(volumes) or None)
+        with self._translated("create"):
+            created = self.api.create_container(
+                image=image, command=command or None, name=name, labels=labels, detach=True,
+                environment=env, ports=[(p.container_port, p.protocol) for p in ports], host_config=host_config,
+                **(extra or {}))
+        return str(created["Id"])
+
+    def run(self, *, name: str, image: str, command: list[str], env: dict[str, str], ports: list[PortBinding],
+            labels: dict[str, str], volumes: tuple[str, ...] = ()) -> str:
+        self.image_id(image=image)
+        cid = self._create(name=name, image=image, command=command, env=env, ports=ports, labels=labels,
+                           volumes=volumes)
+        with self._translated("start"):
+            self.api.start(cid)
+        return cid
+
+    def inspect(self, *, container: str) -> ContainerState | None:
+        try:
+            raw = self.api.inspect_container(container)
+        except self._docker.errors.NotFound:
+            return None
+        except self._docker.errors.APIError as exc:
+            raise EngineError(f"docker inspect failed: {exc.explanation}") from exc
+        return _state(raw)
+
+    def logs(self, *, container: str, tail: int = 20) -> str:
+        try:
+            return self.api.logs(container, tail=tail).decode(errors="replace").strip()
+        except self._docker.errors.APIError:
+            return ""
+
+    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
+        with self._translated("exec"):
+            exec_id = self.api.exec_create(container, list(command))["Id"]
+        out: dict[str, bytes] = {}
+
+        def run() -> None:
+            with contextlib.suppress(Exception):
+                out["data"] = self.api.exec_start(exec_id)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        worker.join(timeout)
+        if worker.is_alive():
+            raise EngineError(f"exec {' '.join(command)} in {container} did not finish within {timeout:g}s")
+        with self._translated("exec"):
+            code = self.api.exec_inspect(exec_id).get("ExitCode")
+        return ExecResult(int(code if code is not None else 126), out.get("data", b"").decode(errors="replace").strip())
+
+    def kill(self, *, container: str, signal: str) -> None:
+        with self._translated("kill"):
+            self.api.kill(container, signal=signal)
+
+    def build_image(self, *, context: Path, containerfile: str, tag: str, labels: dict[str, str]) -> str:
+        with self._translated("build"):
+            image, _ = self.client.images.build(path=str(context), dockerfile=containerfile, tag=tag, labels=labels,
+                                                rm=True, pull=False)
+        return str(image.id)
+
+    def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
+        raw = self.api.inspect_container(container)
+        cdir = self._root() / "containers" / raw["Id"] / "checkpoints" / CHECKPOINT_NAME
+        shutil.rmtree(cdir, ignore_errors=True)
+        changed = self._changed_files(raw["Id"])
+        try:
+            resp = self.api._post_json(self.api._url("/containers/{0}/checkpoints", raw["Id"]),
+                                       data={"CheckpointID": CHECKPOINT_NAME, "Exit": not leave_running})
+            self.api._raise_for_status(resp)
+        except self._docker.errors.APIError as exc:
+            raise CheckpointError(f"checkpoint of container {container} failed: {exc.explanation or exc}",
+                                  details=_excerpt(cdir / DUMP_LOG),
+                                  hint="docker needs \"experimental\": true and a CRIU it can run (doctor)") from exc
+        try:
+            with tarfile.open(dest, "w") as tar:
+                config = json.dumps(_create_config(raw)).encode()
+                info = tarfile.TarInfo(CONFIG_MEMBER)
+                info.size = len(config)
+                tar.addfile(info, io.BytesIO(config))
+                tar.add(cdir, arcname=CHECKPOINT_DIR)
+                if changed:
+                    tar.addfile(*self._rootfs_diff(raw["Id"], changed))
+        finally:
+            shutil.rmtree(cdir, ignore_errors=True)
+
+    def _changed_files(self, cid: str) -> list[str]:
+        """Paths to carry over from the container's root filesystem (`docker diff`): every top-most added path
+        (kind 1; an added dir brings its contents) and every changed leaf (kind 0 with nothing below it: a
+        modified file; a changed dir is only listed because something inside it changed)."""
+        with self._translated("diff"):
+            diff = self.api.diff(cid) or []
+        paths = [d["Path"] for d in diff]
+
+        def under(p: str, q: str) -> bool:
+            return q.startswith(p.rstrip("/") + "/")
+
+        added = [d["Path"] for d in diff if d["Kind"] == 1]
+        top_added = [p for p in added if not any(under(a, p) for a in added if a != p)]
+        leaves = [d["Path"] for d in diff if d["Kind"] == 0 and not any(under(d["Path"], q) for q in paths)]
+        return sorted(set(top_added) | {p for p in leaves if not any(under(a, p) for a in top_added)})
+
+    def _rootfs_diff(self, cid: str, paths: list[str]) -> tuple[tarfile.TarInfo, io.BytesIO]:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as out:
+            for path in paths:
+                with self._translated("export of changed files"):
+                    stream, _ = self.api.get_archive(cid, path)
+                data = io.BytesIO(b"".join(stream))
+                parent = str(Path(path).parent).lstrip("/")
+                with tarfile.open(fileobj=data) as part:
+                    for member in part.getmembers():
+                        member.name = f"{parent}/{member.name}" if parent else member.name
+                        out.addfile(member, part.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo(ROOTFS_DIFF)
+        info.size = buf.tell()
+        buf.seek(0)
+        return info, buf
+
+    def restore(self, *, archive: Path, name: str, ports: list[PortBinding]) -> str:
+        try:
+            with tarfile.open(archive) as tar:
+                config = json.loads(tar.extractfile(CONFIG_MEMBER).read())  # type: ignore[union-attr]
+                cid = self._create(name=name, image=config["image"], command=config["cmd"], env=config["env"],
+                                   ports=ports, labels={**config["labels"], MODE_LABEL: "restored"},
+                                   extra={"entrypoint": config["entrypoint"], "working_dir": config["working_dir"],
+                                          "user": config["user"], "hostname": config["hostname"]})
+                cdir = self._root() / "containers" / cid / "checkpoints" / CHECKPOINT_NAME
+                cdir.mkdir(parents=True, mode=0o700)
+                members = [m for m in tar.getmembers() if m.name.startswith(CHECKPOINT_DIR + "/")]
+                for m in members:
+                    m.name = m.name[len(CHECKPOINT_DIR) + 1:]
+                tar.extractall(cdir, members=members, filter="fully_trusted")
+                if ROOTFS_DIFF in tar.getnames():
+                    with self._translated("copy of changed files"):
+                        self.api.put_archive(cid, "/", tar.extractfile(ROOTFS_DIFF).read())  # type: ignore[union-attr]
+                resp = self.api._post(self.api._url("/containers/{0}/start", cid),
+                                      params={"checkpoint": CHECKPOINT_NAME})
+                self.api._raise_for_status(resp)
+        except (self._docker.errors.APIError, KeyError, OSError, tarfile.TarError, ValueError) as exc:
+            root = self._root() / "containers"
+            state = self.inspect(container=name)
+            log = root / state.id / "checkpoints" / CHECKPOINT_NAME / RESTORE_LOG if state else Path("/nonexistent")
+            excerpt = _excerpt(log)
+            self.remove(container=name)
+            detail = getattr(exc, "explanation", None) or str(exc)
+            raise RestoreError(f"restore from {archive} failed: {detail}", details=excerpt) from exc
+        return cid
+
+    def remove(self, *, container: str) -> None:
+        try:
+            self.api.remove_container(container, force=True, v=True)
+        except self._docker.errors.NotFound:
+            pass
+        except self._docker.errors.APIError as exc:
+            if "already in progress" not in str(exc):
+                raise EngineError(f"docker rm failed: {exc.explanation}") from exc
+
+    def list(self, *, labels: dict[str, str]) -> list[ContainerState]:
+        with self._translated("ps"):
+            found = self.api.containers(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
+        states = (self.inspect(container=c["Id"]) for c in found)
+        return [s for s in states if s is not None]
+
+
+def _create_config(raw: dict[str, Any]) -> dict[str, Any]:
+    cfg = raw["Config"]
+    return {"image": raw["Image"], "cmd": cfg.get("Cmd"), "entrypoint": cfg.get("Entrypoint"),
+            "env": cfg.get("Env") or [], "labels": cfg.get("Labels") or {}, "working_dir": cfg.get("WorkingDir") or None,
+            "user": cfg.get("User") or None, "hostname": cfg.get("Hostname") or None}
+
+
+def _state(raw: dict[str, Any]) -> ContainerState:
+    state = raw.get("State", {})
+    ports: dict[str, tuple[str, int]] = {}
+    for key, bindings in (raw.get("NetworkSettings", {}).get("Ports") or {}).items():
+        if bindings:
+            ports[key] = (bindings[0].get("HostIp", ""), int(bindings[0].get("HostPort", 0)))
+    labels = raw.get("Config", {}).get("Labels") or {}
+    return ContainerState(
+        id=raw["Id"], name=raw["Name"].lstrip("/"), status=state.get("Status", ""), running=bool(state.get("Running")),
+        exit_code=int(state.get("ExitCode", 0)), restored=labels.get(MODE_LABEL) == "restored", labels=labels,
+        ports=ports, image=raw.get("Config", {}).get("Image", ""), created=raw.get("Created", ""),
+    )
+
+
+def available() -> bool:
+    return Path("/var/run/docker.sock").exists() or bool(os.environ.get("DOCKER_HOST"))
