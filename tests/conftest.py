@@ -33,28 +33,56 @@ def _podman_ready() -> str | None:
     return None
 
 
+DOCKER = "/usr/bin/docker"  # Debian's client, matching the daemon scripts/docker-daemon starts
+
+
+def _docker_ready() -> str | None:
+    """None when docker-engine tests can run, else the reason they cannot."""
+    if not os.path.exists("/var/run/docker.sock"):
+        return "no docker daemon: scripts/test starts one (scripts/docker-daemon start)"
+    probe = subprocess.run([DOCKER, "image", "inspect", COUNTER_IMAGE], capture_output=True)
+    if probe.returncode != 0:
+        return f"{COUNTER_IMAGE} not in docker: run images/build-images --docker"
+    return None
+
+
+DOCKER_SKIP = _docker_ready() if os.path.exists(DOCKER) else "docker not installed: run scripts/setup-host"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     reason = _podman_ready()
-    if reason:
-        for item in items:
-            if "podman" in item.keywords:
-                item.add_marker(pytest.mark.skip(reason=reason))
+    for item in items:
+        if reason and "podman" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+        elif DOCKER_SKIP and "docker" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=DOCKER_SKIP))
+
+
+def _engines() -> list[list[str]]:
+    return [["podman"]] + ([[DOCKER]] if DOCKER_SKIP is None else [])
+
+
+def _force_remove(cmd: list[str], ids: list[str]) -> None:
+    # podman waits out a 10 s stop timeout for apps that ignore SIGTERM unless told not to; docker rm -f kills.
+    grace = ["-t", "0"] if cmd == ["podman"] else []
+    subprocess.run([*cmd, "rm", "-f", *grace, *ids], capture_output=True)
 
 
 def _remove_ours(session: str | None) -> None:
     """Remove containers carrying our test-session label (this run's, or any test run's when session is None)."""
-    proc = subprocess.run(
-        ["podman", "ps", "-a", "--filter", "label=io.warmstart.managed=true",
-         "--format", '{{.ID}} {{index .Labels "io.warmstart.session"}}'],
-        capture_output=True, text=True,
-    )
-    ids = []
-    for line in proc.stdout.splitlines():
-        cid, _, label = line.partition(" ")
-        if (session is None and label.startswith(SESSION_PREFIX)) or (session and label == session):
-            ids.append(cid)
-    if ids:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
+    for cmd in _engines():
+        proc = subprocess.run(
+            [*cmd, "ps", "-a", "--filter", "label=io.warmstart.managed=true",
+             "--format", '{{.ID}} {{index .Labels "io.warmstart.session"}}'],
+            capture_output=True, text=True,
+        )
+        ids = []
+        for line in proc.stdout.splitlines():
+            cid, _, label = line.partition(" ")
+            if (session is None and label.startswith(SESSION_PREFIX)) or (session and label == session):
+                ids.append(cid)
+        if ids:
+            _force_remove(cmd, ids)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -82,14 +110,16 @@ class Result:
 class Cli:
     """Runs the real `warmstart` command against a private cache dir."""
 
-    def __init__(self, cache: Path) -> None:
+    def __init__(self, cache: Path, engine: str | None = None) -> None:
         self.cache = cache
+        self.engine = engine
 
     def argv(self, *args: str) -> list[str]:
         return [WARMSTART, *args]
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        return {**os.environ, "WARMSTART_CACHE": str(self.cache), **(extra or {})}
+        engine = {"WARMSTART_ENGINE": self.engine} if self.engine else {}
+        return {**os.environ, "WARMSTART_CACHE": str(self.cache), **engine, **(extra or {})}
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 180) -> Result:
         proc = subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env(env), timeout=timeout,
@@ -114,17 +144,25 @@ def app_name() -> str:
 
 
 def containers_of(app: str) -> list[str]:
-    out = subprocess.run(
-        ["podman", "ps", "-a", "--filter", f"label=io.warmstart.app={app}", "--format", "{{.Names}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return out.split()
+    """Names of the app's containers in every engine."""
+    names = []
+    for cmd in _engines():
+        names += subprocess.run(
+            [*cmd, "ps", "-a", "--filter", f"label=io.warmstart.app={app}", "--format", "{{.Names}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()
+    return names
 
 
 @pytest.fixture
 def owned_app(app_name: str) -> Iterator[str]:
     """An app name whose containers are all removed after the test (and asserted gone by tests that care)."""
     yield app_name
-    names = containers_of(app_name)
-    if names:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True)
+    for cmd in _engines():
+        names = subprocess.run([*cmd, "ps", "-aq", "--filter", f"label=io.warmstart.app={app_name}"],
+                               capture_output=True, text=True).stdout.split()
+        if names:
+            _force_remove(cmd, names)
+
+
+ENGINES = ["podman", pytest.param("docker", marks=pytest.mark.docker)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import resource
@@ -71,15 +72,29 @@ def _configured_nofile() -> int | None:
     return found
 
 
-def _ulimits() -> Check:
+def _docker_nofile() -> int | None:
+    try:
+        conf = json.loads(Path("/etc/docker/daemon.json").read_text())
+        return int(conf["default-ulimits"]["nofile"]["Hard"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _ulimits(engine: str) -> Check:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    nofile = _configured_nofile()
-    if nofile is None:
-        nofile = 1048576  # podman's built-in default
+    if engine == "docker":
+        nofile = _docker_nofile()
+        if nofile is None:
+            nofile = hard + 1 if hard != resource.RLIM_INFINITY else 0  # dockerd passes its own (unlimited) limit
+        fix = 'set "default-ulimits" in /etc/docker/daemon.json (scripts/docker-daemon start does)'
+    else:
+        nofile = _configured_nofile()
+        if nofile is None:
+            nofile = 1048576  # podman's built-in default
+        fix = f'{SETUP_HINT} (sets default_ulimits = ["nofile=1024:1024", ...] in containers.conf.d)'
     if hard != resource.RLIM_INFINITY and nofile > hard:
         return Check("ulimits", False, f"containers get nofile={nofile}, above this host's hard limit {hard}: "
-                     "podman run fails with EPERM",
-                     f'{SETUP_HINT} (sets default_ulimits = ["nofile=1024:1024", ...] in containers.conf.d)')
+                     "starting containers fails with EPERM", fix)
     return Check("ulimits", True, f"containers get nofile={nofile} (host hard limit {hard})")
 
 
@@ -91,6 +106,11 @@ def _engine(resolved: ResolvedEngine | None, error: str) -> list[Check]:
     except WarmstartError as exc:
         return [Check("engine", False, f"{resolved.engine.name}: {exc}", SETUP_HINT)]
     checks = [Check("engine", True, f"{info.name} {info.version} (chosen by {resolved.source})")]
+    experimental = getattr(resolved.engine, "experimental", None)
+    if experimental is not None and not experimental():
+        checks.append(Check("experimental", False, "docker's checkpoint API is off (experimental: false)",
+                            'set "experimental": true in /etc/docker/daemon.json and restart dockerd '
+                            "(scripts/docker-daemon start does)"))
     if info.runtime == "runc":
         checks.append(Check("runtime", True, f"runc {info.runtime_version} supports checkpoint/restore"))
     else:
@@ -130,7 +150,7 @@ def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = Fals
         resolved, error = None, str(exc)
     checks += _engine(resolved, error)
     checks.append(_criu())
-    checks.append(_ulimits())
+    checks.append(_ulimits(resolved.engine.name if resolved else "podman"))
     try:
         SnapshotStore(cache_dir).open()
         checks.append(Check("cache", True, f"{cache_dir} is writable"))

@@ -60,10 +60,18 @@ def make_check(probe: ProbeSpec, *, engine: Engine, container: str, address: tup
             raise NotReady(f"HTTP {status} but body did not match {probe.body!r}: {body[:80]!r}")
 
     def tcp_check() -> None:
+        # A connection that is closed at once is not a listening app: docker's userland proxy accepts on the
+        # host port and then closes when nothing listens behind it. A live server either waits for the client
+        # (the read times out) or greets it (data).
         assert address is not None
         try:
-            with socket.create_connection(address, timeout=attempt_timeout):
-                return
+            with socket.create_connection(address, timeout=attempt_timeout) as conn:
+                conn.settimeout(0.1)
+                try:
+                    if conn.recv(1) == b"":
+                        raise NotReady("connection accepted and closed at once (nothing listening behind it)")
+                except (TimeoutError, socket.timeout):
+                    return
         except OSError as exc:
             raise NotReady(f"{type(exc).__name__}: {exc}") from exc
 

@@ -14,9 +14,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COUNTER_IMAGE, WARMSTART, Cli, containers_of
+from tests.conftest import COUNTER_IMAGE, ENGINES, WARMSTART, Cli, containers_of
 
 pytestmark = pytest.mark.podman
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def cli(cache: Path, engine_name: str) -> Cli:
+    """These behaviours are the contract of every engine: each test runs against podman and docker."""
+    return Cli(cache, engine=engine_name)
 
 
 def http_json(address: str, path: str = "/") -> dict:
@@ -48,18 +59,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, str, dict]:
-    """One snapshot shared by the non-destructive tests of this module."""
+@pytest.fixture(scope="module", params=ENGINES)
+def built(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Cli, str, dict]:
+    """One snapshot per engine shared by the non-destructive tests of this module."""
     import uuid
 
-    cli = Cli(tmp_path_factory.mktemp("cache") / "c")
+    cli = Cli(tmp_path_factory.mktemp("cache") / "c", engine=request.param)
     app = f"t{uuid.uuid4().hex[:10]}"
     result = build(cli, app, "-e", "API_KEY=s3cret-value")
     yield cli, app, result
-    names = containers_of(app)
-    if names:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True)
+    for name in containers_of(app):
+        cli("stop", name)
 
 
 def test_build_stores_a_private_snapshot_and_leaves_no_container(built: tuple[Cli, str, dict]) -> None:
@@ -218,7 +228,7 @@ def test_app_that_exits_fails_build_at_once_with_its_exit_code(cli: Cli, owned_a
 def test_ctrl_c_during_build_removes_everything(cli: Cli, owned_app: str) -> None:
     import os
 
-    env = {**os.environ, "WARMSTART_CACHE": str(cli.cache)}
+    env = cli.env()
     proc = subprocess.Popen(
         [WARMSTART, "build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
          "-e", "STARTUP_DELAY=60"],
@@ -266,6 +276,16 @@ def test_bad_input_gives_one_line_error_and_leaves_nothing(
     assert all(ln.startswith("  hint: ") for ln in lines[1:]), res.stderr
     assert containers_of(owned_app) == []
     assert not (cli.cache / "snapshots" / owned_app).exists()
+
+
+def test_snapshot_of_another_engine_is_not_restored(tmp_path: Path, owned_app: str, engine_name: str) -> None:
+    other = "docker" if engine_name == "podman" else "podman"
+    cache = tmp_path / "c"
+    built = build(Cli(cache, engine=other), owned_app)
+    res = Cli(cache, engine=engine_name)("run", owned_app, "--json")
+    assert res.returncode == 0, res.stderr
+    assert res.json["mode"] == "cold"
+    assert res.json["reason"] == f"snapshot {built['snapshot']} was made with {other}, not {engine_name}"
 
 
 def test_unusable_cache_dir_is_a_clear_error(tmp_path: Path, owned_app: str) -> None:

@@ -35,6 +35,7 @@ CHECKPOINT_NAME = "warmstart"
 CONFIG_MEMBER = "docker-config.json"  # the create config of the checkpointed container
 CHECKPOINT_DIR = "checkpoint"  # CRIU images, as Docker wrote them under <root>/containers/<id>/checkpoints/<name>
 ROOTFS_DIFF = "rootfs-diff.tar"  # files added or changed in the container's root filesystem (docker diff)
+LOG_MEMBER = "ctr.log"  # the container's output up to the checkpoint (as podman's archive carries it)
 MODE_LABEL = "io.warmstart.mode"  # "restored" on containers made from a snapshot (docker does not record it)
 # CRIU log files runc writes into the checkpoint (work) dir.
 DUMP_LOG, RESTORE_LOG = "dump.log", "restore.log"
@@ -166,6 +167,7 @@ class DockerEngine(Engine):
         cdir = self._root() / "containers" / raw["Id"] / "checkpoints" / CHECKPOINT_NAME
         shutil.rmtree(cdir, ignore_errors=True)
         changed = self._changed_files(raw["Id"])
+        output = self.api.logs(raw["Id"])
         try:
             resp = self.api._post_json(self.api._url("/containers/{0}/checkpoints", raw["Id"]),
                                        data={"CheckpointID": CHECKPOINT_NAME, "Exit": not leave_running})
@@ -180,6 +182,9 @@ class DockerEngine(Engine):
                 info = tarfile.TarInfo(CONFIG_MEMBER)
                 info.size = len(config)
                 tar.addfile(info, io.BytesIO(config))
+                log = tarfile.TarInfo(LOG_MEMBER)
+                log.size = len(output)
+                tar.addfile(log, io.BytesIO(output))
                 tar.add(cdir, arcname=CHECKPOINT_DIR)
                 if changed:
                     tar.addfile(*self._rootfs_diff(raw["Id"], changed))
