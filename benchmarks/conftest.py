@@ -56,6 +56,10 @@ def _machine() -> str:
             f"runc, CRIU {criu.split(':')[-1].strip()}")
 
 
+def _s(value: float | None, unit: str = "s", digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f} {unit}"
+
+
 def _table() -> str:
     rows = ["| app | cold TTR | restored TTR (warmstart run) | raw podman restore TTR | restored / cold | "
             "warmstart / raw | snapshot | build | first request cold / restored | p50 / p99 of first 100, cold | "
@@ -64,15 +68,24 @@ def _table() -> str:
     for app, m in COLLECTED.items():
         if "cold_ttr" not in m or "restored_ttr" not in m:
             continue
+        raw = m.get("raw_ttr")
+        lat = "first_cold_ms" in m
         rows.append(
-            f"| {app} | {m['cold_ttr']:.2f} s | {m['restored_ttr']:.2f} s | {m.get('raw_ttr', float('nan')):.2f} s | "
-            f"**{m['restored_ttr'] / m['cold_ttr']:.0%}** | {m['restored_ttr'] / m.get('raw_ttr', float('nan')):.2f} | "
+            f"| {app} | {_s(m['cold_ttr'])} | {_s(m['restored_ttr'])} | {_s(raw)} | "
+            f"**{m['restored_ttr'] / m['cold_ttr']:.0%}** | {_s(m['restored_ttr'] / raw if raw else None, '', 2)} | "
             f"{m['size_bytes'] / 1e6:.0f} MB | {m['build_seconds']:.1f} s | "
-            f"{m.get('first_cold_ms', 0):.1f} / {m.get('first_restored_ms', 0):.1f} ms | "
-            f"{m.get('p50_cold_ms', 0):.2f} / {m.get('p99_cold_ms', 0):.2f} ms | "
-            f"{m.get('p50_restored_ms', 0):.2f} / {m.get('p99_restored_ms', 0):.2f} ms |"
+            + (f"{m['first_cold_ms']:.1f} / {m['first_restored_ms']:.1f} ms | "
+               f"{m['p50_cold_ms']:.2f} / {m['p99_cold_ms']:.2f} ms | "
+               f"{m['p50_restored_ms']:.2f} / {m['p99_restored_ms']:.2f} ms |" if lat else "n/a | n/a | n/a |")
         )
-    return "\n".join(rows)
+    extra = ["", "| app | serve: request-to-first-byte from zero, restored | from zero, cold | build | checkpoint |",
+             "|---|---|---|---|---|"]
+    for app, m in COLLECTED.items():
+        if "serve_first_byte_restored" in m or "checkpoint_seconds" in m:
+            extra.append(f"| {app} | {_s(m.get('serve_first_byte_restored'))} | "
+                         f"{_s(m.get('serve_first_byte_cold'))} | {m.get('build_seconds', 0):.1f} s | "
+                         f"{_s(m.get('checkpoint_seconds'))} |")
+    return "\n".join(rows + (extra if len(extra) > 3 else []))
 
 
 def _chart(path: Path) -> None:

@@ -41,7 +41,8 @@ def built(request: pytest.FixtureRequest, cache: Path, tmp_path_factory: pytest.
         spec = tmp_path_factory.mktemp("spec") / "warmstart.toml"
         spec.write_text(COUNTER_SPEC)
     result = warmstart("build", "--name", app, "-f", str(spec), "--force", cache=cache)
-    record(app, size_bytes=result["size_bytes"], build_seconds=result["build_seconds"])
+    record(app, size_bytes=result["size_bytes"], build_seconds=result["build_seconds"],
+           checkpoint_seconds=result["checkpoint_seconds"])
     return {"app": app, "spec": spec, **result}
 
 

@@ -1,0 +1,102 @@
+"""Docker beside podman for the same app, and `warmstart serve` request-to-first-byte from zero (restored vs
+cold). Same run, same machine, one instance at a time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks.conftest import SESSION, WARMSTART, record, warmstart
+from benchmarks.test_startup import COUNTER_SPEC, ROUNDS, _measure
+
+DOCKER = "/usr/bin/docker"
+
+
+def _docker_up() -> bool:
+    return os.path.exists("/var/run/docker.sock") and subprocess.run(
+        [DOCKER, "image", "inspect", "localhost/warmstart-example-counter:latest"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def counter_spec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = tmp_path_factory.mktemp("spec") / "warmstart.toml"
+    spec.write_text(COUNTER_SPEC.replace("[apps.counter]", "[apps.counter-d]"))
+    return spec
+
+
+@pytest.mark.skipif(not _docker_up(), reason="no docker daemon with the example image (scripts/docker-daemon start)")
+@pytest.mark.parametrize("mode", ["cold", "restored"])
+def test_docker_counter(benchmark: Any, cache: Path, counter_spec: Path, mode: str) -> None:
+    if mode == "cold":
+        t = time.perf_counter()
+        built = warmstart("build", "--engine", "docker", "--name", "counter-d", "-f", str(counter_spec), "--force",
+                          cache=cache)
+        record("counter (docker)", build_seconds=time.perf_counter() - t, size_bytes=built["size_bytes"],
+               checkpoint_seconds=built["checkpoint_seconds"])
+
+    def launch() -> tuple[str, str]:
+        extra = ["--cold"] if mode == "cold" else ["--no-fallback"]
+        out = warmstart("run", "counter-d", "--engine", "docker", *extra, "-f", str(counter_spec), cache=cache)
+        return out["name"], out["ports"]["8080/tcp"]
+
+    name, _ = _measure(benchmark, launch)
+    subprocess.run([DOCKER, "rm", "-f", name], capture_output=True)
+    record("counter (docker)", **{f"{mode}_ttr": benchmark.stats.stats.median})
+
+
+def _first_byte(port: int) -> float:
+    t = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        assert s.recv(1)
+    return time.perf_counter() - t
+
+
+@pytest.mark.parametrize("mode", ["restored", "cold"])
+def test_serve_first_byte_from_zero(benchmark: Any, cache: Path, counter_spec: Path, tmp_path: Path,
+                                    mode: str) -> None:
+    app = "counter"  # the same app and spec as test_startup (2 s simulated boot): its snapshot is reused
+    spec = tmp_path / "warmstart.toml"
+    spec.write_text(COUNTER_SPEC)
+    warmstart("build", "--name", app, "-f", str(spec), cache=cache)
+    if mode == "cold":  # same app, its snapshots moved away: the front must boot it cold
+        subprocess.run(["mv", str(cache / "snapshots" / app), str(tmp_path / "moved")], check=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    front = subprocess.Popen([WARMSTART, "serve", app, "--listen", f"127.0.0.1:{port}", "--idle", "0.5",
+                              "--json", "-f", str(spec)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "WARMSTART_CACHE": str(cache), "WARMSTART_SESSION": SESSION})
+    try:
+        assert front.stdout is not None and '"listening"' in front.stdout.readline()
+
+        def from_zero() -> float:
+            return _first_byte(port)
+
+        def wait_zero() -> None:  # each round starts with no instance
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                out = subprocess.run(["podman", "ps", "-q", "--filter", f"label=io.warmstart.app={app}",
+                                      "--filter", f"label=io.warmstart.session={SESSION}"],
+                                     capture_output=True, text=True).stdout.split()
+                if not out:
+                    return
+                time.sleep(0.2)
+
+        benchmark.pedantic(from_zero, setup=wait_zero, rounds=ROUNDS if mode == "restored" else 3, iterations=1)
+        record(app, **{f"serve_first_byte_{mode}": benchmark.stats.stats.median})
+    finally:
+        front.send_signal(signal.SIGTERM)
+        front.wait(timeout=60)
+        if mode == "cold":
+            subprocess.run(["mv", str(tmp_path / "moved"), str(cache / "snapshots" / app)], check=True)
+
+
+
