@@ -134,8 +134,10 @@ class PodmanEngine(Engine):
         return _state(json.loads(proc.stdout)[0])
 
     def logs(self, *, container: str, tail: int = 20) -> str:
-        proc = self._podman("logs", "--tail", str(tail), container, check=False)
-        return (proc.stdout + proc.stderr).strip()
+        # Not `podman logs --tail`: podman 4.3 drops a line that reached its k8s-file log in two parts (a "P"
+        # partial record, then an "F" one, as `python -u`'s print writes text and newline separately).
+        proc = self._podman("logs", container, check=False)
+        return "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-tail:])
 
     def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
         try:
