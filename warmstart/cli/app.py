@@ -8,6 +8,7 @@ from warmstart import __version__
 from warmstart.cli.commands import cache
 from warmstart.cli.commands.build import build
 from warmstart.cli.commands.doctor import doctor
+from warmstart.cli.commands.entrypoint import entrypoint
 from warmstart.cli.commands.ps import ps
 from warmstart.cli.commands.registry import pull, push
 from warmstart.cli.commands.run import run
@@ -29,6 +30,7 @@ app.command()(ps)
 app.command()(stop)
 app.command()(doctor)
 app.command()(serve)
+app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(entrypoint)
 app.command()(push)
 app.command()(pull)
 app.add_typer(cache.app, name="cache")

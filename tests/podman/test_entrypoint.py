@@ -1,0 +1,134 @@
+"""The container entrypoint wrapper: first boot cold + self-snapshot into a volume, later boots restore."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.podman.test_build_run import free_port
+
+pytestmark = pytest.mark.podman
+IMAGE = "localhost/warmstart-example-selfsnap:latest"
+# The privileges CRIU needs inside the container (see README, "Containers that snapshot themselves").
+PRIVS = ["--privileged"]
+
+
+def _image_ready() -> None:
+    if subprocess.run(["podman", "image", "exists", IMAGE]).returncode != 0:
+        pytest.skip(f"{IMAGE} missing: run images/build-images")
+
+
+class Box:
+    def __init__(self, snapdir: Path) -> None:
+        self.snapdir = snapdir
+        self.names: list[str] = []
+
+    def start(self, *extra: str, entry: list[str] | None = None) -> tuple[str, int]:
+        name = f"wse-{uuid.uuid4().hex[:8]}"
+        port = free_port()
+        args = ["podman", "run", "-d", "--name", name, *PRIVS, "--label", "io.warmstart.managed=true",
+                "--label", "io.warmstart.app=entrypoint-test", "-v", f"{self.snapdir}:/snapshots",
+                "-p", f"127.0.0.1:{port}:8080", *extra, IMAGE, *(entry or [])]
+        subprocess.run(args, check=True, capture_output=True)
+        self.names.append(name)
+        return name, port
+
+    def logs(self, name: str) -> str:
+        p = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
+        return p.stdout + p.stderr
+
+    def wait_log(self, name: str, text: str, timeout: float = 60) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            logs = self.logs(name)
+            if text in logs:
+                return logs
+            time.sleep(0.1)
+        raise AssertionError(f"{text!r} not in logs of {name}:\n{self.logs(name)}")
+
+
+@pytest.fixture
+def box(tmp_path: Path) -> Iterator[Box]:
+    _image_ready()
+    b = Box(tmp_path / "snapshots")
+    b.snapdir.mkdir()
+    yield b
+    if b.names:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *b.names], capture_output=True)
+
+
+def get(port: int, path: str = "/", timeout: float = 30) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+def test_first_boot_snapshots_itself_and_the_second_restores(box: Box) -> None:
+    first, port1 = box.start("-e", "STARTUP_DELAY=1")
+    box.wait_log(first, "snapshot snap-")
+    body1 = get(port1)
+    assert (box.snapdir / "current").is_symlink()
+    second, port2 = box.start()
+    logs = box.wait_log(second, "restored pid")
+    body2 = get(port2)
+    assert body2["boot_token"] == body1["boot_token"]  # the same process state, not a new boot
+    assert body2["pid"] == body1["pid"] >= 300  # started at a reserved PID, restored at the same
+    assert body2["count"] >= 2 and "starting cold" not in logs
+
+
+def test_corrupt_or_foreign_snapshot_starts_cold_and_stays_healthy(box: Box) -> None:
+    first, port1 = box.start()
+    box.wait_log(first, "snapshot snap-")
+    token = get(port1)["boot_token"]
+    images = (box.snapdir / "current").resolve() / "images"
+    pages = next(images.glob("pages-*.img"))
+    pages.write_bytes(b"\0" * pages.stat().st_size)
+    second, port2 = box.start()
+    logs = box.wait_log(second, "starting cold")
+    assert "is damaged" in logs
+    assert get(port2)["boot_token"] != token
+    box.wait_log(second, "snapshot snap-")  # and it replaced the damaged snapshot
+    foreign, port3 = box.start("-e", "WARMSTART_IMAGE=something-else:2")
+    assert "for another image or command" in box.wait_log(foreign, "starting cold")
+    assert get(port3)["count"] >= 1
+
+
+def test_pid_collision_is_detected_and_the_container_starts_cold(box: Box) -> None:
+    first, _ = box.start()
+    box.wait_log(first, "snapshot snap-")
+    pid = json.loads(((box.snapdir / "current").resolve() / "manifest.json").read_text())["pids"][0]
+    # Take the app's PID before the wrapper runs: a process parked at exactly that PID.
+    occupy = (f"echo {pid - 1} > /proc/sys/kernel/ns_last_pid; sleep 1000 & "
+              "exec python3 -m warmstart.entrypoint --snapshot-dir /snapshots --ready-http /healthz --port 8080 "
+              "--no-snapshot -- python3 -u /app/app.py")
+    second, port = box.start("--entrypoint", "sh", entry=["-c", occupy])
+    logs = box.wait_log(second, "starting cold")
+    assert f"PID collision: PIDs [{pid}" in logs
+    assert get(port)["count"] >= 1
+
+
+@pytest.mark.parametrize("mode", ["cold", "restored"])
+def test_sigterm_reaches_the_app_and_the_exit_code_is_the_apps(box: Box, mode: str) -> None:
+    if mode == "restored":
+        first, _ = box.start()
+        box.wait_log(first, "snapshot snap-")
+    name, port = box.start()
+    box.wait_log(name, "restored pid" if mode == "restored" else "snapshot snap-")
+    get(port)
+    subprocess.run(["podman", "stop", "-t", "20", name], check=True, capture_output=True)
+    code = subprocess.run(["podman", "inspect", "--format", "{{.State.ExitCode}}", name], capture_output=True,
+                          text=True).stdout.strip()
+    assert code == "143"  # the app died of SIGTERM (128 + 15), forwarded by the wrapper
