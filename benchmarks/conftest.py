@@ -73,7 +73,7 @@ def _table() -> str:
         rows.append(
             f"| {app} | {_s(m['cold_ttr'])} | {_s(m['restored_ttr'])} | {_s(raw)} | "
             f"**{m['restored_ttr'] / m['cold_ttr']:.0%}** | {_s(m['restored_ttr'] / raw if raw else None, '', 2)} | "
-            f"{m['size_bytes'] / 1e6:.0f} MB | {m['build_seconds']:.1f} s | "
+            f"{_s(m['size_bytes'] / 1e6 if 'size_bytes' in m else None, 'MB', 0)} | {_s(m.get('build_seconds'), 's', 1)} | "
             + (f"{m['first_cold_ms']:.1f} / {m['first_restored_ms']:.1f} ms | "
                f"{m['p50_cold_ms']:.2f} / {m['p99_cold_ms']:.2f} ms | "
                f"{m['p50_restored_ms']:.2f} / {m['p99_restored_ms']:.2f} ms |" if lat else "n/a | n/a | n/a |")
@@ -126,3 +126,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _chart(RESULTS / "latest.png")
     except ImportError:
         pass
+    readme = ROOT / "README.md"
+    block = (f"<!-- bench:start -->\nLatest run ({stamp}, {_machine()}):\n\n{_table()}\n\n"
+             "![cold vs restored](benchmarks/results/latest.png)\n<!-- bench:end -->")
+    text = readme.read_text()
+    if "<!-- bench:start -->" in text:
+        start, end = text.index("<!-- bench:start -->"), text.index("<!-- bench:end -->") + len("<!-- bench:end -->")
+        readme.write_text(text[:start] + block + text[end:])

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,52 @@ def test_serve_first_byte_from_zero(benchmark: Any, cache: Path, counter_spec: P
 
 
 
+
+
+SELFSNAP = "localhost/warmstart-example-selfsnap:latest"
+SELFSNAP_PRIVS = ["--cap-add", "SYS_ADMIN", "--cap-add", "SYS_PTRACE", "--cap-add", "NET_ADMIN", "--cap-add",
+                  "SYS_TIME", "--security-opt", "seccomp=unconfined"]
+
+
+@pytest.mark.parametrize("mode", ["cold", "restored"])
+def test_entrypoint_container_start(benchmark: Any, tmp_path: Path, mode: str) -> None:
+    """`podman run` of an image whose ENTRYPOINT is the wrapper, to first HTTP 200: first boot (cold, empty
+    snapshot dir) vs later boots (restored from the volume). The counter app with a 2 s simulated boot."""
+    import urllib.request
+
+    snapdir = tmp_path / "snapshots"
+    snapdir.mkdir()
+    names: list[str] = []
+
+    def boot() -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        name = f"wse-bench-{uuid.uuid4().hex[:8]}"
+        names.append(name)
+        subprocess.run(["podman", "run", "-d", "--name", name, *SELFSNAP_PRIVS, "--label",
+                        f"io.warmstart.session={SESSION}", "--label", "io.warmstart.managed=true", "-e",
+                        "STARTUP_DELAY=2", "-v", f"{snapdir}:/snapshots", "-p", f"127.0.0.1:{port}:8080", SELFSNAP],
+                       check=True, capture_output=True)
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).read()
+                return
+            except OSError:
+                time.sleep(0.01)
+
+    def setup() -> None:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True)
+        if mode == "cold":
+            subprocess.run(["rm", "-rf", *map(str, snapdir.iterdir())])
+        elif not (snapdir / "current").exists():  # a first boot to make the snapshot, untimed
+            boot()
+            while not (snapdir / "current").exists():
+                time.sleep(0.1)
+            subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True)
+
+    try:
+        benchmark.pedantic(boot, setup=setup, rounds=3, iterations=1)
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True)
+    record("counter (entrypoint, podman run)", **{f"{mode}_ttr": benchmark.stats.stats.median})
