@@ -18,7 +18,7 @@ from typing import Any
 from warmstart import __version__, labels
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.keys import cache_key, key_inputs
-from warmstart.cache.store import Snapshot, SnapshotStore
+from warmstart.cache.store import Snapshot, SnapshotStore, pid_alive
 from warmstart.containers import probe_container, remove_quietly
 from warmstart.engines.base import Engine, EngineInfo
 from warmstart.host import host_facts
@@ -65,20 +65,10 @@ def sweep_orphans(engine: Engine, app: str) -> list[str]:
     removed = []
     for state in engine.list(labels={labels.MANAGED: "true", labels.APP: app}):
         pid = state.labels.get(labels.BUILD_PID, "")
-        if state.name.startswith(labels.BUILD_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+        if state.name.startswith(labels.BUILD_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
             remove_quietly(engine, state.name)
             removed.append(state.name)
     return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def build(

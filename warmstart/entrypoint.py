@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warmstart.cache.store import sha256_file
 from warmstart.engines.process import CriuProcess, external_stdio
 from warmstart.errors import WarmstartError
 
@@ -67,14 +68,6 @@ def snapshot_key(opts: Options, criu_version: str) -> str:
     material = json.dumps({"command": opts.command, "identity": opts.identity, "criu": criu_version,
                            "format": SCHEMA_VERSION}, sort_keys=True)
     return hashlib.sha256(material.encode()).hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _tree_pids(root: int) -> list[int]:
@@ -168,7 +161,7 @@ def why_not_restorable(opts: Options, snap: tuple[Path, dict[str, Any]] | None, 
         return f"PID collision: PIDs {taken[:5]} that snapshot {path.name} needs are in use"
     for name, entry in m.get("files", {}).items():
         f = path / "images" / name
-        if not f.is_file() or f.stat().st_size != entry["size"] or _sha256(f) != entry["sha256"]:
+        if not f.is_file() or f.stat().st_size != entry["size"] or sha256_file(f) != entry["sha256"]:
             return f"snapshot {path.name} is damaged: images/{name} does not match its manifest"
     return ""
 
@@ -239,7 +232,7 @@ def _snapshot(opts: Options, snaps: Snapshots, criu: CriuProcess, key: str, pid:
         t = time.monotonic()
         pids = _tree_pids(pid)
         criu.dump(pid=pid, images=staged / "images", workdir=staged, leave_running=True)
-        files = {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)} for f in (staged / "images").iterdir()}
+        files = {f.name: {"size": f.stat().st_size, "sha256": sha256_file(f)} for f in (staged / "images").iterdir()}
         manifest = {"schema_version": SCHEMA_VERSION, "key": key, "command": opts.command,
                     "identity": opts.identity, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "pids": pids, "stdio": {str(fd): p for fd, p in external_stdio().items()}, "files": files}

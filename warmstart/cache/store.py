@@ -75,7 +75,7 @@ def _stat_key(path: Path) -> list[int]:
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -125,7 +125,7 @@ class SnapshotStore:
     def _sweep_staging(self) -> None:
         for entry in self.staging_root.iterdir():
             parts = entry.name.rsplit("-", 2)
-            if len(parts) != 3 or not parts[1].isdigit() or not _pid_alive(int(parts[1])):
+            if len(parts) != 3 or not parts[1].isdigit() or not pid_alive(int(parts[1])):
                 shutil.rmtree(entry, ignore_errors=True)
 
     # -- apps ---------------------------------------------------------------------------------------------------------

@@ -32,6 +32,15 @@ class ContainerState:
         return ("127.0.0.1" if ip in ("", "0.0.0.0") else ip), port
 
 
+def published_ports(raw: dict) -> dict[str, tuple[str, int]]:  # type: ignore[type-arg]
+    """"8080/tcp" -> (host_ip, host_port) from an inspect's NetworkSettings.Ports (same shape in podman and docker)."""
+    ports: dict[str, tuple[str, int]] = {}
+    for key, bindings in (raw.get("NetworkSettings", {}).get("Ports") or {}).items():
+        if bindings:
+            ports[key] = (bindings[0].get("HostIp", ""), int(bindings[0].get("HostPort", 0)))
+    return ports
+
+
 @dataclass(frozen=True)
 class ExecResult:
     exit_code: int

@@ -25,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, published_ports
 from warmstart.errors import CheckpointError, EngineError, EngineUnavailable, ImageNotFound, RestoreError
 from warmstart.spec import PortBinding
 
@@ -279,10 +279,7 @@ def _create_config(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _state(raw: dict[str, Any]) -> ContainerState:
     state = raw.get("State", {})
-    ports: dict[str, tuple[str, int]] = {}
-    for key, bindings in (raw.get("NetworkSettings", {}).get("Ports") or {}).items():
-        if bindings:
-            ports[key] = (bindings[0].get("HostIp", ""), int(bindings[0].get("HostPort", 0)))
+    ports = published_ports(raw)
     labels = raw.get("Config", {}).get("Labels") or {}
     return ContainerState(
         id=raw["Id"], name=raw["Name"].lstrip("/"), status=state.get("Status", ""), running=bool(state.get("Running")),

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, published_ports
 from warmstart.errors import (
     CheckpointError,
     EngineError,
@@ -220,10 +220,7 @@ def available() -> bool:
 
 def _state(raw: dict[str, Any]) -> ContainerState:
     state = raw.get("State", {})
-    ports: dict[str, tuple[str, int]] = {}
-    for key, bindings in (raw.get("NetworkSettings", {}).get("Ports") or {}).items():
-        if bindings:
-            ports[key] = (bindings[0].get("HostIp", ""), int(bindings[0].get("HostPort", 0)))
+    ports = published_ports(raw)
     return ContainerState(
         id=raw["Id"],
         name=raw["Name"].lstrip("/"),
