@@ -97,13 +97,14 @@ def _chart(path: Path) -> None:
     apps = [a for a, m in COLLECTED.items() if "cold_ttr" in m and "restored_ttr" in m]
     series = [("cold", "cold_ttr", "#c0504d"), ("raw podman restore", "raw_ttr", "#9bbb59"),
               ("warmstart run (restored)", "restored_ttr", "#4f81bd")]
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     width = 0.8 / len(series)
     for i, (label, key, colour) in enumerate(series):
-        values = [COLLECTED[a].get(key, 0) for a in apps]
-        bars = ax.bar([x + i * width for x in range(len(apps))], values, width, label=label, color=colour)
+        xs = [x + i * width for x, a in enumerate(apps) if key in COLLECTED[a]]
+        values = [COLLECTED[a][key] for a in apps if key in COLLECTED[a]]
+        bars = ax.bar(xs, values, width, label=label, color=colour)
         ax.bar_label(bars, fmt="%.2f s", fontsize=8)
-    ax.set_xticks([x + width for x in range(len(apps))], apps)
+    ax.set_xticks([x + width for x in range(len(apps))], [a.replace(" (", "\n(") for a in apps], fontsize=9)
     ax.set_ylabel("time to ready (s): launch command to first HTTP 200")
     ax.set_title("Cold start vs restore from a warm snapshot (median of rounds)")
     ax.legend()

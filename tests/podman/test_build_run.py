@@ -226,7 +226,6 @@ def test_app_that_exits_fails_build_at_once_with_its_exit_code(cli: Cli, owned_a
 
 
 def test_ctrl_c_during_build_removes_everything(cli: Cli, owned_app: str) -> None:
-    import os
 
     env = cli.env()
     proc = subprocess.Popen(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COUNTER_IMAGE, WARMSTART, Cli, containers_of
+from tests.conftest import COUNTER_IMAGE, Cli, containers_of
 from tests.podman.test_build_run import build, http_json
 
 pytestmark = pytest.mark.podman
