@@ -39,10 +39,11 @@ def warmstart(*args: str, cache: Path) -> dict[str, Any]:
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = tmp_path_factory.mktemp("bench-cache")
     yield path
-    ids = subprocess.run(["podman", "ps", "-aq", "--filter", f"label=io.warmstart.session={SESSION}"],
-                         capture_output=True, text=True).stdout.split()
-    if ids:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *ids], capture_output=True)
+    for engine, rm in (("podman", ["rm", "--force", "--ignore", "-t", "0"]), ("/usr/bin/docker", ["rm", "-f"])):
+        ids = subprocess.run([engine, "ps", "-aq", "--filter", f"label=io.warmstart.session={SESSION}"],
+                             capture_output=True, text=True).stdout.split()
+        if ids:
+            subprocess.run([engine, *rm, *ids], capture_output=True)
 
 
 def _machine() -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from benchmarks.conftest import SESSION, WARMSTART, record, warmstart
-from benchmarks.test_startup import COUNTER_SPEC, ROUNDS, _measure
+from benchmarks.test_startup import COUNTER_SPEC, ROUNDS, _measure, _stop
 
 DOCKER = "/usr/bin/docker"
 
@@ -48,7 +48,7 @@ def test_docker_counter(benchmark: Any, cache: Path, counter_spec: Path, mode: s
         return out["name"], out["ports"]["8080/tcp"]
 
     name, _ = _measure(benchmark, launch)
-    subprocess.run([DOCKER, "rm", "-f", name], capture_output=True)
+    _stop(Path(), name)
     record("counter (docker)", **{f"{mode}_ttr": benchmark.stats.stats.median})
 
 
@@ -136,17 +136,17 @@ def test_entrypoint_container_start(benchmark: Any, tmp_path: Path, mode: str) -
                 time.sleep(0.01)
 
     def setup() -> None:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True)
+        subprocess.run(["podman", "rm", "--force", "--ignore", "-t", "0", *names], capture_output=True)
         if mode == "cold":
             subprocess.run(["rm", "-rf", *map(str, snapdir.iterdir())])
         elif not (snapdir / "current").exists():  # a first boot to make the snapshot, untimed
             boot()
             while not (snapdir / "current").exists():
                 time.sleep(0.1)
-            subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True)
+            subprocess.run(["podman", "rm", "--force", "--ignore", "-t", "0", *names], capture_output=True)
 
     try:
         benchmark.pedantic(boot, setup=setup, rounds=3, iterations=1)
     finally:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *names], capture_output=True)
+        subprocess.run(["podman", "rm", "--force", "--ignore", "-t", "0", *names], capture_output=True)
     record("counter (entrypoint, podman run)", **{f"{mode}_ttr": benchmark.stats.stats.median})

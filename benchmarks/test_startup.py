@@ -63,7 +63,9 @@ def _latencies(address: str, path: str) -> list[float]:
 
 
 def _stop(cache: Path, name: str) -> None:
-    subprocess.run(["podman", "rm", "-f", "-t", "0", name], capture_output=True)
+    """Remove an instance by the name we gave it, whichever engine runs it."""
+    subprocess.run(["podman", "rm", "--force", "--ignore", "-t", "0", name], capture_output=True)
+    subprocess.run(["/usr/bin/docker", "rm", "-f", name], capture_output=True)
 
 
 def _measure(benchmark: Any, launch: Any) -> tuple[str, str]:

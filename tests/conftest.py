@@ -64,7 +64,7 @@ def _engines() -> list[list[str]]:
 
 def _force_remove(cmd: list[str], ids: list[str]) -> None:
     # podman waits out a 10 s stop timeout for apps that ignore SIGTERM unless told not to; docker rm -f kills.
-    grace = ["-t", "0"] if cmd == ["podman"] else []
+    grace = ["--ignore", "-t", "0"] if cmd == ["podman"] else []
     subprocess.run([*cmd, "rm", "-f", *grace, *ids], capture_output=True)
 
 

@@ -62,7 +62,7 @@ def box(tmp_path: Path) -> Iterator[Box]:
     b.snapdir.mkdir()
     yield b
     if b.names:
-        subprocess.run(["podman", "rm", "-f", "-t", "0", *b.names], capture_output=True)
+        subprocess.run(["podman", "rm", "--force", "--ignore", "-t", "0", *b.names], capture_output=True)
 
 
 def get(port: int, path: str = "/", timeout: float = 30) -> dict:
