@@ -99,7 +99,7 @@ class Front:
         want = max(self.opts.min_warm, 1 if self.waiting else 0)
         if self.stopping or self.starting is not None or len(self.instances) >= self.opts.max_instances:
             return
-        if len(self.instances) < want or (self.waiting and not self.instances):
+        if len(self.instances) < want:
             self.starting = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> Instance | None:

@@ -16,6 +16,7 @@ re-deleted on restore.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import json
@@ -75,9 +76,13 @@ class DockerEngine(Engine):
         except errors.DockerException as exc:
             raise EngineUnavailable(f"docker {what} failed: {exc}") from exc
 
-    def _root(self) -> Path:
+    @functools.cached_property
+    def _data_root(self) -> Path:
         with self._translated("info"):
             return Path(self.api.info()["DockerRootDir"])
+
+    def _root(self) -> Path:
+        return self._data_root
 
     def info(self) -> EngineInfo:
         with self._translated("info"):
