@@ -32,6 +32,18 @@ class ContainerState:
         return ("127.0.0.1" if ip in ("", "0.0.0.0") else ip), port
 
 
+def criu_log_excerpt(path: Path, *, lines: int = 12) -> str:
+    """The lines of a CRIU log that explain a failure: its error lines, else its tail."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    # "rlimit: Can't setup RLIMIT_NOFILE" is logged as an error on every run in our sandbox and is harmless.
+    errors = [ln for ln in text if "Error" in ln and "RLIMIT_NOFILE" not in ln]
+    picked = errors[-lines:] if errors else text[-lines:]
+    return "\n".join(f"{path.name}: {ln.strip()}" for ln in picked)
+
+
 def published_ports(raw: dict) -> dict[str, tuple[str, int]]:  # type: ignore[type-arg]
     """"8080/tcp" -> (host_ip, host_port) from an inspect's NetworkSettings.Ports (same shape in podman and docker)."""
     ports: dict[str, tuple[str, int]] = {}

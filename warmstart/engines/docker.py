@@ -26,7 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, published_ports
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, criu_log_excerpt, published_ports
 from warmstart.errors import CheckpointError, EngineError, EngineUnavailable, ImageNotFound, RestoreError
 from warmstart.spec import PortBinding
 
@@ -40,12 +40,6 @@ LOG_MEMBER = "ctr.log"  # the container's output up to the checkpoint (as podman
 MODE_LABEL = "io.warmstart.mode"  # "restored" on containers made from a snapshot (docker does not record it)
 # CRIU log files runc writes into the checkpoint (work) dir.
 DUMP_LOG, RESTORE_LOG = "dump.log", "restore.log"
-
-
-def _excerpt(path: Path, lines: int = 12) -> str:
-    from warmstart.engines.podman import criu_log_excerpt
-
-    return criu_log_excerpt(path, lines=lines)
 
 
 class DockerEngine(Engine):
@@ -179,7 +173,7 @@ class DockerEngine(Engine):
             self.api._raise_for_status(resp)
         except self._docker.errors.APIError as exc:
             raise CheckpointError(f"checkpoint of container {container} failed: {exc.explanation or exc}",
-                                  details=_excerpt(cdir / DUMP_LOG),
+                                  details=criu_log_excerpt(cdir / DUMP_LOG),
                                   hint="docker needs \"experimental\": true and a CRIU it can run (doctor)") from exc
         try:
             with tarfile.open(dest, "w") as tar:
@@ -253,7 +247,7 @@ class DockerEngine(Engine):
             root = self._root() / "containers"
             state = self.inspect(container=name)
             log = root / state.id / "checkpoints" / CHECKPOINT_NAME / RESTORE_LOG if state else Path("/nonexistent")
-            excerpt = _excerpt(log)
+            excerpt = criu_log_excerpt(log)
             self.remove(container=name)
             detail = getattr(exc, "explanation", None) or str(exc)
             raise RestoreError(f"restore from {archive} failed: {detail}", details=excerpt) from exc

@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, published_ports
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, criu_log_excerpt, published_ports
 from warmstart.errors import (
     CheckpointError,
     EngineError,
@@ -32,16 +32,6 @@ RESTORE_LOG = "restore.log"
 DEFAULT_TIMEOUT = 120.0
 
 
-def criu_log_excerpt(path: Path, *, lines: int = 12) -> str:
-    """The lines of a CRIU log that explain a failure: its error lines, else its tail."""
-    try:
-        text = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    # "rlimit: Can't setup RLIMIT_NOFILE" is logged as an error on every run in our sandbox and is harmless.
-    errors = [ln for ln in text if "Error" in ln and "RLIMIT_NOFILE" not in ln]
-    picked = errors[-lines:] if errors else text[-lines:]
-    return "\n".join(f"{path.name}: {ln.strip()}" for ln in picked)
 
 
 class PodmanEngine(Engine):

@@ -9,18 +9,13 @@ import os
 import subprocess
 from pathlib import Path
 
+from warmstart.engines.base import criu_log_excerpt
 from warmstart.errors import CheckpointError, EngineUnavailable, RestoreError
 
 # Options both sides need: a job started from a shell (own session), TCP connections and Unix sockets whose peers
 # are outside the tree (the container runtime's, the probe's) are cut or re-created rather than refused.
 COMMON = ("--shell-job", "--tcp-established", "--ext-unix-sk")
 DUMP_LOG, RESTORE_LOG = "dump.log", "restore.log"
-
-
-def _excerpt(log: Path, lines: int = 10) -> str:
-    from warmstart.engines.podman import criu_log_excerpt
-
-    return criu_log_excerpt(log, lines=lines)
 
 
 def external_stdio() -> dict[int, str]:
@@ -62,7 +57,7 @@ class CriuProcess:
         proc = self._run(args, timeout=timeout)
         if proc.returncode != 0:
             raise CheckpointError(f"criu dump of pid {pid} failed (exit {proc.returncode})",
-                                  details=_excerpt(workdir / DUMP_LOG))
+                                  details=criu_log_excerpt(workdir / DUMP_LOG))
 
     def restore(self, *, images: Path, workdir: Path, inherit: dict[int, str], timeout: float = 300) -> int:
         """Restore detached; returns the root pid of the restored tree (a child of this process's subreaper)."""
@@ -76,5 +71,5 @@ class CriuProcess:
         proc = self._run(args, timeout=timeout, capture=False)
         if proc.returncode != 0 or not pidfile.exists():
             raise RestoreError(f"criu restore from {images} failed (exit {proc.returncode})",
-                               details=_excerpt(workdir / RESTORE_LOG))
+                               details=criu_log_excerpt(workdir / RESTORE_LOG))
         return int(pidfile.read_text().strip())
