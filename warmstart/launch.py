@@ -6,8 +6,6 @@ service, unless they asked for restore-or-fail (`no_fallback`).
 
 from __future__ import annotations
 
-import dataclasses
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +16,14 @@ from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.hooks import after_restore_hooks, run_hooks
 from warmstart.host import host_facts, incompatibilities
+from warmstart.ports import reserved
 from warmstart.errors import (
+    CacheError,
+    EngineError,
     HookError,
-    ImageNotFound,
+    ManifestError,
     ReadinessError,
+    RegistryError,
     RestoreError,
     SnapshotCorrupt,
     SnapshotNotFound,
@@ -46,25 +48,20 @@ class LaunchResult:
     reason: str | None = None  # why cold
 
 
-def _free_port(ip: str) -> int:
-    with socket.socket() as s:
-        s.bind(("" if ip == "0.0.0.0" else ip, 0))
-        return int(s.getsockname()[1])
-
-
 def resolve_ports(spec: AppSpec, requested: list[PortBinding]) -> list[PortBinding]:
-    """Every port the app publishes gets a binding: the user's, else a free loopback port. Free ports are chosen
-    here rather than by the engine, so the instance's address is known without asking the engine afterwards."""
+    """Every port the app publishes gets a binding: the user's, else host port 0 (chosen and reserved by
+    `ports.reserved` just before the launch). A -p for a port the app does not publish is refused."""
     by_port = {}
+    published = {f"{p}/tcp" for p in spec.ports}
     for binding in requested:
-        if binding.protocol == "tcp" and binding.container_port not in spec.ports:
+        if binding.key not in published:
             raise UsageError(
-                f"-p {binding.container_port}: app {spec.name!r} publishes container ports {list(spec.ports) or 'none'}"
+                f"-p {binding.key}: app {spec.name!r} publishes container ports {list(spec.ports) or 'none'} (tcp)"
             )
         by_port[binding.key] = binding
     for port in spec.ports:
         by_port.setdefault(f"{port}/tcp", PortBinding(container_port=port))
-    return [b if b.host_port else dataclasses.replace(b, host_port=_free_port(b.host_ip)) for b in by_port.values()]
+    return list(by_port.values())
 
 
 def _started(container: str, name: str, bindings: list[PortBinding], restored: bool) -> ContainerState:
@@ -79,15 +76,13 @@ def usable_snapshot(
     """The newest snapshot (or the tagged one) this host and engine can restore, verified; or None and why.
 
     A snapshot whose files do not match its manifest is quarantined and never restored."""
-    if tag:
-        one = store.get(spec.name, tag)
-        candidates = [one] if one else []
-        if not candidates:
-            return None, f"no snapshot {spec.name}:{tag} in {store.root}"
-    else:
-        candidates = store.list(spec.name)
-        if not candidates:
-            return None, f"no snapshot of app {spec.name!r} in {store.root}"
+    try:
+        candidates = [s for s in [store.get(spec.name, tag)] if s] if tag else store.list(spec.name)
+    except CacheError as exc:  # a manifest that does not validate, an entry that is not ours
+        return None, str(exc)
+    if not candidates:
+        return None, f"no snapshot {spec.name}:{tag} in {store.root}" if tag else \
+            f"no snapshot of app {spec.name!r} in {store.root}"
     here = host_facts()
     current_image: str | None = None
     reasons = []
@@ -103,8 +98,8 @@ def usable_snapshot(
         if current_image is None:
             try:
                 current_image = engine.image_id(image=spec.image)
-            except ImageNotFound:
-                return None, f"image {spec.image} of snapshot {snap.ref} is not present"
+            except EngineError as exc:
+                return None, f"image {spec.image} of snapshot {snap.ref} cannot be used: {exc}"
         if current_image != m.image.get("id"):
             reasons.append(f"image {spec.image} changed since snapshot {snap.ref} was taken (rebuild it)")
             continue
@@ -119,7 +114,58 @@ def usable_snapshot(
 
 def spec_from_snapshot(snapshot: Snapshot) -> AppSpec:
     """An app known only from a snapshot (pulled from a registry): its manifest has env names, not values."""
-    return AppSpec.from_dict({**snapshot.manifest.spec, "env": {}})
+    try:
+        return AppSpec.from_dict({**snapshot.manifest.spec, "env": {}, "name": snapshot.manifest.app})
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ManifestError(f"snapshot {snapshot.ref}: its manifest's spec is malformed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class KnownApp:
+    spec: AppSpec
+    cold_blocker: str = ""  # why a cold start is impossible ("" when it is possible)
+
+
+def known_app(app: str, *, store: SnapshotStore, spec: AppSpec | None = None, tag: str | None = None) -> KnownApp:
+    """The one rule for what an app is: the spec file's description, else the record of its last build, else
+    what its newest (or tagged) snapshot says. Raises UnknownAppError when none exists."""
+    if spec is not None:
+        return KnownApp(spec)
+    recorded = store.load_app(app)
+    if recorded is not None:
+        return KnownApp(recorded)
+    try:
+        latest = store.get(app, tag) if tag else store.latest(app)
+    except CacheError:
+        latest = None
+    if latest is None:
+        raise UnknownAppError(
+            f"unknown app {app!r}: nothing was built or pulled under that name in {store.root}",
+            hint=f"run `warmstart build --name {app} ...` or `warmstart pull REF` first",
+        )
+    blocker = ""
+    if latest.manifest.spec.get("env"):
+        blocker = (f"app {app!r} is known here only from a snapshot, whose manifest does not carry env values; "
+                   "describe it in warmstart.toml to allow cold starts")
+    return KnownApp(spec_from_snapshot(latest), blocker)
+
+
+def pull_if_missing(app: str, tag: str | None, *, store: SnapshotStore, registry: str,
+                    progress: Progress) -> str:
+    """Pull from `registry` when the snapshot is not here; "" on success or no need, else why it failed."""
+    try:
+        if store.get(app, tag) if tag else store.latest(app):
+            return ""
+    except CacheError:
+        pass
+    progress(f"no local snapshot of {app}: pulling {registry}")
+    from warmstart.cache.registry import Reference, Registry  # only when pulling: it brings oras and requests
+
+    try:
+        Registry(Reference.parse(registry)).pull(store)
+    except WarmstartError as exc:
+        return f"pull from {registry} failed: {exc}"
+    return ""
 
 
 def launch(
@@ -134,59 +180,54 @@ def launch(
     registry: str | None = None,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
-    """Start one instance of `app` (APP or APP:TAG); with `registry`, a snapshot missing here is pulled first. `spec` (from a spec file) overrides the app record of the
+    """Start one instance of `app` (APP or APP:TAG): pull (with `registry`, when missing here) -> choose a usable
+    snapshot -> restore it, or start cold saying why. `spec` (from a spec file) overrides the app record of the
     last build; an app known only from a pulled snapshot can be restored but not started cold if it needs env."""
     if cold and no_fallback:
         raise UsageError("--cold and --no-fallback contradict each other")
     app, tag = parse_ref(app)
     pull_failure = ""
-    if registry and not cold and not (store.get(app, tag) if tag else store.latest(app)):
-        progress(f"no local snapshot of {app}: pulling {registry}")
-        from warmstart.cache.registry import Reference, Registry  # only when pulling: it brings oras and requests
-
-        try:
-            Registry(Reference.parse(registry)).pull(store)
-        except WarmstartError as exc:
-            if no_fallback:
-                raise
-            pull_failure = f"pull from {registry} failed: {exc}"
-    cold_blocker = ""
-    spec = spec or store.load_app(app)
-    if spec is None:
-        latest = store.get(app, tag) if tag else store.latest(app)
-        if latest is None:
-            raise UnknownAppError(
-                f"unknown app {app!r}: nothing was built or pulled under that name in {store.root}",
-                hint=f"run `warmstart build --name {app} ...` or `warmstart pull REF` first",
-            )
-        spec = spec_from_snapshot(latest)
-        if latest.manifest.spec.get("env"):
-            cold_blocker = (f"app {app!r} is known here only from a snapshot, whose manifest does not carry env "
-                            f"values; describe it in warmstart.toml to allow cold starts")
+    if registry and not cold:
+        pull_failure = pull_if_missing(app, tag, store=store, registry=registry, progress=progress)
+        if pull_failure and no_fallback:
+            raise RegistryError(pull_failure)
+    known = known_app(app, store=store, spec=spec, tag=tag)
+    spec = known.spec
     bindings = resolve_ports(spec, ports)
-    start = time.monotonic()
-    if cold:
-        snapshot, reason = None, "cold start requested (--cold)"
-    else:
-        snapshot, reason = usable_snapshot(spec, engine=engine, store=store, tag=tag)
-        reason = f"{pull_failure}; {reason}" if pull_failure else reason
-    if snapshot is None and no_fallback:
-        raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
-    if snapshot is not None:
+    if tag and not cold and not pull_failure:
         try:
-            return _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
-        except (RestoreError, ReadinessError, HookError) as exc:
-            if no_fallback:
-                raise RestoreError(
-                    f"restore of {app!r} from snapshot {snapshot.ref} failed (and --no-fallback forbids a cold "
-                    f"start): {exc}",
-                    details=exc.details,
-                ) from exc
-            reason = f"restore from snapshot {snapshot.ref} failed: {exc}"
-            progress(f"{reason}; starting cold")
-    if cold_blocker:
-        raise UnknownAppError(f"cannot start {app!r} cold ({reason}): {cold_blocker}")
-    return _cold(spec, engine=engine, bindings=bindings, start=start, reason=reason, progress=progress)
+            missing = store.get(app, tag) is None
+        except CacheError:
+            missing = False  # present but unusable: usable_snapshot says why, and the fallback applies
+        if missing:
+            tags = sorted(s.manifest.tag for s in store.list(app))
+            raise SnapshotNotFound(f"no snapshot {app}:{tag} in {store.root}",
+                                   hint=f"tags of {app}: {', '.join(tags)}" if tags else
+                                   f"`warmstart cache ls {app}` lists its snapshots")
+    with reserved(bindings, lock_dir=store.locks) as bindings:
+        start = time.monotonic()
+        if cold:
+            snapshot, reason = None, "cold start requested (--cold)"
+        else:
+            snapshot, reason = usable_snapshot(spec, engine=engine, store=store, tag=tag)
+            reason = f"{pull_failure}; {reason}" if pull_failure else reason
+        if snapshot is None and no_fallback:
+            raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
+        if snapshot is not None:
+            try:
+                return _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
+            except (EngineError, ReadinessError, HookError, CacheError) as exc:
+                if no_fallback:
+                    raise RestoreError(
+                        f"restore of {app!r} from snapshot {snapshot.ref} failed (and --no-fallback forbids a cold "
+                        f"start): {exc}",
+                        details=exc.details,
+                    ) from exc
+                reason = f"restore from snapshot {snapshot.ref} failed: {exc}"
+                progress(f"{reason}; starting cold")
+        if known.cold_blocker:
+            raise UnknownAppError(f"cannot start {app!r} cold ({reason}): {known.cold_blocker}")
+        return _cold(spec, engine=engine, bindings=bindings, start=start, reason=reason, progress=progress)
 
 
 def _restore(

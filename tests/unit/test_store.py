@@ -58,6 +58,7 @@ def test_latest_is_newest_and_bad_manifests_are_skipped(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path / "c").open()
     for created in ["2026-01-01T00:00:00", "2026-03-01T00:00:00", "2026-02-01T00:00:00"]:
         with store.staging("a") as stage:
+            (stage / "checkpoint.tar").write_bytes(b"data")
             store.publish(stage, manifest(created=created))
     broken = store.snapshots / "a" / "zzz"
     broken.mkdir()

@@ -1,21 +1,31 @@
-"""The manifest stored beside each snapshot: a fixed JSON shape with a schema_version.
+"""The manifest stored beside each snapshot: a fixed JSON shape with a schema_version, validated on every read.
 
 It records what the snapshot was made from and how, never secret values: environment variables appear by name
 only (the checkpoint itself holds process memory and is protected by file modes instead).
+
+A manifest is outside input as soon as it can come from a registry or sit in a directory someone else could
+write: every field is type-checked on load, names that become paths (app, tag, file names) are validated, and
+the file list must name the checkpoint with a real sha256, so a manifest can never switch verification off.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
-from warmstart.errors import ManifestError
+from warmstart.errors import ManifestError, UsageError
+from warmstart.spec import validate_app_name, validate_tag
 
 FILENAME = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.tar"  # the engine's checkpoint archive (podman `checkpoint --export`, uncompressed)
 SCHEMA_VERSION = 1
+MAX_BYTES = 4 << 20  # a manifest is a few KB; anything larger is not one of ours
+FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain name inside the snapshot dir
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class FileEntry(TypedDict):
@@ -48,22 +58,65 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
+        from warmstart.cache.safefs import read_owned  # no symlinks, our own regular file
+
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(read_owned(path, limit=MAX_BYTES))
         except (OSError, ValueError) as exc:
             raise ManifestError(f"cannot read snapshot manifest {path}: {exc}") from exc
+        return cls.from_raw(raw, source=str(path))
+
+    @classmethod
+    def from_raw(cls, raw: Any, *, source: str) -> Manifest:
+        """A Manifest from decoded JSON, or ManifestError saying which field is wrong and how."""
         if not isinstance(raw, dict):
-            raise ManifestError(f"snapshot manifest {path} is not a JSON object")
+            raise ManifestError(f"snapshot manifest {source} is not a JSON object")
         version = raw.get("schema_version")
-        if not isinstance(version, int):
-            raise ManifestError(f"snapshot manifest {path} has no integer schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise ManifestError(f"snapshot manifest {source} has no integer schema_version")
         if version > SCHEMA_VERSION:
             raise ManifestError(
-                f"snapshot manifest {path} has schema_version {version}, newer than this warmstart reads "
+                f"snapshot manifest {source} has schema_version {version}, newer than this warmstart reads "
                 f"({SCHEMA_VERSION})",
                 hint="upgrade warmstart, or rebuild the snapshot with this version",
             )
+
+        def bad(name: str, expected: str) -> ManifestError:
+            got = type(raw.get(name)).__name__ if name in raw else "nothing"
+            return ManifestError(f"snapshot manifest {source}: {name}: expected {expected}, got {got}")
+
+        for name in ("app", "tag", "key", "created_at", "warmstart_version"):
+            if not isinstance(raw.get(name), str):
+                raise bad(name, "a string")
+        for name in ("engine", "image", "spec"):
+            if not isinstance(raw.get(name), dict):
+                raise bad(name, "an object")
+        for name in ("host", "key_inputs", "files", "timings"):
+            if not isinstance(raw.get(name, {}), dict):
+                raise bad(name, "an object")
+        if not all(isinstance(v, str) for d in (raw["engine"], raw["image"]) for v in d.values()):
+            raise ManifestError(f"snapshot manifest {source}: engine and image must hold strings only")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.get("timings", {}).values()):
+            raise bad("timings", "an object of numbers")
         try:
-            return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
-        except TypeError as exc:
-            raise ManifestError(f"snapshot manifest {path} is missing fields: {exc}") from exc
+            validate_app_name(raw["app"])
+            validate_tag(raw["tag"])
+        except UsageError as exc:
+            raise ManifestError(f"snapshot manifest {source}: {exc}") from None
+        try:
+            datetime.fromisoformat(raw["created_at"])
+        except ValueError:
+            raise ManifestError(f"snapshot manifest {source}: created_at: expected an ISO 8601 time, got "
+                                f"{raw['created_at'][:40]!r}") from None
+        files = raw.get("files", {})
+        if CHECKPOINT_FILE not in files:
+            raise ManifestError(f"snapshot manifest {source}: files: does not list {CHECKPOINT_FILE}")
+        for name, entry in files.items():
+            if not FILE_NAME_RE.match(name) or name == FILENAME:
+                raise ManifestError(f"snapshot manifest {source}: files: {name[:80]!r} is not a plain file name")
+            if (not isinstance(entry, dict) or not isinstance(entry.get("size"), int)
+                    or isinstance(entry.get("size"), bool) or entry["size"] < 0
+                    or not isinstance(entry.get("sha256"), str) or not SHA256_RE.match(entry["sha256"])):
+                raise ManifestError(f"snapshot manifest {source}: files.{name}: expected "
+                                    "{\"size\": bytes, \"sha256\": 64 hex digits}")
+        return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})

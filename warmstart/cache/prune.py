@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +16,7 @@ class PruneResult:
     kept: list[str] = field(default_factory=list)
     freed_bytes: int = 0
     quarantine_removed: int = 0
+    broken_removed: list[str] = field(default_factory=list)  # entries whose manifest does not validate
     dry_run: bool = False
 
 
@@ -59,15 +59,19 @@ def prune(
                 doomed.add(s.ref)
     removed = [s for s in snapshots if s.ref in doomed]
     quarantined = store.quarantined()
+    broken = store.broken(app)
     if not dry_run:
         for s in removed:
             store.remove(s)
         for q in quarantined:
-            shutil.rmtree(q, ignore_errors=True)
+            store.remove_dir(q)
+        for b in broken:
+            store.remove_dir(b)
     return PruneResult(
         removed=[s.ref for s in removed],
         kept=[s.ref for s in snapshots if s.ref not in doomed],
         freed_bytes=sum(s.size for s in removed),
         quarantine_removed=len(quarantined),
+        broken_removed=[f"{b.parent.name}:{b.name}" for b in broken],
         dry_run=dry_run,
     )

@@ -18,11 +18,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import binascii
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
@@ -36,6 +39,12 @@ LAYER_MEDIA_TYPES = {
 TITLE = "org.opencontainers.image.title"  # OCI image-spec annotations.md: a layer's file name
 CREATED = "org.opencontainers.image.created"
 USER_ENV, PASSWORD_ENV = "WARMSTART_REGISTRY_USER", "WARMSTART_REGISTRY_PASSWORD"
+# The reference grammar of the OCI distribution spec (distribution/reference/regexp.go).
+_REGISTRY_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                          r"|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?$")
+_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass(frozen=True)
@@ -46,15 +55,25 @@ class Reference:
 
     @classmethod
     def parse(cls, ref: str, *, default_tag: str | None = None) -> Reference:
+        """HOST[:PORT]/REPOSITORY[:TAG], each part checked against the OCI distribution grammar (a reference is
+        user input, and its parts end up in URLs)."""
         if "/" not in ref:
-            raise RegistryError(f"invalid registry reference {ref!r}: expected HOST[:PORT]/REPOSITORY[:TAG]")
+            raise RegistryError(f"invalid registry reference {ref[:200]!r}: expected HOST[:PORT]/REPOSITORY[:TAG]")
         registry, _, rest = ref.partition("/")
-        repository, _, tag = rest.rpartition(":") if ":" in rest else (rest, "", "")
-        if not repository:
+        repository, sep, tag = rest.rpartition(":")
+        if not sep or "/" in tag:
             repository, tag = rest, ""
         tag = tag or default_tag or ""
+        if not _REGISTRY_RE.match(registry):
+            raise RegistryError(f"invalid registry reference {ref[:200]!r}: {registry[:100]!r} is not a HOST[:PORT]")
+        if not _REPOSITORY_RE.match(repository) or len(repository) > 255:
+            raise RegistryError(f"invalid registry reference {ref[:200]!r}: repository {repository[:100]!r} must be "
+                                "lowercase path components of letters, digits and separators (. _ __ -)")
         if not tag:
-            raise RegistryError(f"invalid registry reference {ref!r}: no tag")
+            raise RegistryError(f"invalid registry reference {ref[:200]!r}: no tag")
+        if not _TAG_RE.match(tag):
+            raise RegistryError(f"invalid registry reference {ref[:200]!r}: tag {tag[:100]!r} must be up to 128 "
+                                "letters, digits, '_', '.' or '-', not starting with '.' or '-'")
         return cls(registry, repository, tag)
 
     def __str__(self) -> str:
@@ -104,9 +123,17 @@ def credentials(registry: str) -> tuple[str, str] | None:
             auths = json.loads(path.read_text()).get("auths", {})
         except (OSError, ValueError):
             continue
+        if not isinstance(auths, dict):
+            continue
         entry = auths.get(registry) or auths.get(f"https://{registry}") or auths.get(f"http://{registry}")
-        if entry and entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        if isinstance(entry, dict) and entry.get("auth"):
+            try:
+                user, sep, password = base64.b64decode(str(entry["auth"]), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                sep = ""
+            if not sep:
+                raise RegistryError(f"the credentials for {registry} in {path} are malformed (expected base64 of "
+                                    "USER:PASSWORD)", hint=f"log in again: podman login {registry}")
             return user, password
     return None
 
@@ -183,35 +210,62 @@ class Registry:
         """Download into staging, verify every blob against the OCI manifest and our manifest, then publish."""
         with self._translated("pull from"):
             oci = self.client.get_manifest(str(self.ref))
-        if oci.get("config", {}).get("mediaType") != CONFIG_MEDIA_TYPE:
-            raise RegistryError(f"{self.ref} is not a warmstart snapshot (config media type "
-                                f"{oci.get('config', {}).get('mediaType')!r})")
-        layers = {l.get("annotations", {}).get(TITLE): l for l in oci.get("layers", [])}
-        if set(layers) != set(LAYER_MEDIA_TYPES):
-            raise RegistryError(f"{self.ref} does not hold exactly {sorted(LAYER_MEDIA_TYPES)}: {sorted(map(str, layers))}")
-        app = oci.get("annotations", {}).get("io.warmstart.app", "pulled")
-        with store.staging(app) as stage:
-            with self._translated("pull from"):
-                self.client.pull(target=str(self.ref), outdir=str(stage))
+        layers = _snapshot_layers(oci, str(self.ref))
+        # Staging is named by us, not by the artifact, and each blob is fetched once, by a validated digest, to a
+        # file name of ours: nothing the registry serves decides a path (oras's own pull would re-fetch the
+        # manifest and name files, even unpack archives, by its annotations).
+        with store.staging("pull") as stage:
             digests = {}
-            for name, layer in layers.items():
+            for name, digest in layers.items():
                 path = stage / name
-                if not path.is_file():
+                with self._translated("pull from"):
+                    self.client.download_blob(str(self.ref), digest, str(path))
+                if not path.is_file() or path.is_symlink():
                     raise RegistryError(f"pull of {self.ref} did not deliver {name}")
+                os.chmod(path, 0o600)
                 digests[name] = sha256_file(path)
-                if f"sha256:{digests[name]}" != layer["digest"]:
-                    raise RegistryError(f"pulled {name} from {self.ref} does not match its digest "
-                                        f"{layer['digest']}: refused")
+                if f"sha256:{digests[name]}" != digest:
+                    raise RegistryError(f"pulled {name} from {self.ref} does not match its digest {digest}: refused")
             try:
                 manifest = Manifest.load(stage / FILENAME)
             except ManifestError as exc:
                 raise RegistryError(f"pulled snapshot {self.ref} has a bad manifest: {exc}") from exc
+            if set(manifest.files) != {CHECKPOINT_FILE}:
+                raise RegistryError(f"pulled snapshot {self.ref} lists files {sorted(manifest.files)[:5]}, expected "
+                                    f"exactly {CHECKPOINT_FILE}: refused")
             for name, entry in manifest.files.items():
                 if digests.get(name) != entry["sha256"]:
                     raise RegistryError(f"pulled {name} from {self.ref} does not match the snapshot manifest: refused")
             snapshot = store.publish(stage, manifest, verified=True)
         return PullResult(snapshot=snapshot.ref, reference=str(self.ref), path=str(snapshot.path),
                           size_bytes=snapshot.size)
+
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
+    """file name -> blob digest of a warmstart artifact's OCI manifest, which must be exactly our shape: our
+    config media type, one layer per file of LAYER_MEDIA_TYPES titled with its name, sha256 digests."""
+    config = oci.get("config") if isinstance(oci, dict) else None
+    if not isinstance(config, dict) or config.get("mediaType") != CONFIG_MEDIA_TYPE:
+        found = config.get("mediaType") if isinstance(config, dict) else None
+        raise RegistryError(f"{ref} is not a warmstart snapshot (config media type {str(found)[:100]!r})")
+    raw_layers = oci.get("layers")
+    if not isinstance(raw_layers, list) or len(raw_layers) != len(LAYER_MEDIA_TYPES):
+        raise RegistryError(f"{ref} does not hold exactly {sorted(LAYER_MEDIA_TYPES)}: refused")
+    layers: dict[str, str] = {}
+    for layer in raw_layers:
+        title = layer.get("annotations", {}).get(TITLE) if isinstance(layer, dict) and isinstance(
+            layer.get("annotations"), dict) else None
+        digest = layer.get("digest") if isinstance(layer, dict) else None
+        if title not in LAYER_MEDIA_TYPES or title in layers:
+            raise RegistryError(f"{ref} does not hold exactly {sorted(LAYER_MEDIA_TYPES)}: found a layer titled "
+                                f"{str(title)[:100]!r}: refused")
+        if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
+            raise RegistryError(f"{ref}: layer {title} has no valid sha256 digest: refused")
+        layers[title] = digest
+    return layers
 
 
 @contextlib.contextmanager

@@ -22,17 +22,20 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmstart.cache import safefs
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, FileEntry, Manifest
-from warmstart.errors import CacheError, ManifestError, SnapshotCorrupt, SnapshotNotFound
-from warmstart.spec import AppSpec
+from warmstart.errors import CacheError, ManifestError, SnapshotCorrupt, SnapshotNotFound, UsageError
+from warmstart.spec import AppSpec, validate_app_name, validate_tag
 
 ENV_VAR = "WARMSTART_CACHE"
 APP_RECORD_VERSION = 1
+APP_RECORD_MAX_BYTES = 1 << 20
 VERIFIED_STAMP = ".verified"  # (inode, size, mtime, ctime) of each file when its sha256 last matched
 
 
@@ -71,7 +74,9 @@ def sha256_file(path: Path) -> str:
 
 
 def _stat_key(path: Path) -> list[int]:
-    st = path.stat()
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise SnapshotCorrupt(f"{path} is not a regular file")
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
@@ -86,14 +91,21 @@ def pid_alive(pid: int) -> bool:
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:
-    """APP or APP:TAG."""
-    app, _, tag = ref.partition(":")
+    """APP or APP:TAG, both validated: this is where a snapshot reference from the command line enters, and both
+    parts become path components in the cache."""
+    app, sep, tag = ref.partition(":")
+    validate_app_name(app)
+    if sep:
+        validate_tag(tag)
     return app, (tag or None)
 
 
 class SnapshotStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
+        root = Path(os.path.abspath(root))
+        # The configured root itself may be a symlink the user made; nothing below it is followed.
+        self.root = root.resolve() if root.is_symlink() else root
+        root = self.root
         self.apps = root / "apps"
         self.snapshots = root / "snapshots"
         self.quarantine_root = root / "quarantine"
@@ -104,21 +116,31 @@ class SnapshotStore:
         return (self.root, self.apps, self.snapshots, self.quarantine_root, self.locks, self.staging_root)
 
     def open(self) -> SnapshotStore:
-        """Create the layout if needed and check it is usable; sweep staging dirs left by dead builds."""
+        """Create the layout if needed and check it is ours before anything in it is read: every directory a
+        real one (no symlink), owned by this user, writable by no one else. Sweep staging dirs of dead builds."""
         if self.root.exists() and not self.root.is_dir():
             raise CacheError(f"cache dir {self.root} is not a directory", hint="pass --cache-dir or set $WARMSTART_CACHE")
         try:
-            for d in self._dirs():
-                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                self.root.mkdir(mode=0o700)
+            safefs.check_private_dir(self.root)
             os.chmod(self.root, 0o700)
+            for d in self._dirs()[1:]:
+                with contextlib.suppress(FileExistsError):
+                    d.mkdir(mode=0o700)
+                safefs.check_private_dir(d)
+        except safefs.UnsafePath as exc:
+            raise CacheError(
+                f"cache dir refused: {exc.strerror}",
+                hint="snapshots are restored as they are found, so the cache must be yours alone: use another "
+                     "--cache-dir, or fix ownership and mode (chown; chmod 700) after checking its content",
+            ) from exc
         except OSError as exc:
             raise CacheError(
                 f"cache dir {self.root} cannot be used: {exc.strerror or exc}",
                 hint="pass --cache-dir or set $WARMSTART_CACHE to a writable directory",
             ) from exc
-        for d in self._dirs():
-            if not os.access(d, os.R_OK | os.W_OK | os.X_OK):
-                raise CacheError(f"cache dir {d} is not readable and writable by this user")
         self._sweep_staging()
         return self
 
@@ -126,27 +148,37 @@ class SnapshotStore:
         for entry in self.staging_root.iterdir():
             parts = entry.name.rsplit("-", 2)
             if len(parts) != 3 or not parts[1].isdigit() or not pid_alive(int(parts[1])):
-                shutil.rmtree(entry, ignore_errors=True)
+                if safefs.is_plain_dir(entry):
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
 
     # -- apps ---------------------------------------------------------------------------------------------------------
     def save_app(self, spec: AppSpec) -> None:
         data = json.dumps({"record_version": APP_RECORD_VERSION, "spec": spec.to_dict()}, indent=2) + "\n"
-        write_private(self.apps / f"{spec.name}.json", data)
+        write_private(self.apps / f"{validate_app_name(spec.name)}.json", data)
 
     def load_app(self, name: str) -> AppSpec | None:
-        path = self.apps / f"{name}.json"
+        path = self.apps / f"{validate_app_name(name)}.json"
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(safefs.read_owned(path, limit=APP_RECORD_MAX_BYTES))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
             raise CacheError(f"cannot read app record {path}: {exc}") from exc
-        if raw.get("record_version", 0) > APP_RECORD_VERSION:
-            raise CacheError(f"app record {path} was written by a newer warmstart (record_version {raw['record_version']})")
+        if not isinstance(raw, dict) or not isinstance(raw.get("spec"), dict):
+            raise CacheError(f"app record {path} is malformed: expected {{\"record_version\": N, \"spec\": {{...}}}}")
+        version = raw.get("record_version", 0)
+        if not isinstance(version, int) or version > APP_RECORD_VERSION:
+            raise CacheError(f"app record {path} was written by a newer warmstart (record_version {version!r})")
         try:
-            return AppSpec.from_dict(raw["spec"])
-        except (KeyError, TypeError, ValueError) as exc:
+            spec = AppSpec.from_dict(raw["spec"])
+        except (KeyError, TypeError, ValueError, AttributeError, UsageError) as exc:
             raise CacheError(f"app record {path} is malformed: {exc}") from exc
+        if spec.name != name:
+            raise CacheError(f"app record {path} describes app {spec.name!r}, not {name!r}")
+        return spec
 
     # -- building -----------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -179,39 +211,95 @@ class SnapshotStore:
                     manifest.files[f.name] = FileEntry(size=f.stat().st_size, sha256=sha256_file(f))
         write_private(staging / FILENAME, manifest.to_json())
         self._stamp(staging, manifest)
-        app_dir = self.snapshots / manifest.app
-        app_dir.mkdir(mode=0o700, exist_ok=True)
-        dest = app_dir / manifest.tag
-        if dest.exists():
-            old = self.staging_root / f"{manifest.app}-{os.getpid()}-{secrets.token_hex(4)}"
-            os.rename(dest, old)
-            os.rename(staging, dest)
-            shutil.rmtree(old, ignore_errors=True)
+        app_dir = self._app_dir(manifest.app, create=True)
+        dest = app_dir / validate_tag(manifest.tag)
+        if os.path.lexists(dest):
+            if not safefs.is_plain_dir(dest):
+                raise CacheError(f"{dest} is not a snapshot directory (a symlink or a file): refusing to replace it")
+            # One atomic swap: a concurrent `run` sees the old snapshot or the new one, never neither.
+            if safefs.exchange(staging, dest):
+                shutil.rmtree(staging, ignore_errors=True)
+            else:
+                old = self.staging_root / f"{manifest.app}-{os.getpid()}-{secrets.token_hex(4)}"
+                os.rename(dest, old)
+                os.rename(staging, dest)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(staging, dest)
         _fsync_dir(app_dir)
         return Snapshot(dest, manifest)
 
+    def _app_dir(self, app: str, *, create: bool = False) -> Path:
+        """snapshots/APP, checked to be a real directory of ours (a symlink there could lead anywhere)."""
+        path = self.snapshots / validate_app_name(app)
+        if create:
+            with contextlib.suppress(FileExistsError):
+                path.mkdir(mode=0o700)
+        try:
+            safefs.check_private_dir(path)
+        except FileNotFoundError:
+            raise
+        except safefs.UnsafePath as exc:
+            raise CacheError(f"cache entry refused: {exc.strerror}", hint="remove it by hand after a look") from exc
+        return path
+
     # -- reading ------------------------------------------------------------------------------------------------------
-    def list(self, app: str | None = None) -> list[Snapshot]:
-        """Snapshots (of one app, or all), newest first; entries with unreadable manifests are skipped."""
-        found = []
-        app_dirs = [self.snapshots / app] if app else sorted(self.snapshots.iterdir())
-        for app_dir in app_dirs:
-            if not app_dir.is_dir():
+    def _entries(self, app: str | None) -> Iterator[Path]:
+        """Snapshot dirs (of one app, or all) whose names are valid and that are real dirs: symlinks and
+        foreign names are never listed, so nothing outside the cache is read or removed through them."""
+        if app is not None:
+            validate_app_name(app)
+        for app_dir in sorted(self.snapshots.iterdir()) if app is None else [self.snapshots / app]:
+            try:
+                validate_app_name(app_dir.name)
+                safefs.check_private_dir(app_dir)
+            except (UsageError, OSError):
                 continue
-            for entry in app_dir.iterdir():
+            for entry in sorted(app_dir.iterdir()):
                 try:
-                    found.append(Snapshot(entry, Manifest.load(entry / FILENAME)))
-                except ManifestError:
+                    validate_tag(entry.name)
+                except UsageError:
                     continue
+                if safefs.is_plain_dir(entry):
+                    yield entry
+
+    def _load(self, entry: Path) -> Snapshot:
+        manifest = Manifest.load(entry / FILENAME)
+        if (manifest.app, manifest.tag) != (entry.parent.name, entry.name):
+            raise ManifestError(f"snapshot manifest {entry / FILENAME} describes {manifest.ref}, not "
+                                f"{entry.parent.name}:{entry.name}")
+        return Snapshot(entry, manifest)
+
+    def list(self, app: str | None = None) -> list[Snapshot]:
+        """Snapshots (of one app, or all), newest first; entries with unreadable manifests are skipped (`broken`
+        lists them, and prune removes them)."""
+        found = []
+        for entry in self._entries(app):
+            try:
+                found.append(self._load(entry))
+            except ManifestError:
+                continue
         return sorted(found, key=lambda s: (s.manifest.created_at, s.ref), reverse=True)
 
+    def broken(self, app: str | None = None) -> list[Path]:
+        """Snapshot dirs whose manifest cannot be read or does not validate."""
+        bad = []
+        for entry in self._entries(app):
+            try:
+                self._load(entry)
+            except ManifestError:
+                bad.append(entry)
+        return bad
+
     def get(self, app: str, tag: str) -> Snapshot | None:
-        path = self.snapshots / app / tag
-        if not (path / FILENAME).exists():
+        validate_tag(tag)
+        try:
+            path = self._app_dir(app) / tag
+        except FileNotFoundError:
             return None
-        return Snapshot(path, Manifest.load(path / FILENAME))
+        if not safefs.is_plain_dir(path) or not os.path.lexists(path / FILENAME):
+            return None
+        return self._load(path)
 
     def resolve(self, ref: str) -> list[Snapshot]:
         """APP:TAG -> that snapshot; APP -> all of the app's, newest first. Raises SnapshotNotFound."""
@@ -230,16 +318,23 @@ class SnapshotStore:
 
     # -- integrity ----------------------------------------------------------------------------------------------------
     def _stamp(self, path: Path, manifest: Manifest) -> None:
+        """Record the files' stat keys. Best effort: the stamp only saves re-hashing, so a full disk or a
+        read-only cache costs a re-hash next time, never a failed run."""
         stamp = {name: _stat_key(path / name) for name in manifest.files}
-        write_private(path / VERIFIED_STAMP, json.dumps(stamp))
+        with contextlib.suppress(OSError):
+            write_private(path / VERIFIED_STAMP, json.dumps(stamp))
 
     def verify(self, snapshot: Snapshot) -> None:
         """Check every file against the manifest's sha256. Files unchanged (same inode, size, mtime and ctime)
         since they last matched are not re-read, which keeps verification off the restore path's critical time;
         any write to a file changes its ctime and forces a full re-hash."""
+        if not snapshot.manifest.files:
+            raise SnapshotCorrupt(f"snapshot {snapshot.ref} lists no files in its manifest")
         try:
-            stamp = json.loads((snapshot.path / VERIFIED_STAMP).read_text())
+            stamp = json.loads(safefs.read_owned(snapshot.path / VERIFIED_STAMP, limit=1 << 16))
         except (OSError, ValueError):
+            stamp = {}
+        if not isinstance(stamp, dict):
             stamp = {}
         changed = False
         for name, entry in snapshot.manifest.files.items():
@@ -253,7 +348,7 @@ class SnapshotStore:
             if current[1] != entry["size"]:
                 raise SnapshotCorrupt(f"snapshot {snapshot.ref}: {name} is {current[1]} bytes, manifest says "
                                       f"{entry['size']}")
-            if sha256_file(path) != entry["sha256"]:
+            if _sha256_owned(path) != entry["sha256"]:
                 raise SnapshotCorrupt(f"snapshot {snapshot.ref}: {name} does not match its sha256 in the manifest")
             changed = True
         if changed:
@@ -266,16 +361,35 @@ class SnapshotStore:
         return dest
 
     def remove(self, snapshot: Snapshot) -> None:
-        # Rename first, so a reader never sees a half-deleted snapshot.
+        self.remove_dir(snapshot.path)
+
+    def remove_dir(self, path: Path) -> None:
+        """Remove a snapshot or quarantine dir: only a real dir directly inside this cache's snapshots/APP/ or
+        quarantine/ (never through a symlink); renamed first, so a reader never sees a half-deleted snapshot."""
+        inside = path.parent.parent == self.snapshots or path.parent == self.quarantine_root
+        if not inside or not safefs.is_plain_dir(path) or not safefs.is_plain_dir(path.parent):
+            raise CacheError(f"{path} is not a snapshot directory of {self.root}: not removed")
         trash = self.staging_root / f"rm-{os.getpid()}-{secrets.token_hex(4)}"
         with contextlib.suppress(FileNotFoundError):
-            os.rename(snapshot.path, trash)
+            os.rename(path, trash)
             shutil.rmtree(trash, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            snapshot.path.parent.rmdir()  # the app dir, when it was the last snapshot
+        if path.parent != self.quarantine_root:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # the app dir, when it was the last snapshot
 
     def quarantined(self) -> list[Path]:
-        return sorted(self.quarantine_root.iterdir())
+        return sorted(p for p in self.quarantine_root.iterdir() if safefs.is_plain_dir(p))
+
+
+def _sha256_owned(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(safefs.open_owned(path), "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise SnapshotCorrupt(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
 
 
 def write_private(path: Path, data: str) -> None:

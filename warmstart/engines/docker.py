@@ -162,11 +162,13 @@ class DockerEngine(Engine):
         return str(image.id)
 
     def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
-        raw = self.api.inspect_container(container)
+        with self._translated("inspect"):
+            raw = self.api.inspect_container(container)
         cdir = self._root() / "containers" / raw["Id"] / "checkpoints" / CHECKPOINT_NAME
         shutil.rmtree(cdir, ignore_errors=True)
         changed = self._changed_files(raw["Id"])
-        output = self.api.logs(raw["Id"])
+        with self._translated("logs"):
+            output = self.api.logs(raw["Id"])
         try:
             resp = self.api._post_json(self.api._url("/containers/{0}/checkpoints", raw["Id"]),
                                        data={"CheckpointID": CHECKPOINT_NAME, "Exit": not leave_running})
@@ -233,10 +235,7 @@ class DockerEngine(Engine):
                                           "user": config["user"], "hostname": config["hostname"]})
                 cdir = self._root() / "containers" / cid / "checkpoints" / CHECKPOINT_NAME
                 cdir.mkdir(parents=True, mode=0o700)
-                members = [m for m in tar.getmembers() if m.name.startswith(CHECKPOINT_DIR + "/")]
-                for m in members:
-                    m.name = m.name[len(CHECKPOINT_DIR) + 1:]
-                tar.extractall(cdir, members=members, filter="fully_trusted")
+                tar.extractall(cdir, members=checkpoint_members(tar), filter="data")
                 if ROOTFS_DIFF in tar.getnames():
                     with self._translated("copy of changed files"):
                         self.api.put_archive(cid, "/", tar.extractfile(ROOTFS_DIFF).read())  # type: ignore[union-attr]
@@ -267,6 +266,24 @@ class DockerEngine(Engine):
             found = self.api.containers(all=True, filters={"label": [f"{k}={v}" for k, v in labels.items()]})
         states = (self.inspect(container=c["Id"]) for c in found)
         return [s for s in states if s is not None]
+
+
+def checkpoint_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The CRIU image files under CHECKPOINT_DIR/, renamed relative to it. The archive is outside input (a
+    snapshot can come from a registry): only regular files and directories with plain relative names are
+    taken; anything else (an absolute name, a `..` component, a link, a device) refuses the whole archive."""
+    members = []
+    for m in tar.getmembers():
+        if not m.name.startswith(CHECKPOINT_DIR + "/"):
+            continue
+        rel = m.name[len(CHECKPOINT_DIR) + 1:].rstrip("/") if m.isdir() else m.name[len(CHECKPOINT_DIR) + 1:]
+        if any(part in ("", ".", "..") for part in rel.split("/")):
+            raise ValueError(f"archive member {m.name!r} is not a plain relative name: refused")
+        if not (m.isfile() or m.isdir()):
+            raise ValueError(f"archive member {m.name!r} is not a regular file or directory: refused")
+        m.name = rel
+        members.append(m)
+    return members
 
 
 def _create_config(raw: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from warmstart.errors import (
     ImageNotFound,
     RestoreError,
 )
+from warmstart.signals import shielded
 from warmstart.spec import PortBinding
 
 # CRIU log files podman writes into the container's userdata dir (podman libpod/container_internal_linux.go,
@@ -43,9 +44,7 @@ class PodmanEngine(Engine):
     # -- plumbing -------------------------------------------------------------------------------------------------
     def _podman(self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
         try:
-            proc = subprocess.run(
-                [self.binary, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-            )
+            proc = run_to_completion([self.binary, *args], timeout=timeout)
         except FileNotFoundError as exc:
             raise EngineUnavailable(
                 f"podman not found on PATH ({self.binary})", hint="run scripts/setup-host or install podman"
@@ -131,10 +130,7 @@ class PodmanEngine(Engine):
 
     def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
         try:
-            proc = subprocess.run(
-                [self.binary, "exec", container, *command], capture_output=True, text=True, timeout=timeout,
-                stdin=subprocess.DEVNULL,
-            )
+            proc = run_to_completion([self.binary, "exec", container, *command], timeout=timeout)
         except subprocess.TimeoutExpired as exc:
             raise EngineError(f"exec {' '.join(command)} in {container} did not finish within {timeout:g}s") from exc
         except FileNotFoundError as exc:
@@ -202,6 +198,33 @@ class PodmanEngine(Engine):
         if proc.returncode != 0:
             return [s for s in (self.inspect(container=i) for i in ids) if s is not None]
         return [_state(raw) for raw in json.loads(proc.stdout)]
+
+
+def run_to_completion(argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """subprocess.run, but podman is never cut off half-way by our own interruption.
+
+    The child runs in its own session, so a terminal's Ctrl-C (sent to the whole foreground group) does not reach
+    it; when this process is interrupted (SIGINT/SIGTERM raise KeyboardInterrupt here) the call still waits for
+    podman to finish, shielded, and then re-raises. Killing podman mid-restore is what leaked running apps: its
+    database no longer listed the container while conmon and the app ran on. The caller then removes the
+    container by name. A timeout still kills podman (a hung engine is worse)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    except BaseException:
+        with shielded():
+            try:
+                proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        raise
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
 
 def available() -> bool:

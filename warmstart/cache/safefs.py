@@ -1,0 +1,85 @@
+"""Filesystem rules for the cache, in one place: follow no symlink, read only our own regular files, and refuse
+directories that other users own or can write (anything in them may have been planted).
+
+The cache holds process memory and decides what gets restored as root, so it is treated like ~/.ssh: every
+directory and file is checked where it is read, not trusted because of where it sits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+from pathlib import Path
+
+_RENAME_EXCHANGE = 2  # linux/fs.h; renameat2(2)
+
+
+class UnsafePath(OSError):
+    """A path in the cache that is a symlink, not ours, or writable by others."""
+
+
+def check_private_dir(path: Path) -> None:
+    """`path` is a real directory (not a symlink) owned by this user and writable by no one else."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        raise UnsafePath(errno.ELOOP, f"{path} is a symlink")
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafePath(errno.ENOTDIR, f"{path} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise UnsafePath(errno.EPERM, f"{path} is owned by uid {st.st_uid}, not by this user (uid {os.geteuid()})")
+    if st.st_mode & 0o022:
+        raise UnsafePath(errno.EPERM, f"{path} is writable by other users (mode {stat.S_IMODE(st.st_mode):o})")
+
+
+def is_plain_dir(path: Path) -> bool:
+    """A directory that is not a symlink (a symlinked entry is never read, listed or removed)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def open_owned(path: Path) -> int:
+    """An fd for reading `path`: a regular file of ours, opened without following a symlink."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafePath(errno.EINVAL, f"{path} is not a regular file")
+        if st.st_uid != os.geteuid():
+            raise UnsafePath(errno.EPERM, f"{path} is owned by uid {st.st_uid}, not by this user")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_owned(path: Path, *, limit: int) -> str:
+    """The UTF-8 text of a small file of ours (raises ValueError when it is larger than `limit` or not UTF-8)."""
+    with os.fdopen(open_owned(path), "rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"larger than {limit} bytes")
+    return data.decode()
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE): readers see the old or the new, never neither.
+    False when the kernel or filesystem cannot (the caller then falls back to two renames)."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fn = getattr(libc, "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd = -100
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
