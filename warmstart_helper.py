@@ -105,6 +105,23 @@ def _serve(server: socket.socket) -> None:
                 conn.sendall(("error: " + traceback.format_exc(limit=3)).encode())
 
 
+_restored = threading.Event()
+
+
+def _after_restore_worker() -> None:
+    """Runs the after-restore hooks when SIGUSR2 arrives. Not in the signal handler itself: a handler runs in
+    the main thread between any two bytecodes, so a hook's exception would surface in whatever the app was
+    doing, and a hook taking a lock the interrupted code holds would deadlock."""
+    while True:
+        _restored.wait()
+        _restored.clear()
+        try:
+            run_after_restore()
+        except Exception:  # reported, never raised into the app
+            sys.stderr.write("warmstart_helper: after_restore hook failed:\n" + traceback.format_exc(limit=5))
+            sys.stderr.flush()
+
+
 def install() -> None:
     """Listen for warmstart's triggers: the socket (before_checkpoint, after_restore) and SIGUSR2 (after_restore)."""
     global _installed
@@ -115,7 +132,8 @@ def install() -> None:
     server.listen(4)
     threading.Thread(target=_serve, args=(server,), name="warmstart-helper", daemon=True).start()
     if threading.current_thread() is threading.main_thread():
-        signal.signal(RESTORE_SIGNAL, lambda signum, frame: run_after_restore())
+        threading.Thread(target=_after_restore_worker, name="warmstart-helper-restore", daemon=True).start()
+        signal.signal(RESTORE_SIGNAL, lambda signum, frame: _restored.set())
     _installed = True
 
 

@@ -92,10 +92,13 @@ def build(
     host = host_facts()
     inputs = key_inputs(spec, image_id=image_id, engine=info, criu_version=host.criu_version)
     key = cache_key(inputs)
+    wanted_tag = tag
     tag = tag or key[:12]
     with store.lock(spec.name, key):
+        sweep_orphans(engine, spec.name)  # also when reusing: a SIGKILLed build's container must not outlive it
         existing = store.find_key(spec.name, key)
-        if existing is not None and not force:
+        # An explicit --tag is a name the user will run by: reuse only a snapshot that already carries it.
+        if existing is not None and not force and wanted_tag in (None, existing.manifest.tag):
             progress(f"unchanged: reusing snapshot {existing.ref}")
             store.save_app(spec)
             t = existing.manifest.timings
@@ -105,7 +108,6 @@ def build(
                 build_seconds=round(time.monotonic() - start, 3), ready_seconds=t.get("ready_seconds", 0.0),
                 checkpoint_seconds=t.get("checkpoint_seconds", 0.0), reused=True,
             )
-        sweep_orphans(engine, spec.name)
         return _build(spec, engine=engine, store=store, tag=tag, key=key, inputs=inputs, image_id=image_id,
                       info=info, host=host.to_dict(), compare_trim=compare_trim, start=start, progress=progress)
 

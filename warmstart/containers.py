@@ -23,8 +23,12 @@ def removed_on_failure(engine: Engine, name: str) -> Iterator[None]:
 
 
 def remove_quietly(engine: Engine, name: str) -> None:
+    """Remove a container we started and make sure it is gone: asked once more when the engine still lists it
+    (a removal racing a restore that was finishing)."""
     with shielded(), contextlib.suppress(EngineError):
         engine.remove(container=name)
+        if engine.inspect(container=name) is not None:
+            engine.remove(container=name)
 
 
 def status_and_logs(engine: Engine, container: str, tail: int = 20) -> tuple[str, str]:

@@ -50,7 +50,10 @@ def _criu() -> Check:
     if version < MIN_CRIU:
         return Check("criu", False, f"{path} is version {version[0]}.{version[1]}; this kernel needs 4.2 or newer",
                      f"{SETUP_HINT} (puts CRIU 4.2+ first on PATH)")
-    proc = subprocess.run([path, "check"], capture_output=True, text=True, timeout=30)
+    try:
+        proc = subprocess.run([path, "check"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Check("criu", False, f"`criu check` did not complete: {exc}", "run `criu check` for details")
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return Check("criu", False, f"`criu check` failed: {last}", "run `criu check` for details; CRIU needs root")

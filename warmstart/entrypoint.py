@@ -246,14 +246,26 @@ def _snapshot(opts: Options, snaps: Snapshots, criu: CriuProcess, key: str, pid:
         shutil.rmtree(staged, ignore_errors=True)
 
 
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)")
+    return int(text)
+
+
+def _pid_base(text: str) -> int:
+    if not text.isdigit() or not 2 <= int(text) <= 4_000_000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a PID (2-4000000)")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="warmstart entrypoint", description=__doc__.splitlines()[0])
     parser.add_argument("--snapshot-dir", type=Path, default=Path(os.environ.get("WARMSTART_SNAPSHOT_DIR", "/snapshots")))
     parser.add_argument("--ready-http", metavar="PATH")
     parser.add_argument("--ready-tcp", action="store_true", help="ready when --port accepts TCP")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=_port, default=8080)
     parser.add_argument("--ready-timeout", type=float, default=120.0)
-    parser.add_argument("--pid-base", type=int, default=300)
+    parser.add_argument("--pid-base", type=_pid_base, default=300)
     parser.add_argument("--no-snapshot", action="store_true", help="never checkpoint (restore only)")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)

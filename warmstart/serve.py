@@ -4,14 +4,21 @@ ready; it stops instances idle for longer than `idle` seconds, keeps `min_warm` 
 runs more than `max_instances`. A connection that cannot be served within `wait_timeout` gets a clean HTTP 503
 (HTTP apps) or a closed connection, never a hang.
 
-Scaling is deliberately simple: one instance start at a time; a new one only while connections wait and fewer
-than `max_instances` run; connections go to the ready instance with the fewest open connections.
+Scaling: the wanted number of instances is the open demand (waiting plus in-flight connections) divided by
+`concurrency` per instance, at least `min_warm`, at most `max_instances`; one start at a time; connections go to the
+ready instance with the fewest open connections. A failed start backs off (0.5 s doubling to 30 s) instead of
+being retried at once while connections wait.
+
+No connection hangs: connecting upstream times out after CONNECT_TIMEOUT (then 503), an upstream that sends no
+first byte within `wait_timeout` gets the client a 503, and a connection with no traffic either way for
+`conn_idle` seconds is closed; both sides are always closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import signal
 import time
 from collections.abc import Callable
@@ -22,12 +29,14 @@ from warmstart.cache.store import SnapshotStore
 from warmstart.containers import remove_quietly
 from warmstart.engines.base import Engine
 from warmstart.errors import UsageError, WarmstartError
-from warmstart.launch import LaunchResult, launch
+from warmstart.launch import LaunchResult, known_app, launch
 from warmstart.spec import AppSpec
 
 Event = dict[str, Any]
 HTTP_503 = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 32\r\n"
             b"Connection: close\r\n\r\nno instance became ready in time")
+CONNECT_TIMEOUT = 5.0
+BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 
 
 @dataclass
@@ -50,6 +59,8 @@ class ServeOptions:
     max_instances: int = 1
     wait_timeout: float = 30.0
     container_port: int | None = None
+    concurrency: int = 10  # open connections per instance before another is started (up to max_instances)
+    conn_idle: float = 300.0  # close a proxied connection with no traffic either way for this long
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -66,19 +77,14 @@ class Front:
             raise UsageError("--max must be at least 1")
         if not 0 <= opts.min_warm <= opts.max_instances:
             raise UsageError("--min-warm must be between 0 and --max")
-        if opts.idle <= 0 or opts.wait_timeout <= 0:
-            raise UsageError("--idle and --wait-timeout must be greater than 0")
+        if opts.idle <= 0 or opts.wait_timeout <= 0 or opts.conn_idle <= 0:
+            raise UsageError("--idle, --wait-timeout and --conn-idle must be greater than 0")
+        if opts.concurrency < 1:
+            raise UsageError("--concurrency must be at least 1")
         self.opts = opts
         self.engine = engine
         self.store = store
-        self.spec = spec or store.load_app(opts.app)
-        if self.spec is None:
-            snap = store.latest(opts.app)
-            if snap is None:
-                raise UsageError(f"unknown app {opts.app!r}: build it first")
-            from warmstart.launch import spec_from_snapshot
-
-            self.spec = spec_from_snapshot(snap)
+        self.spec = known_app(opts.app, store=store, spec=spec).spec
         ports = self.spec.ports
         self.port = opts.container_port or (ports[0] if len(ports) == 1 else 0)
         if self.port not in ports:
@@ -90,17 +96,35 @@ class Front:
         self.changed = asyncio.Condition()
         self.waiting = 0
         self.stopping = False
+        self.backoff = 0.0  # seconds to wait after the last failed start (0: none failed)
+        self.backoff_until = 0.0
 
     # -- scaling ------------------------------------------------------------------------------------------------------
     def _ready(self) -> Instance | None:
         return min(self.instances, key=lambda i: i.active, default=None)
 
+    def wanted(self) -> int:
+        """How many instances the current demand calls for."""
+        demand = self.waiting + sum(i.active for i in self.instances)
+        return min(self.opts.max_instances, max(self.opts.min_warm, math.ceil(demand / self.opts.concurrency)))
+
     def _maybe_start(self) -> None:
-        want = max(self.opts.min_warm, 1 if self.waiting else 0)
-        if self.stopping or self.starting is not None or len(self.instances) >= self.opts.max_instances:
+        if self.stopping or self.starting is not None or len(self.instances) >= self.wanted():
             return
-        if len(self.instances) < want:
-            self.starting = asyncio.get_running_loop().create_task(self._start())
+        loop = asyncio.get_running_loop()
+        delay = self.backoff_until - time.monotonic()
+        if delay > 0:  # backing off after a failed start: look again when the back-off ends
+            loop.call_later(delay, self._poke)
+            return
+        self.starting = loop.create_task(self._start())
+
+    def _poke(self) -> None:
+        async def again() -> None:
+            async with self.changed:
+                self._maybe_start()
+
+        if not self.stopping:
+            asyncio.get_running_loop().create_task(again())
 
     async def _start(self) -> Instance | None:
         t = time.monotonic()
@@ -114,11 +138,14 @@ class Front:
                 await asyncio.to_thread(remove_quietly, self.engine, result.name)
                 return None
             self.instances.append(instance)
+            self.backoff = 0.0
             self.emit({"event": "started", "instance": result.name, "mode": result.mode,
                        "ready_seconds": result.ready_seconds, "reason": result.reason,
                        "seconds_since_request": round(time.monotonic() - t, 3), "instances": len(self.instances)})
         except WarmstartError as exc:
-            self.emit({"event": "start_failed", "error": str(exc)})
+            self.backoff = min(BACKOFF_MAX, self.backoff * 2 or BACKOFF_FIRST)
+            self.backoff_until = time.monotonic() + self.backoff
+            self.emit({"event": "start_failed", "error": str(exc), "retry_in_seconds": self.backoff})
         finally:
             async with self.changed:
                 self.starting = None
@@ -157,38 +184,51 @@ class Front:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(self.changed.wait(), timeout=remaining)
                 inst.active += 1
+                self._maybe_start()  # scale out when the demand now exceeds what the instances take
                 return inst
             finally:
                 self.waiting -= 1
 
+    async def _reject(self, writer: asyncio.StreamWriter) -> None:
+        if self.http:
+            writer.write(HTTP_503)
+            with contextlib.suppress(OSError):
+                await asyncio.wait_for(writer.drain(), timeout=CONNECT_TIMEOUT)
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         inst = await self._acquire()
+        up_writer: asyncio.StreamWriter | None = None
         try:
             if inst is None:
                 self.emit({"event": "rejected", "reason": f"no instance ready within {self.opts.wait_timeout:g}s"})
-                if self.http:
-                    writer.write(HTTP_503)
-                    await writer.drain()
+                await self._reject(writer)
                 return
             try:
-                up_reader, up_writer = await asyncio.open_connection(inst.host, inst.port)
-            except OSError as exc:
-                self.emit({"event": "connect_failed", "instance": inst.result.name, "error": str(exc)})
-                if self.http:
-                    writer.write(HTTP_503)
-                    await writer.drain()
+                up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(inst.host, inst.port),
+                                                              timeout=CONNECT_TIMEOUT)
+            except (OSError, asyncio.TimeoutError) as exc:
+                self.emit({"event": "connect_failed", "instance": inst.result.name,
+                           "error": str(exc) or f"no connection within {CONNECT_TIMEOUT:g}s"})
+                await self._reject(writer)
                 return
             inst.served += 1
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            answered = await _proxy(reader, writer, up_reader, up_writer, first_byte=self.opts.wait_timeout,
+                                    idle=self.opts.conn_idle)
+            if not answered:
+                self.emit({"event": "rejected", "instance": inst.result.name,
+                           "reason": f"no answer from the instance within {self.opts.wait_timeout:g}s"})
+                await self._reject(writer)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
             if inst is not None:
                 inst.active -= 1
                 inst.last_used = time.monotonic()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            for w in (up_writer, writer):
+                if w is not None:
+                    w.close()
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(w.wait_closed(), timeout=1.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -219,15 +259,42 @@ class Front:
             self.emit({"event": "shutdown"})
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, up_r: asyncio.StreamReader,
+                 up_w: asyncio.StreamWriter, *, first_byte: float, idle: float) -> bool:
+    """Copy both ways until either side ends or nothing moves for `idle` seconds. Returns False when the client
+    sent something and the upstream sent no first byte within `first_byte` seconds (nothing reached the client,
+    so it can still be answered with a 503)."""
+    last = time.monotonic()
+    got_answer = asyncio.Event()
+    client_spoke = asyncio.Event()
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
+        nonlocal last
+        try:
+            while data := await src.read(65536):
+                last = time.monotonic()
+                (got_answer if upstream else client_spoke).set()
+                dst.write(data)
+                await dst.drain()
+            if dst.can_write_eof():
+                dst.write_eof()
+        except (OSError, RuntimeError):
+            pass
+
+    tasks = [asyncio.ensure_future(pipe(client_r, up_w, False)), asyncio.ensure_future(pipe(up_r, client_w, True))]
     try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except (OSError, RuntimeError):
-        pass
+        while not all(t.done() for t in tasks):
+            await asyncio.wait(tasks, timeout=0.25)
+            now = time.monotonic()
+            if client_spoke.is_set() and not got_answer.is_set() and now - last > first_byte:
+                return False
+            if now - last > idle:
+                return True
+        return True
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def serve(opts: ServeOptions, *, engine: Engine, store: SnapshotStore, spec: AppSpec | None,

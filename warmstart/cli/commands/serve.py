@@ -20,6 +20,8 @@ def serve(
     max_instances: Annotated[int, typer.Option("--max", help="Never run more instances than this.")] = 1,
     wait_timeout: Annotated[float, typer.Option("--wait-timeout", help="Seconds a connection may wait for an instance.")] = 30.0,
     port: Annotated[Optional[int], typer.Option("--port", help="Container port to forward to (when the app has several).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Open connections per instance before another is started (up to --max).")] = 10,
+    conn_idle: Annotated[float, typer.Option("--conn-idle", help="Close a connection with no traffic either way for this many seconds.")] = 300.0,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -31,7 +33,8 @@ def serve(
     
     host, listen_port = parse_listen(listen)
     opts = ServeOptions(app=app, listen_host=host, listen_port=listen_port, idle=idle, min_warm=min_warm,
-                        max_instances=max_instances, wait_timeout=wait_timeout, container_port=port)
+                        max_instances=max_instances, wait_timeout=wait_timeout, container_port=port,
+                        concurrency=concurrency, conn_idle=conn_idle)
 
     def emit(event: dict[str, Any]) -> None:
         event = {"time": round(time.time(), 3), **event}
