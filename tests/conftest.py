@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 SESSION_PREFIX = "pytest-"
-SESSION = f"{SESSION_PREFIX}{uuid.uuid4().hex[:8]}"
+SESSION = f"{SESSION_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"  # the pid: only dead runs' leftovers are swept
 WARMSTART = str(Path(sys.executable).with_name("warmstart"))
 COUNTER_IMAGE = "localhost/warmstart-example-counter:latest"
 BASE_IMAGE = "localhost/warmstart-base-python:bookworm"
@@ -68,8 +68,22 @@ def _force_remove(cmd: list[str], ids: list[str]) -> None:
     subprocess.run([*cmd, "rm", "-f", *grace, *ids], capture_output=True)
 
 
+def _session_dead(label: str) -> bool:
+    """A test session label of a run whose pytest process is gone (a concurrent run's containers are not ours)."""
+    pid = label.removeprefix(SESSION_PREFIX).split("-")[0]
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def _remove_ours(session: str | None) -> None:
-    """Remove containers carrying our test-session label (this run's, or any test run's when session is None)."""
+    """Remove containers carrying our test-session label (this run's, or those of dead runs when None)."""
     for cmd in _engines():
         proc = subprocess.run(
             [*cmd, "ps", "-a", "--filter", "label=io.warmstart.managed=true",
@@ -79,7 +93,8 @@ def _remove_ours(session: str | None) -> None:
         ids = []
         for line in proc.stdout.splitlines():
             cid, _, label = line.partition(" ")
-            if (session is None and label.startswith(SESSION_PREFIX)) or (session and label == session):
+            if (session is None and label.startswith(SESSION_PREFIX) and _session_dead(label)) or \
+                    (session and label == session):
                 ids.append(cid)
         if ids:
             _force_remove(cmd, ids)

@@ -1,0 +1,185 @@
+"""Property-based fuzzing of every reader of outside input: warmstart.toml, manifest.json, app records, registry
+references and OCI manifests, archive member names, CLI refs (APP[:TAG]), and whole cache trees (names and
+manifests) walked by list/broken/prune. Property: a reader returns a value or raises its WarmstartError (archive
+members: ValueError, which the docker engine turns into a RestoreError); never any other exception, and nothing
+outside the cache is written or removed.
+
+Examples per reader: $WARMSTART_FUZZ_EXAMPLES (default 10,000, the CI profile; e.g. 300 for a quick local run).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_untrusted_input import GOOD_OCI, SHA, raw_manifest
+from warmstart import specfile
+from warmstart.cache.manifest import Manifest
+from warmstart.cache.prune import prune
+from warmstart.cache.registry import Reference, _snapshot_layers
+from warmstart.cache.store import SnapshotStore, parse_ref
+from warmstart.engines.docker import checkpoint_members
+from warmstart.errors import WarmstartError
+
+EXAMPLES = int(os.environ.get("WARMSTART_FUZZ_EXAMPLES", "10000"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63) | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+# Strings that look like what an attacker would try, mixed with arbitrary text.
+hostile = st.sampled_from(["", ".", "..", "../../x", "a/b", "/etc", "a:b", "x" * 300, "\x00", "t1", "a", "ok-1.2",
+                           "checkpoint.tar", "manifest.json", "sha256:" + "0" * 64, SHA]) | st.text(max_size=60)
+
+
+def _manifest_variant(changes: dict[str, Any]) -> dict[str, Any]:
+    raw = raw_manifest()
+    raw.update(changes)
+    return raw
+
+
+manifest_dicts = st.dictionaries(st.sampled_from(sorted(raw_manifest())), json_values | hostile, max_size=4).map(
+    _manifest_variant) | json_values
+
+
+@FUZZ
+@given(manifest_dicts)
+def test_manifest_reader(raw: Any) -> None:
+    try:
+        m = Manifest.from_raw(raw, source="fuzz")
+    except WarmstartError:
+        return
+    assert "checkpoint.tar" in m.files and all(len(f["sha256"]) == 64 for f in m.files.values())
+
+
+@FUZZ
+@given(hostile)
+def test_cli_refs(ref: str) -> None:
+    try:
+        app, tag = parse_ref(ref)
+    except WarmstartError:
+        return
+    assert "/" not in app and ".." not in app.split(".") and (tag is None or "/" not in tag)
+
+
+@FUZZ
+@given(hostile, st.none() | hostile)
+def test_registry_references(ref: str, default_tag: str | None) -> None:
+    try:
+        parsed = Reference.parse(ref, default_tag=default_tag)
+    except WarmstartError:
+        return
+    assert ".." not in parsed.repository.split("/") and "/" not in parsed.tag
+
+
+oci_dicts = st.dictionaries(st.sampled_from(["config", "layers", "annotations"]), json_values, max_size=3).map(
+    lambda d: {**GOOD_OCI, **d}) | json_values | st.builds(
+    lambda title, digest: {**GOOD_OCI, "layers": [
+        {"digest": digest, "annotations": {"org.opencontainers.image.title": title}},
+        GOOD_OCI["layers"][1]]}, hostile, hostile)
+
+
+@FUZZ
+@given(oci_dicts)
+def test_oci_manifests(oci: Any) -> None:
+    try:
+        layers = _snapshot_layers(oci, "fuzz")
+    except WarmstartError:
+        return
+    assert set(layers) == {"manifest.json", "checkpoint.tar"}
+
+
+@FUZZ
+@given(st.lists(st.tuples(hostile, st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE,
+                                                     tarfile.LNKTYPE, tarfile.FIFOTYPE])), max_size=4))
+def test_archive_member_names(members: list[tuple[str, bytes]]) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, kind in members:
+            info = tarfile.TarInfo("checkpoint/" + name)
+            info.type = kind
+            t.addfile(info, io.BytesIO(b"") if kind == tarfile.REGTYPE else None)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as t:
+        try:
+            taken = checkpoint_members(t)
+        except ValueError:
+            return
+    for m in taken:
+        assert not m.name.startswith("/") and ".." not in m.name.split("/") and (m.isfile() or m.isdir())
+
+
+spec_texts = st.text(max_size=200) | st.builds(
+    lambda name, key, value: f'[apps.{name}]\nimage = "img"\n{key} = {value}\n',
+    st.sampled_from(["a", '"a b"', "x" * 70, "ok"]),
+    st.sampled_from(["command", "env", "ports", "volumes", "ready", "warmup", "hooks", "trim", "secret_env",
+                     "python_helper", "build", "containerfile", "image", "bogus"]),
+    st.sampled_from(['"x"', "1", "[1, 2]", '["a"]', "{ http = 1 }", "{ http = \"/h\", timeout = \"soon\" }",
+                     "true", '{ requests = ["GET /"], repeat = -1 }', "[[1]]", '{ a = "b" }']))
+
+
+@FUZZ
+@given(spec_texts)
+def test_spec_file_reader(text: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "warmstart.toml"
+        path.write_text(text, errors="surrogateescape") if "\udcff" in text else path.write_bytes(
+            text.encode("utf-8", "surrogatepass"))
+        try:
+            specfile.load(path)
+        except WarmstartError:
+            return
+
+
+_SAFE_NAME = hostile.filter(lambda n: n not in ("", ".", "..") and not n.startswith("trap-") and "/" not in n and "\x00" not in n
+                            and len(n.encode()) < 200)
+
+
+@FUZZ
+@given(st.lists(st.tuples(_SAFE_NAME, _SAFE_NAME, manifest_dicts, st.booleans()), min_size=1, max_size=3),
+       st.sampled_from(["symlink-app", "symlink-entry", "none"]))
+def test_cache_trees_are_read_and_pruned_without_leaving_the_cache(
+        entries: list[tuple[str, str, Any, bool]], trap: str) -> None:
+    """Arbitrary entries (names and manifests) plus symlinks pointing outside; list, broken, get, load_app and
+    prune never raise anything but WarmstartError and never touch the outside directory."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outside = Path(tmp) / "outside"
+        (outside / "victim").mkdir(parents=True)
+        (outside / "victim" / "manifest.json").write_text(json.dumps(raw_manifest()))
+        (outside / "victim" / "checkpoint.tar").write_bytes(b"data")
+        store = SnapshotStore(Path(tmp) / "cache").open()
+        for app, tag, manifest, with_file in entries:
+            d = store.snapshots / app / tag
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (d / "manifest.json").write_text(json.dumps(manifest))
+            if with_file:
+                (d / "checkpoint.tar").write_bytes(b"data")
+            (store.apps / f"{app}.json").write_text(json.dumps({"record_version": 1, "spec": manifest}))
+        if trap == "symlink-app":
+            os.symlink(outside, store.snapshots / "trap-app")
+        elif trap == "symlink-entry":
+            (store.snapshots / "trap-entry").mkdir(mode=0o700)
+            os.symlink(outside / "victim", store.snapshots / "trap-entry" / "t1")
+        before = sorted(p.name for p in outside.rglob("*"))
+        for call in (store.list, store.broken, lambda: [store.resolve(f"{a}:{t}") for a, t, _, _ in entries],
+                     lambda: [store.load_app(a) for a, _, _, _ in entries],
+                     lambda: [store.verify(s) for s in store.list()], lambda: prune(store, keep=0)):
+            try:
+                call()
+            except WarmstartError:
+                pass
+        assert sorted(p.name for p in outside.rglob("*")) == before
+        assert (outside / "victim" / "checkpoint.tar").read_bytes() == b"data"
+        shutil.rmtree(store.root)
