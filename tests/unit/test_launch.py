@@ -111,3 +111,20 @@ def test_unknown_app_and_foreign_port(setup: tuple[FakeEngine, SnapshotStore]) -
         launch("nope", engine=engine, store=store, ports=[])
     with pytest.raises(UsageError, match="publishes container ports \\[8080\\]"):
         launch("app", engine=engine, store=store, ports=[PortBinding(9999)])
+
+
+@pytest.mark.parametrize("error", ["timeout", "create"])
+def test_any_engine_failure_while_restoring_falls_back_cold(setup: tuple[FakeEngine, SnapshotStore],
+                                                             error: str) -> None:
+    from warmstart.errors import EngineError
+
+    engine, store = setup
+
+    def failing(**kwargs: object) -> str:
+        raise EngineError("podman container did not finish within 120s" if error == "timeout"
+                          else "docker create failed: conflict")
+
+    engine.restore = failing  # type: ignore[method-assign]
+    result = launch("app", engine=engine, store=store, ports=[])
+    assert result.mode == "cold"
+    assert "did not finish within 120s" in (result.reason or "") or "docker create failed" in (result.reason or "")

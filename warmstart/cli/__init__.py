@@ -1,1 +1,20 @@
 """The command-line layer: typer and rich live here and nowhere else."""
+
+import os
+import signal
+from types import FrameType
+
+
+def _exit_quietly(signum: int, frame: FrameType | None) -> None:
+    os._exit(128 + signum)  # nothing has been started yet: nothing to clean up, and no traceback to show
+
+
+def main() -> None:
+    """Console entry point. SIGINT/SIGTERM during start-up (importing the CLI takes a few hundred ms) end the
+    process quietly; once the app runs, they become KeyboardInterrupt and every command cleans up after itself."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_quietly)
+    from warmstart.cli.app import main as run
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    run()
