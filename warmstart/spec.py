@@ -192,16 +192,22 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * 1024 ** "_KMGT".index((m.group(2) or "_").upper()))
 
 
+def quoted(text: str, limit: int = 80) -> str:
+    """User input echoed in an error: quoted, and cut to `limit` characters so the error stays one line."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
 def validate_tag(tag: str) -> str:
     if not TAG_RE.match(tag):
-        raise UsageError(f"invalid tag {tag!r}: use letters, digits, '_', '.' or '-' (up to 128)")
+        raise UsageError(f"invalid tag {quoted(tag)}: use letters, digits, '_', '.' or '-' (up to 128)")
     return tag
 
 
 def validate_app_name(name: str) -> str:
     if not APP_NAME_RE.match(name):
         raise UsageError(
-            f"invalid app name {name!r}: use 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"
+            f"invalid app name {quoted(name)}: use 1-63 lowercase letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
         )
     return name
 
