@@ -17,4 +17,8 @@ def main() -> None:
     from warmstart.cli.app import main as run
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    run()
+    try:
+        run()
+    except KeyboardInterrupt:  # between commands' own handling (which cleans up) and the process edge
+        os.write(2, b"warmstart: error: interrupted\n")
+        raise SystemExit(130) from None
