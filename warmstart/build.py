@@ -29,6 +29,9 @@ from warmstart.trim import trim
 from warmstart.warmup import run_warmup
 
 Progress = Callable[[str], None]
+# The build container's log is saved inside the checkpoint and restored with every instance: capped, so a chatty
+# app's output (hundreds of MB seen) is not stored in the snapshot.
+BUILD_LOG_MAX_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def _build(
             name=name, image=spec.image, command=list(spec.command), env=spec.env,
             ports=[PortBinding(container_port=p) for p in spec.ports],
             labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid())}, volumes=spec.volumes,
+            log_max_bytes=BUILD_LOG_MAX_BYTES,
         )
         progress(f"waiting for {spec.probe.describe()}")
         state = probe_container(engine, container=name, probe=spec.probe)

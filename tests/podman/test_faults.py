@@ -304,3 +304,31 @@ def test_serve_scales_out_to_max_and_closes_hung_connections(cli: Cli, owned_app
     finally:
         front.stop()
     assert containers_of(owned_app) == []
+
+
+def test_a_chatty_apps_log_is_not_stored_in_the_snapshot(cli: Cli, owned_app: str) -> None:
+    quiet = build(cli, owned_app)
+    chatty = cli("build", "--name", owned_app, "--image", "localhost/warmstart-example-counter:latest", "-p", "8080",
+                 "--ready-http", "/healthz", "--json", "--",
+                 "sh", "-c", "yes 'a chatty log line of forty characters...' | head -c 8000000; "
+                             "exec python3 -u /app/app.py")
+    assert chatty.returncode == 0, chatty.stderr
+    assert chatty.json["size_bytes"] < quiet["size_bytes"] + 2_000_000  # 8 MB written, at most 1 MiB kept
+    assert cli("run", owned_app, "--json").json["mode"] == "restored"
+
+
+def test_orphan_of_a_killed_build_is_swept_by_a_build_that_reuses(cli: Cli, owned_app: str) -> None:
+    build(cli, owned_app)
+    proc = subprocess.Popen(cli.argv("build", "--name", owned_app, "--image", "localhost/warmstart-example-counter:latest",
+                                     "-p", "8080", "--ready-http", "/healthz", "-e", "STARTUP_DELAY=60", "--json"),
+                            env=cli.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not containers_of(owned_app) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert containers_of(owned_app), "the second build never started its container"
+    proc.kill()
+    proc.wait(timeout=30)
+    assert containers_of(owned_app)  # the orphan
+    reused = build(cli, owned_app)
+    assert reused["reused"]
+    assert containers_of(owned_app) == []

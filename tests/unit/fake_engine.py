@@ -34,7 +34,7 @@ class FakeEngine(Engine):
         )
         return f"id-{name}"
 
-    def run(self, *, name, image, command, env, ports, labels, volumes=()) -> str:  # type: ignore[no-untyped-def]
+    def run(self, *, name, image, command, env, ports, labels, volumes=(), log_max_bytes=None) -> str:  # type: ignore[no-untyped-def]
         self.calls.append(f"run {name}")
         self.image_id(image=image)
         return self._start(name, ports, False, labels)

@@ -92,8 +92,10 @@ class Engine(abc.ABC):
         ports: list[PortBinding],
         labels: dict[str, str],
         volumes: tuple[str, ...] = (),
+        log_max_bytes: int | None = None,
     ) -> str:
-        """Create and start a detached container; returns its ID."""
+        """Create and start a detached container; returns its ID. `log_max_bytes` caps the container's log file
+        (build containers: the log is part of the checkpoint, and a chatty app's would be stored and restored)."""
 
     @abc.abstractmethod
     def inspect(self, *, container: str) -> ContainerState | None:

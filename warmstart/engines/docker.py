@@ -99,9 +99,11 @@ class DockerEngine(Engine):
 
     def _create(self, *, name: str, image: str, command: list[str] | None, env: dict[str, str] | list[str],
                 ports: list[PortBinding], labels: dict[str, str], volumes: tuple[str, ...] = (),
-                extra: dict[str, Any] | None = None) -> str:
+                extra: dict[str, Any] | None = None, log_max_bytes: int | None = None) -> str:
+        log_config = {"Type": "json-file", "Config": {"max-size": str(log_max_bytes)}} if log_max_bytes else None
         host_config = self.api.create_host_config(
-            port_bindings={p.key: (p.host_ip, p.host_port or None) for p in ports}, binds=list(volumes) or None)
+            port_bindings={p.key: (p.host_ip, p.host_port or None) for p in ports}, binds=list(volumes) or None,
+            log_config=log_config)
         with self._translated("create"):
             created = self.api.create_container(
                 image=image, command=command or None, name=name, labels=labels, detach=True,
@@ -110,10 +112,10 @@ class DockerEngine(Engine):
         return str(created["Id"])
 
     def run(self, *, name: str, image: str, command: list[str], env: dict[str, str], ports: list[PortBinding],
-            labels: dict[str, str], volumes: tuple[str, ...] = ()) -> str:
+            labels: dict[str, str], volumes: tuple[str, ...] = (), log_max_bytes: int | None = None) -> str:
         self.image_id(image=image)
         cid = self._create(name=name, image=image, command=command, env=env, ports=ports, labels=labels,
-                           volumes=volumes)
+                           volumes=volumes, log_max_bytes=log_max_bytes)
         with self._translated("start"):
             self.api.start(cid)
         return cid

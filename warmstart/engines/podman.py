@@ -103,8 +103,11 @@ class PodmanEngine(Engine):
         ports: list[PortBinding],
         labels: dict[str, str],
         volumes: tuple[str, ...] = (),
+        log_max_bytes: int | None = None,
     ) -> str:
         args = ["run", "--detach", "--pull=never", "--name", name]
+        if log_max_bytes:
+            args += ["--log-opt", f"max-size={log_max_bytes}"]
         for volume in volumes:
             args += ["--volume", volume]
         for key, value in labels.items():
