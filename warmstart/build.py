@@ -7,7 +7,9 @@ becomes visible in the cache.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,14 +17,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from warmstart import __version__, labels
+from warmstart import __version__, labels, sandbox
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.store import Snapshot, SnapshotStore, pid_alive
 from warmstart.containers import probe_container, remove_quietly
 from warmstart.engines.base import Engine, EngineInfo
 from warmstart.host import host_facts
-from warmstart.errors import UsageError
+from warmstart.engines.base import criu_log_excerpt
+from warmstart.errors import CheckpointError, UsageError
 from warmstart.hooks import before_checkpoint_hooks, run_hooks
 from warmstart.spec import AppSpec, PortBinding
 from warmstart.trim import trim
@@ -63,6 +66,64 @@ def prepare_image(spec: AppSpec, *, engine: Engine, progress: Progress) -> str:
     return engine.image_id(image=spec.image)
 
 
+def _start(spec: AppSpec, *, engine: Engine, name: str, mode: str, stage: Path) -> None:
+    """Start the build container: the app itself (container mode), or the app under warmstart-init with the
+    staging dir mounted for the dump (sandbox mode)."""
+    common: dict[str, Any] = dict(
+        name=name, image=spec.image, env=spec.env, ports=[PortBinding(container_port=p) for p in spec.ports],
+        labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid())}, log_max_bytes=BUILD_LOG_MAX_BYTES,
+    )
+    if mode == sandbox.CONTAINER:
+        engine.run(command=list(spec.command), volumes=spec.volumes, **common)
+        return
+    image = engine.image_config(image=spec.image)
+    command = list(spec.command) or list(image.command)
+    if not command:
+        raise UsageError(f"image {spec.image} has no command (ENTRYPOINT/CMD): give one after --, or command = [...]")
+    common["labels"][labels.INIT] = "warmstart-init"
+    engine.run(command=sandbox.boot_command(command, user=image.user),
+               volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{stage}:{sandbox.OUT_MOUNT}"),
+               extras=sandbox.RunExtras(), **common)
+
+
+def _checkpoint(engine: Engine, container: str, stage: Path, *, mode: str, sub: str = "", keep: bool = True) -> int:
+    """Checkpoint into the staging dir (or its `sub` dir); returns the bytes written. Sandbox: the init's dump,
+    exec'd in the container, leaves images/, rootfs.tar and sandbox.json (its log and stats are dropped)."""
+    out = stage / sub if sub else stage
+    if sub:
+        out.mkdir(mode=0o700)
+    if mode == sandbox.CONTAINER:
+        engine.checkpoint(container=container, dest=out / CHECKPOINT_FILE, leave_running=not keep)
+    else:
+        result = engine.exec(container=container, timeout=600,
+                             command=sandbox.dump_command(f"{sandbox.OUT_MOUNT}/{sub}" if sub else sandbox.OUT_MOUNT))
+        if result.exit_code != 0:
+            last = (result.output.strip().splitlines() or [f"exit code {result.exit_code}"])[-1]
+            raise CheckpointError(f"checkpoint of container {container} failed: {last}",
+                                  details=criu_log_excerpt(out / sandbox.DUMP_LOG),
+                                  hint="`warmstart doctor --smoke` checks CRIU and the runtime")
+        for leftover in (sandbox.DUMP_LOG, "stats-dump"):
+            with contextlib.suppress(FileNotFoundError):
+                (out / leftover).unlink()
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    if not keep:
+        shutil.rmtree(out)
+    return size
+
+
+def default_mode(engine: Engine) -> tuple[str, str]:
+    """The build mode when none is asked for, and why: sandbox where this host has what it needs."""
+    env = os.environ.get(sandbox.MODE_VAR)
+    if env:
+        if env not in sandbox.MODES:
+            raise UsageError(f"${sandbox.MODE_VAR}={env!r}: expected one of {', '.join(sandbox.MODES)}")
+        return env, f"${sandbox.MODE_VAR}"
+    why_not = sandbox.missing()
+    if why_not:
+        return sandbox.CONTAINER, f"sandbox unavailable: {why_not}"
+    return sandbox.SANDBOX, "default"
+
+
 def sweep_orphans(engine: Engine, app: str) -> list[str]:
     """Remove build containers of `app` whose warmstart process died (SIGKILL leaves them behind)."""
     removed = []
@@ -82,6 +143,7 @@ def build(
     tag: str | None = None,
     force: bool = False,
     compare_trim: bool = False,
+    mode: str | None = None,
     progress: Progress = lambda _: None,
 ) -> BuildResult:
     """Build (or, for an unchanged app, reuse) the snapshot of `spec`. One build per key at a time: a second
@@ -90,10 +152,14 @@ def build(
         raise UsageError(f"app {spec.name!r} has no readiness probe: give --ready-http PATH or --ready-tcp PORT "
                          "(or [apps.NAME.ready] in warmstart.toml)")
     start = time.monotonic()
+    if mode is None:
+        mode, _ = default_mode(engine)
+    if mode not in sandbox.MODES:
+        raise UsageError(f"invalid mode {mode!r}: expected one of {', '.join(sandbox.MODES)}")
     image_id = prepare_image(spec, engine=engine, progress=progress)
     info = engine.info()
     host = host_facts()
-    inputs = key_inputs(spec, image_id=image_id, engine=info, criu_version=host.criu_version)
+    inputs = {**key_inputs(spec, image_id=image_id, engine=info, criu_version=host.criu_version), "mode": mode}
     key = cache_key(inputs)
     wanted_tag = tag
     tag = tag or key[:12]
@@ -112,42 +178,38 @@ def build(
                 checkpoint_seconds=t.get("checkpoint_seconds", 0.0), reused=True,
             )
         return _build(spec, engine=engine, store=store, tag=tag, key=key, inputs=inputs, image_id=image_id,
-                      info=info, host=host.to_dict(), compare_trim=compare_trim, start=start, progress=progress)
+                      info=info, host=host.to_dict(), compare_trim=compare_trim, start=start, progress=progress,
+                      mode=mode)
 
 
 def _build(
     spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str, key: str, inputs: dict[str, Any],
     image_id: str, info: EngineInfo, host: dict[str, Any], compare_trim: bool, start: float, progress: Progress,
+    mode: str,
 ) -> BuildResult:
     name = labels.build_name(spec.name)
     try:
-        progress(f"starting {spec.image} as {name}")
-        t = time.monotonic()
-        engine.run(
-            name=name, image=spec.image, command=list(spec.command), env=spec.env,
-            ports=[PortBinding(container_port=p) for p in spec.ports],
-            labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid())}, volumes=spec.volumes,
-            log_max_bytes=BUILD_LOG_MAX_BYTES,
-        )
-        progress(f"waiting for {spec.probe.describe()}")
-        state = probe_container(engine, container=name, probe=spec.probe)
-        ready_seconds = time.monotonic() - t  # cold time-to-ready, kept for comparison with restores
-        warmed = 0
-        if spec.warmup:
-            progress("warming up")
-            warmed = run_warmup(spec.warmup, engine=engine, state=state).requests
-        hooks = run_hooks("before_checkpoint", before_checkpoint_hooks(spec), engine=engine, state=state)
+        # The staging dir exists from the start: a sandbox build container dumps into it (mounted at OUT_MOUNT).
         with store.staging(spec.name) as stage:
+            progress(f"starting {spec.image} as {name}" + (" under warmstart-init" if mode == sandbox.SANDBOX else ""))
+            t = time.monotonic()
+            _start(spec, engine=engine, name=name, mode=mode, stage=stage)
+            progress(f"waiting for {spec.probe.describe()}" if spec.probe else "waiting for the container")
+            state = probe_container(engine, container=name, probe=spec.probe)
+            ready_seconds = time.monotonic() - t  # cold time-to-ready, kept for comparison with restores
+            warmed = 0
+            if spec.warmup:
+                progress("warming up")
+                warmed = run_warmup(spec.warmup, engine=engine, state=state).requests
+            hooks = run_hooks("before_checkpoint", before_checkpoint_hooks(spec), engine=engine, state=state)
             untrimmed = None
             if compare_trim:
                 progress("checkpointing once untrimmed, for comparison")
-                engine.checkpoint(container=name, dest=stage / "untrimmed.tar", leave_running=True)
-                untrimmed = (stage / "untrimmed.tar").stat().st_size
-                (stage / "untrimmed.tar").unlink()
+                untrimmed = _checkpoint(engine, name, stage, mode=mode, sub="untrimmed", keep=False)
             trimmed = trim(spec.trim, engine=engine, container=name)
             progress("checkpointing")
             t = time.monotonic()
-            engine.checkpoint(container=name, dest=stage / CHECKPOINT_FILE)
+            _checkpoint(engine, name, stage, mode=mode)
             checkpoint_seconds = time.monotonic() - t
             manifest = Manifest(
                 app=spec.name,
@@ -156,13 +218,14 @@ def _build(
                 created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                 warmstart_version=__version__,
                 engine={"name": info.name, "version": info.version, "runtime": info.runtime,
-                        "runtime_version": info.runtime_version},
+                        "runtime_version": info.runtime_version, "mode": mode},
                 image={"ref": spec.image, "id": image_id},
                 spec={**spec.to_dict(), "env": sorted(spec.env)},  # names only: values may be secrets
                 host=host,
                 key_inputs=inputs,
                 timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3)},
             )
+            remove_quietly(engine, name)  # before publishing: the container no longer writes into the snapshot
             snapshot: Snapshot = store.publish(stage, manifest)
         store.save_app(spec)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from warmstart import labels, sandbox
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.errors import EngineError, ReadinessError
 from warmstart.probes import make_check, wait_ready
@@ -31,10 +32,20 @@ def remove_quietly(engine: Engine, name: str) -> None:
             engine.remove(container=name)
 
 
+def describe_status(s: ContainerState | None) -> str:
+    """"running", "removed" or "exited (exit code 121: CRIU could not restore ...)"."""
+    if s is None:
+        return "removed"
+    if s.running:
+        return s.status
+    meaning = sandbox.explain_exit(s.exit_code) if s.labels.get(labels.INIT) else ""
+    return f"{s.status} (exit code {s.exit_code}{': ' + meaning if meaning else ''})"
+
+
 def status_and_logs(engine: Engine, container: str, tail: int = 20) -> tuple[str, str]:
     """The container's status and its last log lines, prefixed for error details."""
     s = engine.inspect(container=container)
-    status = "removed" if s is None else (s.status if s.running else f"{s.status} (exit code {s.exit_code})")
+    status = describe_status(s)
     logs = engine.logs(container=container, tail=tail) if s else ""
     return status, "\n".join(f"log: {ln}" for ln in logs.splitlines()) or "log: (no output)"
 
@@ -64,9 +75,7 @@ def probe_container(
 
     def alive() -> str | None:
         s = engine.inspect(container=container)
-        if s is None:
-            return "removed"
-        return None if s.running else f"{s.status} (exit code {s.exit_code})"
+        return None if s is not None and s.running else describe_status(s)
 
     check = make_check(probe, engine=engine, container=container, address=address)
     wait_ready(probe, check=check, alive=alive, diagnostics=lambda: status_and_logs(engine, container))

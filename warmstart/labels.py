@@ -10,6 +10,8 @@ PREFIX = "io.warmstart"
 MANAGED = f"{PREFIX}.managed"  # "true" on every container warmstart creates
 APP = f"{PREFIX}.app"  # the app name
 BUILD_PID = f"{PREFIX}.build-pid"  # on build containers: the warmstart process that owns it (orphans are swept)
+MODE = f"{PREFIX}.mode"  # "restored" on instances started from a snapshot (their engine may not record it)
+INIT = f"{PREFIX}.init"  # "warmstart-init" on sandbox containers: their exit codes 120-124 are the init's
 SESSION = f"{PREFIX}.session"  # $WARMSTART_SESSION when set: lets a test run or CI job remove its own leftovers
 
 BUILD_PREFIX = "wsb-"  # build containers; restored instances inherit the build's labels, so names tell them apart

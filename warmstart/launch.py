@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from warmstart import labels
+from warmstart import labels, sandbox
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine
@@ -234,9 +234,19 @@ def _restore(
     spec: AppSpec, snapshot: Snapshot, *, engine: Engine, bindings: list[PortBinding], start: float, progress: Progress
 ) -> LaunchResult:
     name = labels.instance_name(spec.name)
-    progress(f"restoring {name} from snapshot {snapshot.ref}")
+    progress(f"restoring {name} from snapshot {snapshot.ref} ({snapshot.manifest.mode} mode)")
     with removed_on_failure(engine, name):
-        container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
+        if snapshot.manifest.mode == sandbox.SANDBOX:
+            # A fresh container of the app's image whose PID 1 (our init) restores the app from the snapshot dir,
+            # mounted read-only: nothing is copied or unpacked per launch.
+            container = engine.run(
+                name=name, image=spec.image, command=sandbox.restore_command(), env=spec.env, ports=bindings,
+                labels={**labels.labels_for(spec.name), labels.MODE: "restored", labels.INIT: "warmstart-init"},
+                volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro"),
+                extras=sandbox.RunExtras(),
+            )
+        else:
+            container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
         state = _started(container, name, bindings, restored=True)
         run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
         return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult
+import json
+
+from warmstart import sandbox
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, ImageConfig
 from warmstart.errors import ImageNotFound, RestoreError
 from warmstart.spec import PortBinding
 
@@ -15,9 +18,14 @@ class FakeEngine(Engine):
     def __init__(self, images: dict[str, str] | None = None) -> None:
         self.images = images or {"img": "sha256:aaa"}
         self.containers: dict[str, ContainerState] = {}
-        self.fail_restore: str | None = None
+        self.fail_restore: str | Exception | None = None  # a message (RestoreError) or the error to raise
         self.calls: list[str] = []
         self.exec_codes: dict[tuple[str, ...], int] = {}
+        self.mounts: dict[str, dict[str, Path]] = {}  # container -> container path -> host path
+
+    def image_config(self, *, image: str) -> ImageConfig:
+        self.image_id(image=image)
+        return ImageConfig(command=("python3", "/app/app.py"), user="")
 
     def info(self) -> EngineInfo:
         return EngineInfo("podman", "4.3.1", "runc", "1.1.5")
@@ -34,9 +42,14 @@ class FakeEngine(Engine):
         )
         return f"id-{name}"
 
-    def run(self, *, name, image, command, env, ports, labels, volumes=(), log_max_bytes=None) -> str:  # type: ignore[no-untyped-def]
-        self.calls.append(f"run {name}")
+    def run(self, *, name, image, command, env, ports, labels, volumes=(), log_max_bytes=None, extras=None) -> str:  # type: ignore[no-untyped-def]
         self.image_id(image=image)
+        self.mounts[name] = {v.split(":")[1]: Path(v.split(":")[0]) for v in volumes}
+        if extras is not None and command[:1] == ["restore"]:  # a sandbox restore: the init restores the app
+            self.calls.append(f"restore {name}")
+            self._maybe_fail()
+            return self._start(name, ports, True, labels)
+        self.calls.append(f"run {name}")
         return self._start(name, ports, False, labels)
 
     def inspect(self, *, container: str) -> ContainerState | None:
@@ -47,6 +60,14 @@ class FakeEngine(Engine):
 
     def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
         self.calls.append(f"exec {' '.join(command)}")
+        if list(command[:2]) == [str(sandbox.INIT), "dump"]:  # what warmstart-init's dump leaves behind
+            out = self.mounts[container][sandbox.OUT_MOUNT] / command[3].removeprefix(sandbox.OUT_MOUNT).lstrip("/")
+            (out / sandbox.IMAGES_DIR).mkdir(mode=0o700)
+            (out / sandbox.IMAGES_DIR / "pages-1.img").write_bytes(b"pages of " + container.encode())
+            (out / sandbox.ROOTFS_FILE).write_bytes(b"")
+            (out / sandbox.META_FILE).write_text(json.dumps({"schema_version": 1, "pid": 300, "stdio": {}}))
+            (out / sandbox.DUMP_LOG).write_text("dump ok")
+            return ExecResult(0, "")
         return ExecResult(self.exec_codes.get(tuple(command), 0), "")
 
     def kill(self, *, container: str, signal: str) -> None:
@@ -64,9 +85,14 @@ class FakeEngine(Engine):
 
     def restore(self, *, archive: Path, name: str, ports: list[PortBinding]) -> str:
         self.calls.append(f"restore {name}")
+        self._maybe_fail()
+        return self._start(name, ports, True, {"io.warmstart.app": "x"})
+
+    def _maybe_fail(self) -> None:
+        if isinstance(self.fail_restore, Exception):
+            raise self.fail_restore
         if self.fail_restore:
             raise RestoreError(self.fail_restore, details="restore.log: Error (criu/cr-restore.c:1): boom")
-        return self._start(name, ports, True, {"io.warmstart.app": "x"})
 
     def remove(self, *, container: str) -> None:
         self.calls.append(f"remove {container}")

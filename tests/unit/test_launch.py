@@ -67,8 +67,9 @@ def test_tampered_snapshot_is_quarantined_and_cold_with_reason(setup: tuple[Fake
     engine, store = setup
     snap = store.latest("app")
     assert snap is not None
-    data = snap.checkpoint.read_bytes()
-    snap.checkpoint.write_bytes(data[:-1] + b"X")  # same size, other bytes
+    memory = snap.path / "images" / "pages-1.img"  # a file the manifest lists: the app's memory
+    data = memory.read_bytes()
+    memory.write_bytes(data[:-1] + b"X")  # same size, other bytes
     result = launch("app", engine=engine, store=store, ports=[])
     assert result.mode == "cold"
     assert "does not match its sha256 in the manifest; quarantined to" in (result.reason or "")
@@ -120,11 +121,8 @@ def test_any_engine_failure_while_restoring_falls_back_cold(setup: tuple[FakeEng
 
     engine, store = setup
 
-    def failing(**kwargs: object) -> str:
-        raise EngineError("podman container did not finish within 120s" if error == "timeout"
-                          else "docker create failed: conflict")
-
-    engine.restore = failing  # type: ignore[method-assign]
+    engine.fail_restore = EngineError("podman container did not finish within 120s" if error == "timeout"
+                                      else "docker create failed: conflict")
     result = launch("app", engine=engine, store=store, ports=[])
     assert result.mode == "cold"
     assert "did not finish within 120s" in (result.reason or "") or "docker create failed" in (result.reason or "")

@@ -24,7 +24,9 @@ FILENAME = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.tar"  # the engine's checkpoint archive (podman `checkpoint --export`, uncompressed)
 SCHEMA_VERSION = 1
 MAX_BYTES = 4 << 20  # a manifest is a few KB; anything larger is not one of ours
-FILE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # a plain name inside the snapshot dir
+# A plain name inside the snapshot dir, or inside its CRIU image dir (sandbox snapshots keep it unpacked).
+FILE_NAME_RE = re.compile(r"^(?:images/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+SANDBOX_META = "sandbox.json"  # warmstart.sandbox.META_FILE: what a sandbox restore needs besides the images
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -52,6 +54,12 @@ class Manifest:
     @property
     def ref(self) -> str:
         return f"{self.app}:{self.tag}"
+
+    @property
+    def mode(self) -> str:
+        """"sandbox" (restored by warmstart-init in a fresh container) or "container" (the engine's own
+        whole-container checkpoint archive); manifests from before modes existed are "container"."""
+        return self.engine.get("mode", "container")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
@@ -109,8 +117,15 @@ class Manifest:
             raise ManifestError(f"snapshot manifest {source}: created_at: expected an ISO 8601 time, got "
                                 f"{raw['created_at'][:40]!r}") from None
         files = raw.get("files", {})
-        if CHECKPOINT_FILE not in files:
+        mode = raw["engine"].get("mode", "container")
+        if mode not in ("sandbox", "container"):
+            raise ManifestError(f"snapshot manifest {source}: engine.mode: expected sandbox or container, got "
+                                f"{mode[:40]!r}")
+        if mode == "container" and CHECKPOINT_FILE not in files:
             raise ManifestError(f"snapshot manifest {source}: files: does not list {CHECKPOINT_FILE}")
+        if mode == "sandbox" and (SANDBOX_META not in files or not any(n.startswith("images/") for n in files)):
+            raise ManifestError(f"snapshot manifest {source}: files: a sandbox snapshot lists {SANDBOX_META} and "
+                                "its CRIU images")
         for name, entry in files.items():
             if not FILE_NAME_RE.match(name) or name == FILENAME:
                 raise ManifestError(f"snapshot manifest {source}: files: {name[:80]!r} is not a plain file name")

@@ -204,11 +204,11 @@ class SnapshotStore:
     def publish(self, staging: Path, manifest: Manifest, *, verified: bool = False) -> Snapshot:
         """Hash the staged files into the manifest (unless the caller `verified` them against it already), write
         it, and make the snapshot visible with one rename (replacing an older snapshot of the same tag)."""
-        for f in sorted(staging.iterdir()):
-            if f.is_file() and f.name not in (FILENAME, VERIFIED_STAMP):
-                os.chmod(f, 0o600)
-                if not verified:
-                    manifest.files[f.name] = FileEntry(size=f.stat().st_size, sha256=sha256_file(f))
+        for name in snapshot_files(staging):
+            f = staging / name
+            os.chmod(f, 0o600)
+            if not verified:
+                manifest.files[name] = FileEntry(size=f.stat().st_size, sha256=sha256_file(f))
         write_private(staging / FILENAME, manifest.to_json())
         self._stamp(staging, manifest)
         app_dir = self._app_dir(manifest.app, create=True)
@@ -330,6 +330,9 @@ class SnapshotStore:
         any write to a file changes its ctime and forces a full re-hash."""
         if not snapshot.manifest.files:
             raise SnapshotCorrupt(f"snapshot {snapshot.ref} lists no files in its manifest")
+        images = snapshot.path / "images"
+        if os.path.lexists(images) and not safefs.is_plain_dir(images):
+            raise SnapshotCorrupt(f"snapshot {snapshot.ref}: images is not a directory")
         try:
             stamp = json.loads(safefs.read_owned(snapshot.path / VERIFIED_STAMP, limit=1 << 16))
         except (OSError, ValueError):
@@ -379,6 +382,28 @@ class SnapshotStore:
 
     def quarantined(self) -> list[Path]:
         return sorted(p for p in self.quarantine_root.iterdir() if safefs.is_plain_dir(p))
+
+
+def snapshot_files(staging: Path) -> list[str]:
+    """The files a staged snapshot consists of, relative: top-level files and those of its CRIU image dir (made
+    0700 here). Anything else (a link, a deeper dir) is refused: a snapshot is flat by construction."""
+    names = []
+    for f in sorted(staging.iterdir()):
+        if f.name in (FILENAME, VERIFIED_STAMP):
+            continue
+        if f.is_symlink():
+            raise CacheError(f"staged snapshot holds a symlink {f.name}: refused")
+        if f.is_dir() and f.name == "images":
+            os.chmod(f, 0o700)
+            for g in sorted(f.iterdir()):
+                if g.is_symlink() or not g.is_file():
+                    raise CacheError(f"staged snapshot holds {g.relative_to(staging)}, not a plain file: refused")
+                names.append(f"images/{g.name}")
+        elif f.is_file():
+            names.append(f.name)
+        else:
+            raise CacheError(f"staged snapshot holds {f.name}, not a plain file: refused")
+    return names
 
 
 def _sha256_owned(path: Path) -> str:

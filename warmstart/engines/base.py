@@ -6,6 +6,7 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warmstart.sandbox import RunExtras
 from warmstart.spec import PortBinding
 
 
@@ -54,6 +55,14 @@ def published_ports(raw: dict) -> dict[str, tuple[str, int]]:  # type: ignore[ty
 
 
 @dataclass(frozen=True)
+class ImageConfig:
+    """What an image runs when nothing overrides it: ENTRYPOINT + CMD, and its USER ("" = root)."""
+
+    command: tuple[str, ...]
+    user: str
+
+
+@dataclass(frozen=True)
 class ExecResult:
     exit_code: int
     output: str  # stdout and stderr, interleaved as far as the engine allows
@@ -82,6 +91,10 @@ class Engine(abc.ABC):
         """The local image's ID; raises ImageNotFound."""
 
     @abc.abstractmethod
+    def image_config(self, *, image: str) -> ImageConfig:
+        """The local image's command and user; raises ImageNotFound."""
+
+    @abc.abstractmethod
     def run(
         self,
         *,
@@ -93,9 +106,11 @@ class Engine(abc.ABC):
         labels: dict[str, str],
         volumes: tuple[str, ...] = (),
         log_max_bytes: int | None = None,
+        extras: RunExtras | None = None,
     ) -> str:
         """Create and start a detached container; returns its ID. `log_max_bytes` caps the container's log file
-        (build containers: the log is part of the checkpoint, and a chatty app's would be stored and restored)."""
+        (build containers: the log is part of the checkpoint, and a chatty app's would be stored and restored);
+        `extras` makes it a sandbox (our init as entrypoint, root, the privileges CRIU needs)."""
 
     @abc.abstractmethod
     def inspect(self, *, container: str) -> ContainerState | None:

@@ -26,8 +26,17 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, criu_log_excerpt, published_ports
+from warmstart.engines.base import (
+    ContainerState,
+    Engine,
+    EngineInfo,
+    ExecResult,
+    ImageConfig,
+    criu_log_excerpt,
+    published_ports,
+)
 from warmstart.errors import CheckpointError, EngineError, EngineUnavailable, ImageNotFound, RestoreError
+from warmstart.sandbox import RunExtras
 from warmstart.spec import PortBinding
 
 CHECKPOINT_NAME = "warmstart"
@@ -99,11 +108,16 @@ class DockerEngine(Engine):
 
     def _create(self, *, name: str, image: str, command: list[str] | None, env: dict[str, str] | list[str],
                 ports: list[PortBinding], labels: dict[str, str], volumes: tuple[str, ...] = (),
-                extra: dict[str, Any] | None = None, log_max_bytes: int | None = None) -> str:
+                extra: dict[str, Any] | None = None, log_max_bytes: int | None = None,
+                extras: RunExtras | None = None) -> str:
         log_config = {"Type": "json-file", "Config": {"max-size": str(log_max_bytes)}} if log_max_bytes else None
+        privileges: dict[str, Any] = {}
+        if extras:
+            privileges = {"cap_add": list(extras.cap_add), "security_opt": list(extras.security_opt)}
+            extra = {**(extra or {}), "entrypoint": [extras.entrypoint], "user": extras.user}
         host_config = self.api.create_host_config(
             port_bindings={p.key: (p.host_ip, p.host_port or None) for p in ports}, binds=list(volumes) or None,
-            log_config=log_config)
+            log_config=log_config, **privileges)
         with self._translated("create"):
             created = self.api.create_container(
                 image=image, command=command or None, name=name, labels=labels, detach=True,
@@ -111,11 +125,21 @@ class DockerEngine(Engine):
                 **(extra or {}))
         return str(created["Id"])
 
+    def image_config(self, *, image: str) -> ImageConfig:
+        try:
+            config = self.api.inspect_image(image).get("Config") or {}
+        except self._docker.errors.ImageNotFound as exc:
+            raise ImageNotFound(f"image {image!r} not found locally",
+                                hint="build or load it first; `docker images` lists local images") from exc
+        return ImageConfig(command=tuple((config.get("Entrypoint") or []) + (config.get("Cmd") or [])),
+                           user=config.get("User") or "")
+
     def run(self, *, name: str, image: str, command: list[str], env: dict[str, str], ports: list[PortBinding],
-            labels: dict[str, str], volumes: tuple[str, ...] = (), log_max_bytes: int | None = None) -> str:
+            labels: dict[str, str], volumes: tuple[str, ...] = (), log_max_bytes: int | None = None,
+            extras: RunExtras | None = None) -> str:
         self.image_id(image=image)
         cid = self._create(name=name, image=image, command=command, env=env, ports=ports, labels=labels,
-                           volumes=volumes, log_max_bytes=log_max_bytes)
+                           volumes=volumes, log_max_bytes=log_max_bytes, extras=extras)
         with self._translated("start"):
             self.api.start(cid)
         return cid

@@ -14,7 +14,15 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, criu_log_excerpt, published_ports
+from warmstart.engines.base import (
+    ContainerState,
+    Engine,
+    EngineInfo,
+    ExecResult,
+    ImageConfig,
+    criu_log_excerpt,
+    published_ports,
+)
 from warmstart.errors import (
     CheckpointError,
     EngineError,
@@ -22,6 +30,7 @@ from warmstart.errors import (
     ImageNotFound,
     RestoreError,
 )
+from warmstart.sandbox import RunExtras
 from warmstart.signals import shielded
 from warmstart.spec import PortBinding
 
@@ -31,6 +40,7 @@ DUMP_LOG = "dump.log"
 RESTORE_LOG = "restore.log"
 
 DEFAULT_TIMEOUT = 120.0
+MODE_LABEL = "io.warmstart.mode"  # labels.MODE: set on sandbox-restored instances, which podman sees as plain runs
 
 
 
@@ -93,6 +103,15 @@ class PodmanEngine(Engine):
             )
         return proc.stdout.strip()
 
+    def image_config(self, *, image: str) -> ImageConfig:
+        proc = self._podman("image", "inspect", "--format", "json", image, check=False)
+        if proc.returncode != 0:
+            raise ImageNotFound(f"image {image!r} not found locally",
+                                hint="build or import it first; `podman images` lists local images")
+        config = json.loads(proc.stdout)[0].get("Config") or {}
+        return ImageConfig(command=tuple((config.get("Entrypoint") or []) + (config.get("Cmd") or [])),
+                           user=config.get("User") or "")
+
     def run(
         self,
         *,
@@ -104,10 +123,14 @@ class PodmanEngine(Engine):
         labels: dict[str, str],
         volumes: tuple[str, ...] = (),
         log_max_bytes: int | None = None,
+        extras: RunExtras | None = None,
     ) -> str:
         args = ["run", "--detach", "--pull=never", "--name", name]
         if log_max_bytes:
             args += ["--log-opt", f"max-size={log_max_bytes}"]
+        if extras:
+            args += ["--entrypoint", extras.entrypoint, "--user", extras.user]
+            args += [f"--cap-add={c}" for c in extras.cap_add] + [f"--security-opt={o}" for o in extras.security_opt]
         for volume in volumes:
             args += ["--volume", volume]
         for key, value in labels.items():
@@ -243,7 +266,7 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         status=state.get("Status", ""),
         running=bool(state.get("Running")),
         exit_code=int(state.get("ExitCode", 0)),
-        restored=bool(state.get("Restored")),
+        restored=bool(state.get("Restored")) or (raw.get("Config", {}).get("Labels") or {}).get(MODE_LABEL) == "restored",
         labels=raw.get("Config", {}).get("Labels") or {},
         ports=ports,
         image=raw.get("ImageName", ""),

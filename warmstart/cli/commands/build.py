@@ -25,6 +25,7 @@ def build(
     tag: Annotated[Optional[str], typer.Option("--tag", help="Snapshot tag [default: derived from the cache key].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when an unchanged snapshot is cached.")] = False,
     compare_trim: Annotated[bool, typer.Option("--compare-trim", help="Also measure the snapshot size before trimming.")] = False,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="sandbox (restore inside a fresh container; the default where available) or container (the engine's whole-container checkpoint) [default: $WARMSTART_MODE or sandbox]", show_default=False)] = None,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -51,7 +52,7 @@ def build(
     if tag is not None:
         validate_tag(tag)
     results = [build_snapshot(s, engine=eng, store=store, tag=tag, force=force, compare_trim=compare_trim,
-                              progress=progress) for s in specs]
+                              mode=mode, progress=progress) for s in specs]
     if json_output:
         emit_json(results[0] if name else {"builds": [dataclasses.asdict(r) for r in results]})
         return

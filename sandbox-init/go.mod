@@ -1,0 +1,3 @@
+module warmstart/sandbox-init
+
+go 1.19

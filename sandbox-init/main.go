@@ -1,0 +1,590 @@
+// warmstart-init: the PID 1 that warmstart puts into an app's container, bind-mounted read-only from the host
+// together with the host's CRIU prefix, so that app images need nothing of ours (no Python, no CRIU libraries).
+//
+//	warmstart-init boot [--pid-base N] [--user UID:GID] -- CMD...   start the app cold at a reserved PID (build)
+//	warmstart-init dump --pid N --out DIR                           capture changed files, stdio, CRIU dump (exec'd)
+//	warmstart-init restore --snapshot DIR                           put files back, CRIU restore, supervise (run)
+//
+// In boot and restore modes it stays PID 1: it forwards signals to the app, reaps every orphan, and exits with the
+// app's exit status (128+signal when killed), as an init must. A restore that cannot be done exits with
+// ExitRestoreFailed after printing the relevant restore.log lines, so the launcher can fall back to a cold start.
+//
+// Standard library only, static (CGO_ENABLED=0): it runs in any image, including JVM images without Python.
+package main
+
+import (
+	"archive/tar"
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	ExitUsage         = 120 // bad arguments
+	ExitRestoreFailed = 121 // criu restore failed, or its snapshot cannot be used here
+	ExitPidTaken      = 122 // a PID the snapshot needs is already in use
+	ExitBootFailed    = 123 // the app could not be started
+	ExitDumpFailed    = 124 // dump: criu dump or the file capture failed
+
+	MetaFile   = "sandbox.json" // written by dump, read by restore
+	RootfsFile = "rootfs.tar"   // files created or changed in the container since boot
+	ImagesDir  = "images"       // CRIU image dir
+	DumpLog    = "dump.log"
+	RestoreLog = "restore.log"
+)
+
+// Options both CRIU sides need: the app's stdout/stderr are pipes to the container runtime (re-attached with
+// --inherit-fd), TCP connections and Unix sockets with peers outside the tree (probes, the runtime) are cut.
+var criuCommon = []string{"--shell-job", "--ext-unix-sk"}
+
+// Meta is what a restore needs besides the images: the PID to find free, and which pipes stdio were.
+type Meta struct {
+	SchemaVersion int               `json:"schema_version"`
+	Pid           int               `json:"pid"`
+	Stdio         map[string]string `json:"stdio"` // "1" -> "pipe:[1234]"
+	ChangedFiles  int               `json:"changed_files"`
+}
+
+func fail(code int, format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "warmstart-init: "+format+"\n", args...)
+	os.Exit(code)
+}
+
+func criuPath() string {
+	if p := os.Getenv("WARMSTART_CRIU"); p != "" {
+		return p
+	}
+	return "/opt/warmstart/criu/bin/criu"
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fail(ExitUsage, "usage: warmstart-init boot|dump|restore ... (see the source's header)")
+	}
+	syscall.Umask(0o077) // everything written here (images, files) is process memory: private
+	switch os.Args[1] {
+	case "boot":
+		boot(os.Args[2:])
+	case "dump":
+		dump(os.Args[2:])
+	case "restore":
+		restore(os.Args[2:])
+	case "noop": // a short-lived child, used to move the PID counter where ns_last_pid is not writable
+		os.Exit(0)
+	default:
+		fail(ExitUsage, "unknown command %q", os.Args[1])
+	}
+}
+
+// flags parses "--name value" pairs up to "--"; returns them and what follows "--".
+func flags(args []string, known ...string) (map[string]string, []string) {
+	out := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--" {
+			return out, args[i+1:]
+		}
+		name := strings.TrimPrefix(args[i], "--")
+		ok := false
+		for _, k := range known {
+			ok = ok || k == name
+		}
+		if !ok || i+1 >= len(args) {
+			fail(ExitUsage, "unknown or incomplete option %q", args[i])
+		}
+		out[name] = args[i+1]
+		i++
+	}
+	return out, nil
+}
+
+func intFlag(f map[string]string, name string, def int) int {
+	v, ok := f[name]
+	if !ok {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n <= 0 {
+		fail(ExitUsage, "--%s: %q is not a positive number", name, v)
+	}
+	return n
+}
+
+// ---- boot -----------------------------------------------------------------------------------------------------
+
+// reservePid makes the next process get PID `base`: by writing ns_last_pid (needs a writable /proc/sys), else by
+// starting short-lived children until the counter is there.
+func reservePid(base int) {
+	if os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(base-1)), 0o644) == nil {
+		return
+	}
+	self, _ := os.Executable()
+	for i := 0; i < base+64; i++ {
+		cmd := exec.Command(self, "noop")
+		if err := cmd.Start(); err != nil {
+			return
+		}
+		pid := cmd.Process.Pid
+		_ = cmd.Wait()
+		if pid >= base-1 {
+			return
+		}
+	}
+}
+
+func parseUser(spec string) (*syscall.Credential, error) {
+	if spec == "" {
+		return nil, nil
+	}
+	uidText, gidText, _ := strings.Cut(spec, ":")
+	uid, err := lookupID("/etc/passwd", uidText)
+	if err != nil {
+		return nil, err
+	}
+	gid := uid
+	if gidText != "" {
+		if gid, err = lookupID("/etc/group", gidText); err != nil {
+			return nil, err
+		}
+	} else if entry, ok := passwdEntry(uidText); ok && len(entry) > 3 {
+		if g, err := strconv.Atoi(entry[3]); err == nil {
+			gid = g
+		}
+	}
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func passwdEntry(name string) ([]string, bool) {
+	f, err := os.Open("/etc/passwd")
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		parts := strings.Split(s.Text(), ":")
+		if len(parts) > 3 && (parts[0] == name || parts[2] == name) {
+			return parts, true
+		}
+	}
+	return nil, false
+}
+
+func lookupID(file, text string) (int, error) {
+	if n, err := strconv.Atoi(text); err == nil {
+		return n, nil
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		parts := strings.Split(s.Text(), ":")
+		if len(parts) > 2 && parts[0] == text {
+			return strconv.Atoi(parts[2])
+		}
+	}
+	return 0, fmt.Errorf("no %q in %s", text, file)
+}
+
+func boot(args []string) {
+	f, command := flags(args, "pid-base", "user")
+	if len(command) == 0 {
+		fail(ExitUsage, "boot: give the app's command after --")
+	}
+	cred, err := parseUser(f["user"])
+	if err != nil {
+		fail(ExitBootFailed, "boot: user %q: %v", f["user"], err)
+	}
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals) // before the app exists: nothing sent to PID 1 is lost
+	reservePid(intFlag(f, "pid-base", 300))
+	path, err := exec.LookPath(command[0])
+	if err != nil {
+		fail(ExitBootFailed, "boot: %v", err)
+	}
+	cmd := exec.Command(path, command[1:]...)
+	cmd.Args = command
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	// Its own session: the app's tree is self-contained (sid = pgid = its PID), which is what CRIU dumps.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
+	if err := cmd.Start(); err != nil {
+		fail(ExitBootFailed, "boot: cannot start %s: %v", command[0], err)
+	}
+	os.Exit(supervise(cmd.Process.Pid, signals))
+}
+
+// supervise is PID 1's duty: forward signals to the app, reap everything, return the app's exit status.
+func supervise(app int, signals chan os.Signal) int {
+	exited := make(chan int, 1)
+	go func() {
+		for {
+			var status syscall.WaitStatus
+			pid, err := syscall.Wait4(-1, &status, 0, nil)
+			if errors.Is(err, syscall.EINTR) {
+				continue
+			}
+			if errors.Is(err, syscall.ECHILD) {
+				// The app is not (yet) our child, e.g. a restore whose tree is still being reparented.
+				time.Sleep(20 * time.Millisecond)
+				if syscall.Kill(app, 0) != nil {
+					exited <- 0
+					return
+				}
+				continue
+			}
+			if pid == app {
+				switch {
+				case status.Exited():
+					exited <- status.ExitStatus()
+				case status.Signaled():
+					exited <- 128 + int(status.Signal())
+				default:
+					continue
+				}
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case code := <-exited:
+			return code
+		case sig := <-signals:
+			if sig == syscall.SIGCHLD || sig == syscall.SIGURG {
+				continue
+			}
+			if s, ok := sig.(syscall.Signal); ok {
+				_ = syscall.Kill(app, s)
+			}
+		}
+	}
+}
+
+// ---- dump -----------------------------------------------------------------------------------------------------
+
+// bootTime is when PID 1 (this container's init) started: files whose inode changed after it were made or
+// changed by the app, and must be put back before a restore.
+func bootTime() (time.Time, error) {
+	stat, err := os.ReadFile("/proc/1/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	ticks, err := strconv.ParseInt(fields[19], 10, 64) // field 22 of stat: starttime, in clock ticks after boot
+	if err != nil {
+		return time.Time{}, err
+	}
+	sys, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(sys), "\n") {
+		if strings.HasPrefix(line, "btime ") {
+			btime, _ := strconv.ParseInt(strings.TrimSpace(line[6:]), 10, 64)
+			return time.Unix(btime, 0).Add(time.Duration(ticks) * 10 * time.Millisecond).Add(-time.Second), nil
+		}
+	}
+	return time.Time{}, errors.New("no btime in /proc/stat")
+}
+
+// captureChanged writes every file on the root filesystem (and in /dev/shm) whose inode changed after `since`
+// into a tar: what the app created or modified (the JVM's hsperfdata, temp dirs, logs). Other mounts (volumes,
+// the runtime's /etc/hosts, ours) are not the app's to carry.
+func captureChanged(out string, since time.Time, skip []string) (int, error) {
+	var root syscall.Stat_t
+	if err := syscall.Lstat("/", &root); err != nil {
+		return 0, err
+	}
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	count := 0
+	walk := func(top string, sameDev bool) error {
+		return filepath.Walk(top, func(path string, info os.FileInfo, err error) error {
+			if err != nil {
+				return nil // vanished or unreadable: not ours to carry
+			}
+			for _, s := range skip {
+				if path == s || strings.HasPrefix(path, s+"/") {
+					if info.IsDir() {
+						return filepath.SkipDir
+					}
+					return nil
+				}
+			}
+			st := info.Sys().(*syscall.Stat_t)
+			if sameDev && st.Dev != root.Dev {
+				if info.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if path == top || time.Unix(st.Ctim.Sec, st.Ctim.Nsec).Before(since) {
+				return nil
+			}
+			if !info.Mode().IsRegular() && !info.IsDir() && info.Mode()&os.ModeSymlink == 0 {
+				return nil // sockets, fifos, devices: CRIU or the runtime recreate those
+			}
+			link := ""
+			if info.Mode()&os.ModeSymlink != 0 {
+				link, _ = os.Readlink(path)
+			}
+			hdr, err := tar.FileInfoHeader(info, link)
+			if err != nil {
+				return err
+			}
+			hdr.Name = strings.TrimPrefix(path, "/")
+			hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+			hdr.Uname, hdr.Gname = "", ""
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if info.Mode().IsRegular() {
+				src, err := os.Open(path)
+				if err != nil {
+					return err
+				}
+				_, err = io.CopyN(tw, src, hdr.Size)
+				src.Close()
+				if err != nil {
+					return err
+				}
+			}
+			count++
+			return nil
+		})
+	}
+	if err := walk("/", true); err != nil {
+		return count, err
+	}
+	if err := walk("/dev/shm", false); err != nil {
+		return count, err
+	}
+	return count, tw.Close()
+}
+
+// appPid is the process init started: PID 1's child in this PID namespace. (Not a fixed number: the Go runtime
+// starts threads, which take PIDs, between reserving the number and starting the app.)
+func appPid() (int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	found := 0
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == 1 {
+			continue
+		}
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(fields) > 1 && fields[1] == "1" {
+			if found != 0 {
+				return 0, fmt.Errorf("init has several children (%d, %d): cannot tell the app", found, pid)
+			}
+			found = pid
+		}
+	}
+	if found == 0 {
+		return 0, errors.New("init has no child: the app is not running")
+	}
+	return found, nil
+}
+
+func dump(args []string) {
+	f, _ := flags(args, "pid", "out")
+	out := f["out"]
+	if out == "" {
+		fail(ExitUsage, "dump: --out DIR is required")
+	}
+	pid := intFlag(f, "pid", 0)
+	if pid == 0 {
+		var err error
+		if pid, err = appPid(); err != nil {
+			fail(ExitDumpFailed, "dump: %v", err)
+		}
+	}
+	meta := Meta{SchemaVersion: 1, Pid: pid, Stdio: map[string]string{}}
+	for _, fd := range []string{"1", "2"} {
+		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd)); err == nil && strings.HasPrefix(target, "pipe:[") {
+			meta.Stdio[fd] = target
+		}
+	}
+	since, err := bootTime()
+	if err != nil {
+		fail(ExitDumpFailed, "dump: boot time: %v", err)
+	}
+	skip := []string{"/proc", "/sys", "/dev", filepath.Clean(out), "/opt/warmstart", "/tmp/.warmstart"}
+	if meta.ChangedFiles, err = captureChanged(filepath.Join(out, RootfsFile), since, skip); err != nil {
+		fail(ExitDumpFailed, "dump: capturing changed files: %v", err)
+	}
+	images := filepath.Join(out, ImagesDir)
+	if err := os.Mkdir(images, 0o700); err != nil {
+		fail(ExitDumpFailed, "dump: %v", err)
+	}
+	cmd := exec.Command(criuPath(), append([]string{"dump", "-t", strconv.Itoa(pid), "-D", images, "-W", out,
+		"-o", DumpLog, "--tcp-established", "--leave-running"}, criuCommon...)...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fail(ExitDumpFailed, "dump: criu dump of pid %d failed (%v); see %s", pid, err, DumpLog)
+	}
+	data, _ := json.MarshalIndent(meta, "", "  ")
+	if err := os.WriteFile(filepath.Join(out, MetaFile), append(data, '\n'), 0o600); err != nil {
+		fail(ExitDumpFailed, "dump: %v", err)
+	}
+}
+
+// ---- restore --------------------------------------------------------------------------------------------------
+
+// extract puts the captured files back. The archive comes from our own cache (digest-verified before the
+// launch), and is still read defensively: relative names only, no "..", no writing through a symlink.
+func extract(archive string) error {
+	f, err := os.Open(archive)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		name := filepath.Clean("/" + hdr.Name)
+		if name == "/" || strings.Contains(hdr.Name, "..") {
+			return fmt.Errorf("refused archive member %q", hdr.Name)
+		}
+		if parent, err := filepath.EvalSymlinks(filepath.Dir(name)); err == nil && parent != filepath.Dir(name) {
+			return fmt.Errorf("refused archive member %q: its directory is a symlink", hdr.Name)
+		}
+		mode := os.FileMode(hdr.Mode).Perm() | os.FileMode(hdr.Mode)&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(name, mode); err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			_ = os.Remove(name)
+			if err := os.Symlink(hdr.Linkname, name); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			_ = os.MkdirAll(filepath.Dir(name), 0o755)
+			_ = os.Remove(name)
+			out, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, mode)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(out, tr)
+			out.Close()
+			if err != nil {
+				return err
+			}
+		default:
+			continue
+		}
+		_ = os.Lchown(name, hdr.Uid, hdr.Gid)
+		if hdr.Typeflag != tar.TypeSymlink {
+			_ = os.Chmod(name, mode)
+			_ = os.Chtimes(name, hdr.AccessTime, hdr.ModTime)
+		}
+	}
+}
+
+func logExcerpt(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var picked []string
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	for _, line := range lines {
+		if strings.Contains(line, "Error") && !strings.Contains(line, "RLIMIT_NOFILE") {
+			picked = append(picked, line)
+		}
+	}
+	if len(picked) == 0 && len(lines) > 0 {
+		picked = lines[max0(len(lines)-8):]
+	}
+	if len(picked) > 12 {
+		picked = picked[len(picked)-12:]
+	}
+	return "restore.log: " + strings.Join(picked, "\nrestore.log: ")
+}
+
+func max0(n int) int {
+	if n < 0 {
+		return 0
+	}
+	return n
+}
+
+func restore(args []string) {
+	start := time.Now()
+	f, _ := flags(args, "snapshot")
+	snap := f["snapshot"]
+	if snap == "" {
+		fail(ExitUsage, "restore: --snapshot DIR is required")
+	}
+	signals := make(chan os.Signal, 16)
+	signal.Notify(signals)
+	var meta Meta
+	data, err := os.ReadFile(filepath.Join(snap, MetaFile))
+	if err == nil {
+		err = json.Unmarshal(data, &meta)
+	}
+	if err != nil || meta.Pid <= 1 {
+		fail(ExitRestoreFailed, "restore: unreadable %s in the snapshot: %v", MetaFile, err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", meta.Pid)); err == nil {
+		fail(ExitPidTaken, "restore: PID %d, which the snapshot needs, is already in use in this container", meta.Pid)
+	}
+	if err := extract(filepath.Join(snap, RootfsFile)); err != nil {
+		fail(ExitRestoreFailed, "restore: putting back the app's files: %v", err)
+	}
+	work := "/tmp/.warmstart"
+	_ = os.MkdirAll(work, 0o700)
+	pidfile := filepath.Join(work, "restored.pid")
+	argv := []string{"restore", "-D", filepath.Join(snap, ImagesDir), "-W", work, "-o", RestoreLog, "-d",
+		"--pidfile", pidfile, "--tcp-close"}
+	argv = append(argv, criuCommon...)
+	seen := map[string]bool{}
+	for _, fd := range []string{"1", "2"} {
+		if key, ok := meta.Stdio[fd]; ok && !seen[key] {
+			seen[key] = true
+			argv = append(argv, "--inherit-fd", fmt.Sprintf("fd[%s]:%s", fd, key))
+		}
+	}
+	cmd := exec.Command(criuPath(), argv...)
+	// Not captured: with --inherit-fd the restored app takes over criu's stdout/stderr, which must be ours.
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fail(ExitRestoreFailed, "restore: criu restore failed (%v)\n%s", err, logExcerpt(filepath.Join(work, RestoreLog)))
+	}
+	fmt.Fprintf(os.Stderr, "warmstart-init: restored pid %d in %d ms\n", meta.Pid, time.Since(start).Milliseconds())
+	os.Exit(supervise(meta.Pid, signals))
+}

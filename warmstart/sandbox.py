@@ -1,0 +1,93 @@
+"""The sandbox restore path: the app runs under warmstart-init (sandbox-init/, a static Go binary) as PID 1 of its
+own container, with the host's CRIU prefix and the init bind-mounted read-only, so app images need nothing of ours.
+
+    build:  container CMD = init boot -- APP...;  then `exec init dump --out OUT` (CRIU dump from inside, plus the
+            files the app created and its stdio pipe ids) into the snapshot's staging dir, mounted at OUT
+    run:    a fresh container of the app's image, CMD = init restore --snapshot SNAP, the snapshot dir mounted
+            read-only at SNAP: the container is up (network, ports) before CRIU runs, so a client connecting
+            meanwhile is refused at once instead of having its SYN dropped; the init then forwards signals, reaps
+            and exits with the app's status
+
+Why this is the default rather than `podman container restore --import`: nothing is untarred or re-read per launch
+(the cache keeps the CRIU image dir as it is), one mechanism serves podman and docker, and it works the same for
+any image. The whole-container path stays as mode "container" (it moves a container's filesystem too).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+SANDBOX, CONTAINER = "sandbox", "container"
+MODES = (SANDBOX, CONTAINER)
+MODE_VAR = "WARMSTART_MODE"  # build's default mode, when --mode is not given
+
+INIT = Path(os.environ.get("WARMSTART_INIT", "/opt/warmstart/bin/warmstart-init"))
+CRIU_PREFIX = Path(os.environ.get("WARMSTART_CRIU_PREFIX", "/opt/warmstart/criu"))
+OUT_MOUNT = "/.warmstart/out"  # build: where the init's dump writes (the staging dir)
+SNAPSHOT_MOUNT = "/.warmstart/snapshot"  # run: the snapshot dir, read-only
+
+# Files of a sandbox snapshot, as sandbox-init/main.go names them (MetaFile, RootfsFile, ImagesDir, DumpLog).
+META_FILE = "sandbox.json"
+ROOTFS_FILE = "rootfs.tar"
+IMAGES_DIR = "images"
+DUMP_LOG = "dump.log"
+
+# The smallest privilege set shown to work for CRIU inside a container here (podman 4.3 / docker 20.10, runc,
+# Linux 6.18): without SYS_PTRACE or with the default seccomp profile the dump fails; without NET_ADMIN the
+# restore cannot recreate sockets' state; without SYS_TIME it cannot set the time namespace's offsets.
+CAP_ADD = ("SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "SYS_TIME")
+SECURITY_OPT = ("seccomp=unconfined",)
+
+# warmstart-init's exit codes (sandbox-init/main.go), as the launcher explains them.
+EXIT_CODES = {
+    120: "warmstart-init was called wrongly",
+    121: "CRIU could not restore the snapshot in the new container",
+    122: "a PID the snapshot needs is already in use in the new container",
+    123: "the app could not be started under warmstart-init",
+    124: "the dump failed",
+}
+
+
+@dataclass(frozen=True)
+class RunExtras:
+    """What a sandbox container needs beyond a plain `run`: our init as entrypoint, root (CRIU), privileges."""
+
+    entrypoint: str = str(INIT)
+    user: str = "0:0"
+    cap_add: tuple[str, ...] = CAP_ADD
+    security_opt: tuple[str, ...] = SECURITY_OPT
+
+
+def missing() -> str:
+    """Why this host cannot use the sandbox path ("" when it can)."""
+    if not os.access(INIT, os.X_OK):
+        return f"{INIT} is missing (scripts/setup-host builds it)"
+    if not os.access(CRIU_PREFIX / "bin" / "criu", os.X_OK):
+        return f"no self-contained CRIU prefix at {CRIU_PREFIX} (scripts/setup-host installs one)"
+    return ""
+
+
+def tool_mounts() -> list[str]:
+    """The init and the CRIU prefix, read-only at the same paths as on the host (CRIU's interpreter path is
+    absolute)."""
+    return [f"{INIT}:{INIT}:ro", f"{CRIU_PREFIX}:{CRIU_PREFIX}:ro"]
+
+
+def boot_command(app_command: list[str], *, user: str = "") -> list[str]:
+    """The init's arguments for a cold boot under it; `user` is the image's USER, which the app is started as
+    (the init itself runs as root, since CRIU needs it)."""
+    return ["boot", *(["--user", user] if user and user not in ("0", "root", "0:0") else []), "--", *app_command]
+
+
+def dump_command(out: str = OUT_MOUNT) -> list[str]:
+    return [str(INIT), "dump", "--out", out]
+
+
+def restore_command() -> list[str]:
+    return ["restore", "--snapshot", SNAPSHOT_MOUNT]
+
+
+def explain_exit(code: int) -> str:
+    return EXIT_CODES.get(code, "")
