@@ -44,11 +44,14 @@ def build(cli: Cli, app: str, *extra: str) -> dict:
     return res.json
 
 
-def boot_token_in_checkpoint(checkpoint: Path) -> str:
-    """The token the build's process printed at boot, from the container log podman puts in the archive."""
-    with tarfile.open(checkpoint) as tar:
+def snapshot_holds_token(snapshot: Path, token: str) -> bool:
+    """Whether the build's process had this boot token: sandbox snapshots hold the process's memory pages (the
+    token is a str object in them); container-mode archives hold the container log it printed at boot."""
+    if (snapshot / "images").is_dir():
+        return any(token.encode() in p.read_bytes() for p in (snapshot / "images").glob("pages-*.img"))
+    with tarfile.open(snapshot / "checkpoint.tar") as tar:
         log = tar.extractfile("ctr.log").read().decode()  # type: ignore[union-attr]
-    return re.search(r"token=([0-9a-f]+)", log).group(1)  # type: ignore[union-attr]
+    return re.search(r"token=([0-9a-f]+)", log).group(1) == token  # type: ignore[union-attr]
 
 
 def free_port() -> int:
@@ -79,11 +82,14 @@ def test_build_stores_a_private_snapshot_and_leaves_no_container(built: tuple[Cl
     assert result["app"] == app and result["image"] == COUNTER_IMAGE and result["size_bytes"] > 1_000_000
     assert containers_of(app) == []
     snap = Path(result["snapshot_path"])
-    assert sorted(p.name for p in snap.iterdir()) == [".verified", "checkpoint.tar", "manifest.json"]
-    for path in [cli.cache, snap.parent, snap]:
+    assert sorted(p.name for p in snap.iterdir()) == [".verified", "images", "manifest.json", "rootfs.tar",
+                                                      "sandbox.json"]
+    assert any(p.name.startswith("pages-") for p in (snap / "images").iterdir())  # CRIU images, unpacked
+    for path in [cli.cache, snap.parent, snap, snap / "images"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
-    for path in snap.iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    for path in snap.rglob("*"):
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     manifest = json.loads((snap / "manifest.json").read_text())
     assert manifest["schema_version"] == 1
     assert manifest["spec"]["env"] == ["API_KEY", "STARTUP_DELAY"]
@@ -100,8 +106,7 @@ def test_restored_instance_continues_the_snapshot_state(built: tuple[Cli, str, d
     assert out["mode"] == "restored" and out["app"] == app and out["snapshot"] == result["snapshot"]
     assert out["container"] and out["ready_seconds"] > 0 and "reason" in out
     body = http_json(f"127.0.0.1:{port}")
-    token = boot_token_in_checkpoint(Path(result["snapshot_path"]) / "checkpoint.tar")
-    assert body["boot_token"] == token
+    assert snapshot_holds_token(Path(result["snapshot_path"]), body["boot_token"])
     # 1 build probe before the checkpoint + 1 probe after restore + this request: the count went on, not restarted.
     assert body["count"] == 3
     assert cli("stop", out["name"]).returncode == 0
@@ -128,7 +133,8 @@ def test_two_instances_from_one_snapshot_serve_at_once(built: tuple[Cli, str, di
 
 def test_run_without_snapshot_starts_cold_and_says_why(cli: Cli, owned_app: str) -> None:
     built = build(cli, owned_app)
-    token = boot_token_in_checkpoint(Path(built["snapshot_path"]) / "checkpoint.tar")
+    kept = cli.cache.parent / "kept-snapshot"  # a copy, to tell the snapshot's process from a fresh one
+    subprocess.run(["cp", "-a", built["snapshot_path"], str(kept)], check=True)
     subprocess.run(["rm", "-rf", str(cli.cache / "snapshots" / owned_app)], check=True)
 
     refused = cli("run", owned_app, "--no-fallback")
@@ -141,18 +147,26 @@ def test_run_without_snapshot_starts_cold_and_says_why(cli: Cli, owned_app: str)
     out = res.json
     assert out["mode"] == "cold" and "no snapshot" in out["reason"]
     body = http_json(out["ports"]["8080/tcp"])
-    assert body["boot_token"] != token and body["count"] == 2  # a fresh process: 1 probe + this request
+    assert not snapshot_holds_token(kept, body["boot_token"]) and body["count"] == 2  # fresh: 1 probe + this
     human = cli("run", owned_app)
     assert human.returncode == 0 and "cold" in human.stdout and "why cold: no snapshot" in human.stdout
 
 
-def _corrupt_member(checkpoint: Path, member: str) -> None:
-    """Overwrite a member's data inside the archive with garbage of the same length (size stays the same)."""
-    with tarfile.open(checkpoint) as tar:
-        info = tar.getmember(member)
-    with checkpoint.open("r+b") as fh:
-        fh.seek(info.offset_data)
-        fh.write(b"\xde\xad\xbe\xef" * (info.size // 4))
+def _corrupt_image(snapshot: Path, image: str) -> str:
+    """Overwrite a CRIU image's data with garbage of the same length (size stays the same): in place in a sandbox
+    snapshot's images/, or as a member of a container-mode archive. Returns the manifest's name of what changed."""
+    if (snapshot / "images").is_dir():
+        path, offset, size = snapshot / "images" / image, 0, (snapshot / "images" / image).stat().st_size
+        name = f"images/{image}"
+    else:
+        path, name = snapshot / "checkpoint.tar", "checkpoint.tar"
+        with tarfile.open(path) as tar:
+            info = tar.getmember(f"checkpoint/{image}")
+        offset, size = info.offset_data, info.size
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xde\xad\xbe\xef" * (size // 4))
+    return name
 
 
 def _reseal(snapshot: Path) -> None:
@@ -160,23 +174,23 @@ def _reseal(snapshot: Path) -> None:
     import hashlib
 
     manifest = json.loads((snapshot / "manifest.json").read_text())
-    data = (snapshot / "checkpoint.tar").read_bytes()
-    manifest["files"]["checkpoint.tar"]["sha256"] = hashlib.sha256(data).hexdigest()
+    for name in manifest["files"]:
+        manifest["files"][name]["sha256"] = hashlib.sha256((snapshot / name).read_bytes()).hexdigest()
     (snapshot / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_tampered_snapshot_is_quarantined_and_falls_back_cold(cli: Cli, owned_app: str) -> None:
     built = build(cli, owned_app)
-    _corrupt_member(Path(built["snapshot_path"]) / "checkpoint.tar", "checkpoint/pages-1.img")
+    name = _corrupt_image(Path(built["snapshot_path"]), "pages-1.img")
     res = cli("run", owned_app, "--json")
     assert res.returncode == 0, res.stderr
     assert res.json["mode"] == "cold"
-    assert "checkpoint.tar does not match its sha256 in the manifest; quarantined to" in res.json["reason"]
+    assert f"{name} does not match its sha256 in the manifest; quarantined to" in res.json["reason"]
     assert not Path(built["snapshot_path"]).exists()
     assert len(list((cli.cache / "quarantine").iterdir())) == 1
 
     rebuilt = build(cli, owned_app)  # the key is free again: a fresh snapshot
-    _corrupt_member(Path(rebuilt["snapshot_path"]) / "checkpoint.tar", "checkpoint/pages-1.img")
+    _corrupt_image(Path(rebuilt["snapshot_path"]), "pages-1.img")
     refused = cli("run", owned_app, "--no-fallback")
     assert refused.returncode == 1
     assert "does not match its sha256" in refused.stderr and "--no-fallback" in refused.stderr
@@ -185,7 +199,7 @@ def test_tampered_snapshot_is_quarantined_and_falls_back_cold(cli: Cli, owned_ap
 
 def test_unrestorable_snapshot_falls_back_cold_or_fails_with_no_fallback(cli: Cli, owned_app: str) -> None:
     built = build(cli, owned_app)
-    _corrupt_member(Path(built["snapshot_path"]) / "checkpoint.tar", "checkpoint/inventory.img")
+    _corrupt_image(Path(built["snapshot_path"]), "inventory.img")
     _reseal(Path(built["snapshot_path"]))
 
     refused = cli("run", owned_app, "--no-fallback")

@@ -226,9 +226,15 @@ def test_pulled_snapshot_with_a_corrupted_blob_is_refused(tmp_path: Path, cli: C
     built = build(cli, owned_app)
     ref = f"{registry.address}/warmstart/{owned_app}:corrupt"
     assert cli("push", built["snapshot"], ref, env=env).returncode == 0
-    digest = json.loads((Path(built["snapshot_path"]) / "manifest.json").read_text())["files"]["checkpoint.tar"]["sha256"]
+    import requests
+
+    oci = requests.get(f"http://{registry.address}/v2/warmstart/{owned_app}/manifests/corrupt", timeout=10,
+                       auth=(registry.user, registry.password),
+                       headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    payload = next(lay for lay in oci["layers"] if lay["annotations"]["org.opencontainers.image.title"] != "manifest.json")
+    digest = payload["digest"].removeprefix("sha256:")
     blob = registry.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
-    with blob.open("r+b") as fh:  # the registry's copy of checkpoint.tar, damaged in place
+    with blob.open("r+b") as fh:  # the registry's copy of the snapshot's payload, damaged in place
         fh.seek(blob.stat().st_size // 2)
         fh.write(b"\x00" * 4096)
     other = Cli(tmp_path / "other")

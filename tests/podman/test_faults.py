@@ -6,8 +6,10 @@ reason), that nothing outside the cache changed, and that nothing was left runni
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import tarfile
 import signal
 import socket
 import subprocess
@@ -136,9 +138,81 @@ def _snapshot_layers(manifest: dict, checkpoint: bytes, titles: tuple[str, str] 
 
 @pytest.fixture
 def real_snapshot(cli: Cli, owned_app: str) -> tuple[dict, bytes]:
-    built = build(cli, owned_app)
+    """A real container-mode snapshot: its manifest and the engine's archive, to craft artifacts from."""
+    built = build(cli, owned_app, "--mode", "container")
     path = Path(built["snapshot_path"])
     return json.loads((path / "manifest.json").read_text()), (path / "checkpoint.tar").read_bytes()
+
+
+def _transport(snapshot: Path, manifest: dict, extra: tarfile.TarInfo | None = None, data: bytes = b"") -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in sorted(manifest["files"]):
+            tar.add(snapshot / name, arcname=name)
+        if extra is not None:
+            tar.addfile(extra, io.BytesIO(data) if extra.isfile() else None)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("member-traversal", "holds '../../../outside/escape', which its manifest does not list as a file"),
+    ("member-symlink", "holds 'images/pages-1.img', which its manifest does not list as a file"),
+    ("member-missing", "lacks ['sandbox.json']"),
+])
+def test_crafted_sandbox_transports_are_refused(
+        tmp_path: Path, cli: Cli, owned_app: str, registry: RegistryServer,  # noqa: F811
+        outside: Path, case: str, message: str) -> None:
+    built = build(cli, owned_app)
+    path = Path(built["snapshot_path"])
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["engine"]["mode"] == "sandbox"
+    if case == "member-traversal":
+        extra = tarfile.TarInfo("../../../outside/escape")
+        extra.size = 4
+        payload = _transport(path, manifest, extra, b"evil")
+    elif case == "member-symlink":
+        manifest_files = dict(manifest["files"])
+        manifest["files"] = {k: v for k, v in manifest_files.items() if k != "images/pages-1.img"}
+        link = tarfile.TarInfo("images/pages-1.img")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/shadow"
+        payload = _transport(path, manifest, link)
+        manifest["files"] = manifest_files
+    else:
+        files = dict(manifest["files"])
+        manifest["files"] = {k: v for k, v in files.items() if k != "sandbox.json"}
+        payload = _transport(path, manifest)
+        manifest["files"] = files
+    ref = _push_raw(registry, f"crafted/{owned_app}", case, config_media=CONFIG, layers=[
+        (json.dumps(manifest).encode(), "application/vnd.warmstart.manifest.v1+json", {TITLE: "manifest.json"}),
+        (payload, "application/vnd.warmstart.snapshot.v1.tar", {TITLE: "snapshot.tar"})])
+    authfile = tmp_path / "auth.json"
+    _login(registry, authfile)
+    other = Cli(tmp_path / "other")
+    before = tree(outside)
+    res = other("pull", ref, env={"REGISTRY_AUTH_FILE": str(authfile)})
+    assert res.returncode == 1 and message in res.stderr, res.stderr
+    assert tree(outside) == before
+    assert other("cache", "ls", "--json").json["snapshots"] == []
+    assert list((other.cache / ".staging").iterdir()) == []
+
+
+def test_sandbox_snapshot_round_trips_through_the_registry(
+        tmp_path: Path, cli: Cli, owned_app: str, registry: RegistryServer) -> None:  # noqa: F811
+    authfile = tmp_path / "auth.json"
+    _login(registry, authfile)
+    env = {"REGISTRY_AUTH_FILE": str(authfile)}
+    built = build(cli, owned_app)
+    pushed = cli("push", built["snapshot"], f"{registry.address}/warmstart/{owned_app}", "--json", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+    other = Cli(tmp_path / "other")
+    res = other("run", owned_app, "--registry", pushed.json["reference"], "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.json["mode"] == "restored" and res.json["snapshot"] == built["snapshot"]
+    assert http_json(res.json["ports"]["8080/tcp"])["count"] >= 2
+    pulled = Path(other("cache", "inspect", built["snapshot"], "--json").json["path"])
+    assert sorted(p.name for p in (pulled / "images").iterdir()) == sorted(
+        p.name for p in (Path(built["snapshot_path"]) / "images").iterdir())
+    assert list((cli.cache / ".staging").iterdir()) == []  # the push's transport tar is gone
 
 
 @pytest.mark.parametrize("case, message", [

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli, containers_of
-from tests.podman.test_build_run import _corrupt_member, _reseal, boot_token_in_checkpoint, build, free_port
+from tests.podman.test_build_run import _corrupt_image, _reseal, build, free_port, snapshot_holds_token
 
 pytestmark = pytest.mark.podman
 
@@ -90,11 +90,11 @@ def test_first_request_from_zero_is_served_by_a_restored_instance_which_idles_aw
     cli: Cli, owned_app: str, front_factory: Any
 ) -> None:
     built = build(cli, owned_app)
-    token = boot_token_in_checkpoint(Path(built["snapshot_path"]) / "checkpoint.tar")
     front = front_factory(cli, owned_app, "--idle", "2")
     assert containers_of(owned_app) == []  # zero instances until a request arrives
     status, body = front.get("/")
-    assert status == 200 and json.loads(body)["boot_token"] == token
+    token = json.loads(body)["boot_token"]
+    assert status == 200 and snapshot_holds_token(Path(built["snapshot_path"]), token)
     started = front.wait_for("started")
     assert started["mode"] == "restored" and started["instances"] == 1
     stopped = front.wait_for("stopped", timeout=30)
@@ -124,7 +124,7 @@ def test_twenty_concurrent_first_requests_start_exactly_one_instance(
 
 def test_restore_failure_falls_back_cold_and_still_answers(cli: Cli, owned_app: str, front_factory: Any) -> None:
     built = build(cli, owned_app)
-    _corrupt_member(Path(built["snapshot_path"]) / "checkpoint.tar", "checkpoint/inventory.img")
+    _corrupt_image(Path(built["snapshot_path"]), "inventory.img")
     _reseal(Path(built["snapshot_path"]))
     front = front_factory(cli, owned_app)
     status, body = front.get("/")

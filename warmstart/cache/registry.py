@@ -21,7 +21,8 @@ import json
 import binascii
 import os
 import re
-import tempfile
+import shutil
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +33,13 @@ from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
 from warmstart.errors import ManifestError, RegistryError
 
 CONFIG_MEDIA_TYPE = "application/vnd.warmstart.snapshot.config.v1+json"
+TRANSPORT_FILE = "snapshot.tar"  # a sandbox snapshot's files (CRIU images, rootfs.tar, sandbox.json), packed for the trip
 LAYER_MEDIA_TYPES = {
     FILENAME: "application/vnd.warmstart.manifest.v1+json",
-    CHECKPOINT_FILE: "application/vnd.warmstart.checkpoint.v1.tar",
+    CHECKPOINT_FILE: "application/vnd.warmstart.checkpoint.v1.tar",  # container mode: the engine's archive
+    TRANSPORT_FILE: "application/vnd.warmstart.snapshot.v1.tar",  # sandbox mode
 }
+PAYLOAD = {"container": CHECKPOINT_FILE, "sandbox": TRANSPORT_FILE}  # mode -> the second layer's file
 TITLE = "org.opencontainers.image.title"  # OCI image-spec annotations.md: a layer's file name
 CREATED = "org.opencontainers.image.created"
 USER_ENV, PASSWORD_ENV = "WARMSTART_REGISTRY_USER", "WARMSTART_REGISTRY_PASSWORD"
@@ -187,17 +191,26 @@ class Registry:
                 raise RegistryError(f"{action} {self.ref} failed: no such reference in the registry") from exc
             raise RegistryError(f"{action} {self.ref} failed: {text.splitlines()[0] if text else type(exc).__name__}") from exc
 
-    def push(self, snapshot: Snapshot) -> PushResult:
+    def push(self, snapshot: Snapshot, *, scratch: Path) -> PushResult:
+        """Push manifest.json and the payload: the engine's archive (container mode) or, for a sandbox snapshot,
+        its files packed into one tar in `scratch` (a private dir of the cache: the files hold process memory)."""
         m = snapshot.manifest
         annotations = {"io.warmstart.app": m.app, "io.warmstart.tag": m.tag, "io.warmstart.key": m.key,
                        "io.warmstart.schema_version": str(m.schema_version), CREATED: m.created_at}
-        with tempfile.TemporaryDirectory(prefix="warmstart-push-") as tmp, self._translated("push to"), _cwd(snapshot.path):
-            config = Path(tmp) / "config.json"
-            config.write_text("{}")
+        payload = PAYLOAD[m.mode]
+        source = snapshot.path
+        if m.mode == "sandbox":
+            source = scratch
+            shutil.copyfile(snapshot.path / FILENAME, scratch / FILENAME)
+            with tarfile.open(scratch / TRANSPORT_FILE, "w", format=tarfile.PAX_FORMAT) as tar:
+                for name in sorted(m.files):
+                    tar.add(snapshot.path / name, arcname=name, recursive=False, filter=_plain)
+        with self._translated("push to"), _cwd(source):
+            (scratch / "config.json").write_text("{}")
             resp = self.client.push(
                 target=str(self.ref),
-                files=[f"{name}:{media}" for name, media in LAYER_MEDIA_TYPES.items()],
-                manifest_config=f"{config}:{CONFIG_MEDIA_TYPE}",
+                files=[f"{name}:{LAYER_MEDIA_TYPES[name]}" for name in (FILENAME, payload)],
+                manifest_config=f"{scratch / 'config.json'}:{CONFIG_MEDIA_TYPE}",
                 manifest_annotations=annotations,
                 disable_path_validation=True,
                 quiet=True,
@@ -230,7 +243,13 @@ class Registry:
                 manifest = Manifest.load(stage / FILENAME)
             except ManifestError as exc:
                 raise RegistryError(f"pulled snapshot {self.ref} has a bad manifest: {exc}") from exc
-            if set(manifest.files) != {CHECKPOINT_FILE}:
+            if PAYLOAD[manifest.mode] not in layers:
+                raise RegistryError(f"pulled snapshot {self.ref} is a {manifest.mode} snapshot without its "
+                                    f"{PAYLOAD[manifest.mode]}: refused")
+            if manifest.mode == "sandbox":
+                _unpack(stage / TRANSPORT_FILE, stage, manifest, str(self.ref))
+                digests = {name: sha256_file(stage / name) for name in manifest.files}
+            elif set(manifest.files) != {CHECKPOINT_FILE}:
                 raise RegistryError(f"pulled snapshot {self.ref} lists files {sorted(manifest.files)[:5]}, expected "
                                     f"exactly {CHECKPOINT_FILE}: refused")
             for name, entry in manifest.files.items():
@@ -244,6 +263,39 @@ class Registry:
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
+def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o600
+    return info
+
+
+def _unpack(archive: Path, stage: Path, manifest: Manifest, ref: str) -> None:
+    """Unpack a sandbox snapshot's transport tar into staging. Its members must be exactly the manifest's files,
+    each a regular file (the manifest's names are already validated as plain `NAME` or `images/NAME`); anything
+    else refuses the whole snapshot. Written with O_EXCL|O_NOFOLLOW, 0600; then removed."""
+    wanted = set(manifest.files)
+    seen: set[str] = set()
+    (stage / "images").mkdir(mode=0o700, exist_ok=True)
+    try:
+        with tarfile.open(archive) as tar:
+            for member in tar:
+                if member.name not in wanted or member.name in seen or not member.isfile():
+                    raise RegistryError(f"pulled snapshot {ref} holds {member.name[:100]!r}, which its manifest "
+                                        "does not list as a file: refused")
+                seen.add(member.name)
+                src = tar.extractfile(member)
+                assert src is not None
+                fd = os.open(stage / member.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+    except (tarfile.TarError, OSError) as exc:
+        raise RegistryError(f"pulled snapshot {ref} has a broken {TRANSPORT_FILE}: {exc}") from exc
+    if seen != wanted:
+        raise RegistryError(f"pulled snapshot {ref} lacks {sorted(wanted - seen)[:3]}: refused")
+    archive.unlink()
+
+
 def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
     """file name -> blob digest of a warmstart artifact's OCI manifest, which must be exactly our shape: our
     config media type, one layer per file of LAYER_MEDIA_TYPES titled with its name, sha256 digests."""
@@ -252,19 +304,21 @@ def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
         found = config.get("mediaType") if isinstance(config, dict) else None
         raise RegistryError(f"{ref} is not a warmstart snapshot (config media type {str(found)[:100]!r})")
     raw_layers = oci.get("layers")
-    if not isinstance(raw_layers, list) or len(raw_layers) != len(LAYER_MEDIA_TYPES):
-        raise RegistryError(f"{ref} does not hold exactly {sorted(LAYER_MEDIA_TYPES)}: refused")
+    if not isinstance(raw_layers, list) or len(raw_layers) != 2:
+        raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload: refused")
     layers: dict[str, str] = {}
     for layer in raw_layers:
         title = layer.get("annotations", {}).get(TITLE) if isinstance(layer, dict) and isinstance(
             layer.get("annotations"), dict) else None
         digest = layer.get("digest") if isinstance(layer, dict) else None
         if title not in LAYER_MEDIA_TYPES or title in layers:
-            raise RegistryError(f"{ref} does not hold exactly {sorted(LAYER_MEDIA_TYPES)}: found a layer titled "
+            raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload: found a layer titled "
                                 f"{str(title)[:100]!r}: refused")
         if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
             raise RegistryError(f"{ref}: layer {title} has no valid sha256 digest: refused")
         layers[title] = digest
+    if FILENAME not in layers:
+        raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload: no manifest.json: refused")
     return layers
 
 

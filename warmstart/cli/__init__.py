@@ -16,9 +16,16 @@ def main() -> None:
         signal.signal(sig, _exit_quietly)
     from warmstart.cli.app import main as run
 
+    from warmstart.cli.output import committed
+
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         run()
     except KeyboardInterrupt:  # between commands' own handling (which cleans up) and the process edge
+        if committed.done:
+            raise SystemExit(0) from None
         os.write(2, b"warmstart: error: interrupted\n")
         raise SystemExit(130) from None
+    finally:  # the command is over: an interrupt now would only garble the exit status
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)

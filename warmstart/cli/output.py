@@ -21,12 +21,29 @@ stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class _Commit:
+    """Set once a command's result has been (or is being) printed: from then on the work stands, and an interrupt
+    arriving late must neither undo it nor report it undone."""
+
+    done = False
+
+
+committed = _Commit()
+
+
+def result(text: str) -> None:
+    """Print a command's human result on stdout (the command's work is then complete)."""
+    committed.done = True
+    stdout.print(text, markup=False)
+
+
 def progress(message: str) -> None:
     if sys.stderr.isatty():
         stderr.print(f"[dim]… {message}[/dim]")
 
 
 def emit_json(obj: Any) -> None:
+    committed.done = True
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         obj = dataclasses.asdict(obj)
     print(json.dumps(obj, indent=2, sort_keys=True))
@@ -55,6 +72,8 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
             _report(exc, as_json)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
+            if committed.done:  # the result is out: it stands
+                raise typer.Exit(0) from None
             exc = Interrupted("interrupted; everything this command created has been removed")
             _report(exc, as_json)
             raise typer.Exit(exc.exit_code) from None

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, progress, stdout
+from warmstart.cli.output import emit_json, handle_errors, progress, result as show
 from warmstart.errors import UsageError
 from warmstart.spec import AppSpec, make_probe, parse_container_port, parse_env, validate_app_name, validate_tag
 
@@ -58,13 +58,12 @@ def build(
         return
     for r in results:
         if r.reused:
-            stdout.print(f"unchanged: kept snapshot {r.snapshot} ({r.size_bytes / 1e6:.1f} MB); --force rebuilds it",
-                         markup=False)
+            show(f"unchanged: kept snapshot {r.snapshot} ({r.size_bytes / 1e6:.1f} MB); --force rebuilds it")
             continue
         extra = f", {r.warmup_requests} warm-up requests" if r.warmup_requests else ""
         if r.untrimmed_size_bytes is not None:
             extra += f", {r.untrimmed_size_bytes / 1e6:.1f} MB before trim"
-        stdout.print(
+        show(
             f"built snapshot {r.snapshot} of {r.app} ({r.size_bytes / 1e6:.1f} MB{extra}) in {r.build_seconds:.2f}s: "
             f"cold start was ready in {r.ready_seconds:.2f}s, checkpoint took {r.checkpoint_seconds:.2f}s",
             markup=False,

@@ -9,7 +9,7 @@ import typer
 
 from warmstart.cache.store import Snapshot
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, stdout
+from warmstart.cli.output import emit_json, handle_errors, result as show
 from warmstart.errors import UsageError
 from warmstart.spec import parse_duration, parse_size
 
@@ -35,13 +35,12 @@ def ls(
         emit_json({"snapshots": [_summary(s) for s in snaps]})
         return
     if not snaps:
-        stdout.print("no snapshots")
+        show("no snapshots")
         return
-    stdout.print(f"{'SNAPSHOT':<40} {'CREATED':<25} {'SIZE':>10}  IMAGE", markup=False)
+    show(f"{'SNAPSHOT':<40} {'CREATED':<25} {'SIZE':>10}  IMAGE")
     for s in snaps:
         d = _summary(s)
-        stdout.print(f"{d['snapshot']:<40} {d['created_at'][:23]:<25} {d['size_bytes'] / 1e6:>8.1f}MB  {d['image']}",
-                     markup=False)
+        show(f"{d['snapshot']:<40} {d['created_at'][:23]:<25} {d['size_bytes'] / 1e6:>8.1f}MB  {d['image']}")
 
 
 @app.command()
@@ -58,15 +57,15 @@ def inspect(
         emit_json(manifest)
         return
     m = snap.manifest
-    stdout.print(f"snapshot   {snap.ref}\npath       {snap.path}\ncreated    {m.created_at}\nkey        {m.key}\n"
+    show(f"snapshot   {snap.ref}\npath       {snap.path}\ncreated    {m.created_at}\nkey        {m.key}\n"
                  f"image      {m.image.get('ref')} ({m.image.get('id', '')[:19]})\n"
                  f"engine     {m.engine.get('name')} {m.engine.get('version')}, {m.engine.get('runtime')} "
                  f"{m.engine.get('runtime_version')}\nhost       {m.host.get('arch')} {m.host.get('kernel')}, "
-                 f"CRIU {m.host.get('criu_version')}, {m.host.get('cpu_model')}", markup=False)
+                 f"CRIU {m.host.get('criu_version')}, {m.host.get('cpu_model')}")
     for name, f in m.files.items():
-        stdout.print(f"file       {name} {f['size'] / 1e6:.1f}MB sha256:{f['sha256'][:16]}", markup=False)
+        show(f"file       {name} {f['size'] / 1e6:.1f}MB sha256:{f['sha256'][:16]}")
     for name, value in m.timings.items():
-        stdout.print(f"timing     {name} {value}s", markup=False)
+        show(f"timing     {name} {value}s")
 
 
 @app.command()
@@ -84,7 +83,7 @@ def rm(
     if json_output:
         emit_json({"removed": [s.ref for s in doomed]})
         return
-    stdout.print("\n".join(f"removed {s.ref}" for s in doomed), markup=False)
+    show("\n".join(f"removed {s.ref}" for s in doomed))
 
 
 @app.command()
@@ -112,6 +111,6 @@ def prune(
         return
     verb = "would remove" if dry_run else "removed"
     for ref in result.removed:
-        stdout.print(f"{verb} {ref}", markup=False)
-    stdout.print(f"{verb} {len(result.removed)} snapshots ({result.freed_bytes / 1e6:.1f} MB) and "
-                 f"{result.quarantine_removed} quarantined; kept {len(result.kept)}", markup=False)
+        show(f"{verb} {ref}")
+    show(f"{verb} {len(result.removed)} snapshots ({result.freed_bytes / 1e6:.1f} MB) and "
+                 f"{result.quarantine_removed} quarantined; kept {len(result.kept)}")

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, stdout
+from warmstart.cli.output import emit_json, handle_errors, result as show
 from warmstart.instances import list_instances
 
 
@@ -21,9 +21,9 @@ def ps(
         emit_json({"instances": [vars(i) for i in instances]})
         return
     if not instances:
-        stdout.print("no instances")
+        show("no instances")
         return
-    stdout.print(f"{'NAME':<28} {'APP':<16} {'MODE':<9} {'STATUS':<9} PORTS", markup=False)
+    show(f"{'NAME':<28} {'APP':<16} {'MODE':<9} {'STATUS':<9} PORTS")
     for i in instances:
         ports = ", ".join(f"{k}->{v}" for k, v in i.ports.items())
-        stdout.print(f"{i.name:<28} {i.app:<16} {i.mode:<9} {i.status:<9} {ports}", markup=False)
+        show(f"{i.name:<28} {i.app:<16} {i.mode:<9} {i.status:<9} {ports}")

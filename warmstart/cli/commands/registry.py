@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, stdout
+from warmstart.cli.output import emit_json, handle_errors, result as show
 
 Insecure = Annotated[
     bool, typer.Option("--insecure", help="Plain HTTP (default only for loopback registries, as docker does).")
@@ -25,14 +25,16 @@ def push(
     """Push a snapshot to an OCI registry (credentials from podman/docker login or the environment)."""
     from warmstart.cache.registry import Reference, Registry
     
-    snap = options.open_store(cache_dir).resolve(snapshot)[0]
+    store = options.open_store(cache_dir)
+    snap = store.resolve(snapshot)[0]
     target = Reference.parse(ref, default_tag=f"{snap.manifest.app}-{snap.manifest.tag}")
-    result = Registry(target, insecure=insecure or None).push(snap)
+    with store.staging("push") as scratch:
+        result = Registry(target, insecure=insecure or None).push(snap, scratch=scratch)
     if json_output:
         emit_json(result)
         return
-    stdout.print(f"pushed {result.snapshot} to {result.reference} ({result.size_bytes / 1e6:.1f} MB, "
-                 f"{result.digest})", markup=False)
+    show(f"pushed {result.snapshot} to {result.reference} ({result.size_bytes / 1e6:.1f} MB, "
+                 f"{result.digest})")
 
 
 @handle_errors
@@ -49,5 +51,5 @@ def pull(
     if json_output:
         emit_json(result)
         return
-    stdout.print(f"pulled {result.reference} as {result.snapshot} ({result.size_bytes / 1e6:.1f} MB)", markup=False)
+    show(f"pulled {result.reference} as {result.snapshot} ({result.size_bytes / 1e6:.1f} MB)")
 

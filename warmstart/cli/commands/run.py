@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, progress, stdout
+from warmstart.cli.output import emit_json, handle_errors, progress, result as show
 from warmstart.launch import launch
 
 
@@ -32,8 +32,8 @@ def run(
         return
     ports = ", ".join(f"{k} -> {v}" for k, v in result.ports.items()) or "no ports"
     if result.mode == "restored":
-        stdout.print(f"restored {result.app} as {result.name} from snapshot {result.snapshot}, ready in "
-                     f"{result.ready_seconds:.2f}s ({ports})", markup=False)
+        show(f"restored {result.app} as {result.name} from snapshot {result.snapshot}, ready in "
+             f"{result.ready_seconds:.2f}s ({ports})")
     else:
-        stdout.print(f"started {result.app} cold as {result.name}, ready in {result.ready_seconds:.2f}s ({ports})\n"
-                     f"  why cold: {result.reason}", markup=False)
+        show(f"started {result.app} cold as {result.name}, ready in {result.ready_seconds:.2f}s ({ports})\n"
+             f"  why cold: {result.reason}")

@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, stdout
+from warmstart.cli.output import emit_json, handle_errors, result as show
 from warmstart.instances import stop_instances
 
 
@@ -22,4 +22,4 @@ def stop(
     if json_output:
         emit_json({"stopped": stopped})
         return
-    stdout.print("\n".join(f"stopped {n}" for n in stopped) or "nothing to stop", markup=False)
+    show("\n".join(f"stopped {n}" for n in stopped) or "nothing to stop")
