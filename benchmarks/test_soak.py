@@ -53,19 +53,21 @@ def _comm(p: Path) -> str:
 def _cycles(cache: Path, spec: Path) -> dict[str, Any]:
     before = _leftovers(cache)
     seconds: list[float] = []
-    failures = 0
+    failures: list[str] = []
+    modes: dict[str, int] = {}
     for _ in range(CYCLES):
         t = time.perf_counter()
         try:
             out = warmstart("run", "soak", "-f", str(spec), cache=cache)
+            modes[out["mode"]] = modes.get(out["mode"], 0) + 1
             warmstart("stop", out["name"], cache=cache)
-        except RuntimeError:
-            failures += 1
+        except RuntimeError as exc:
+            failures.append(str(exc)[:300])
         seconds.append(time.perf_counter() - t)
     after = _leftovers(cache)
     tenth = max(1, CYCLES // 10)
     return {
-        "cycles": CYCLES, "failures": failures,
+        "cycles": CYCLES, "failures": len(failures), "failure_messages": failures[:5], "modes": modes,
         "first_tenth_median_s": round(statistics.median(seconds[:tenth]), 3),
         "last_tenth_median_s": round(statistics.median(seconds[-tenth:]), 3),
         "by_tenth_median_s": [round(statistics.median(seconds[i:i + tenth]), 3) for i in range(0, CYCLES, tenth)],
@@ -121,8 +123,8 @@ def test_soak(cache: Path, tmp_path: Path) -> None:
     (RESULTS / "soak.json").write_text(json.dumps(result, indent=2) + "\n")
     c, b = result["cycles"], result["serve_burst"]
     lines = [f"# Soak ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             f"run/stop cycles: {c['cycles']}, failures {c['failures']}; median seconds per cycle by tenth: "
-             f"{c['by_tenth_median_s']}", "", "| leftover | before | after |", "|---|---|---|"]
+             f"run/stop cycles: {c['cycles']} ({c['modes']}), failures {c['failures']}; median seconds per cycle "
+             f"by tenth: {c['by_tenth_median_s']}", *[f"- failure: {m}" for m in c["failure_messages"]], "", "| leftover | before | after |", "|---|---|---|"]
     lines += [f"| {k} | {c['leftovers_before'][k]} | {c['leftovers_after'][k]} |" for k in c["leftovers_before"]]
     lines += ["", f"serve from zero, {b['connections']} concurrent connections: answered {b['answered']}, "
                   f"rejected {b['rejected']}, hung {b['hung']}, failed {b['failed']} in {b['seconds']} s; "

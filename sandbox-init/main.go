@@ -557,7 +557,7 @@ func restore(args []string) {
 	if err == nil {
 		err = json.Unmarshal(data, &meta)
 	}
-	if err != nil || meta.Pid <= 1 {
+	if err != nil || meta.Pid < 1 {
 		fail(ExitRestoreFailed, "restore: unreadable %s in the snapshot: %v", MetaFile, err)
 	}
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", meta.Pid)); err == nil {

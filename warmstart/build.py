@@ -111,7 +111,7 @@ def _checkpoint(engine: Engine, container: str, stage: Path, *, mode: str, sub: 
     return size
 
 
-def default_mode(engine: Engine) -> tuple[str, str]:
+def default_mode() -> tuple[str, str]:
     """The build mode when none is asked for, and why: sandbox where this host has what it needs."""
     env = os.environ.get(sandbox.MODE_VAR)
     if env:
@@ -121,7 +121,7 @@ def default_mode(engine: Engine) -> tuple[str, str]:
     why_not = sandbox.missing()
     if why_not:
         return sandbox.CONTAINER, f"sandbox unavailable: {why_not}"
-    return sandbox.SANDBOX, "default"
+    return sandbox.SANDBOX, "the default where the init and the CRIU prefix exist"
 
 
 def sweep_orphans(engine: Engine, app: str) -> list[str]:
@@ -153,7 +153,7 @@ def build(
                          "(or [apps.NAME.ready] in warmstart.toml)")
     start = time.monotonic()
     if mode is None:
-        mode, _ = default_mode(engine)
+        mode, _ = default_mode()
     if mode not in sandbox.MODES:
         raise UsageError(f"invalid mode {mode!r}: expected one of {', '.join(sandbox.MODES)}")
     image_id = prepare_image(spec, engine=engine, progress=progress)

@@ -17,6 +17,7 @@ from warmstart.cache.store import SnapshotStore
 from warmstart.containers import remove_quietly
 from warmstart.engines import ResolvedEngine, resolve_engine
 from warmstart.errors import WarmstartError
+from warmstart.sandbox import CRIU_PREFIX, INIT
 from warmstart.spec import AppSpec, ProbeSpec
 
 MIN_CRIU = (4, 2)  # older CRIU fails on Linux >= 6.16 (vDSO bounds, SO_PASSCRED on INET sockets)
@@ -144,6 +145,18 @@ def _smoke(resolved: ResolvedEngine, image: str) -> Check:
                  f"in {result.ready_seconds:.2f}s")
 
 
+def _restore_path(engine: str) -> Check:
+    """Which path `run` takes for new snapshots, and why (not a failure when it is the container path)."""
+    from warmstart.build import default_mode  # the one rule build follows
+
+    mode, why = default_mode()
+    if mode == "sandbox":
+        return Check("path", True, f"sandbox: new snapshots restore inside a fresh {engine} container, {INIT} as "
+                     f"PID 1 running CRIU from {CRIU_PREFIX} (both bind-mounted read-only); {why}")
+    return Check("path", True, f"container: new snapshots use {engine}'s whole-container checkpoint/restore ({why})",
+                 f"{SETUP_HINT} builds {INIT} and the self-contained CRIU prefix the sandbox path needs")
+
+
 def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = False,
                smoke_image: str = SMOKE_IMAGE) -> list[Check]:
     checks = [Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "run as root: checkpointing needs it")]
@@ -154,6 +167,7 @@ def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = Fals
     checks += _engine(resolved, error)
     checks.append(_criu())
     checks.append(_ulimits(resolved.engine.name if resolved else "podman"))
+    checks.append(_restore_path(resolved.engine.name if resolved else "podman"))
     try:
         SnapshotStore(cache_dir).open()
         checks.append(Check("cache", True, f"{cache_dir} is writable"))

@@ -175,7 +175,8 @@ def _reseal(snapshot: Path) -> None:
 
     manifest = json.loads((snapshot / "manifest.json").read_text())
     for name in manifest["files"]:
-        manifest["files"][name]["sha256"] = hashlib.sha256((snapshot / name).read_bytes()).hexdigest()
+        data = (snapshot / name).read_bytes()
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     (snapshot / "manifest.json").write_text(json.dumps(manifest))
 
 

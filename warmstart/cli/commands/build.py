@@ -66,7 +66,6 @@ def build(
         show(
             f"built snapshot {r.snapshot} of {r.app} ({r.size_bytes / 1e6:.1f} MB{extra}) in {r.build_seconds:.2f}s: "
             f"cold start was ready in {r.ready_seconds:.2f}s, checkpoint took {r.checkpoint_seconds:.2f}s",
-            markup=False,
         )
 
 
