@@ -37,33 +37,13 @@ def free_port() -> int:
 
 def outside_ttr(argv: list[str], *, port: int, path: str = "/healthz", timeout: float = 180,
                 env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Time to ready as a client sees it (shared/tools/outside-ttr, built in): start the launch command and, from
-    that same moment, poll the published port (connect, GET, 5 ms apart) until an HTTP 200. A dropped SYN shows
-    as a ~1 s `slowest_attempt_s`; our own probe, which starts after the engine returns, would never see it."""
-    import socket
+    """benchmarks.outside.outside_ttr with the session label, failing loudly when the launch did not get ready."""
+    from benchmarks.outside import outside_ttr as measure
 
-    request = f"GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n".encode()
-    t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "WARMSTART_SESSION": SESSION, **(env or {})})
-    slowest, attempts, ready = 0.0, 0, False
-    while time.monotonic() - t0 < timeout and not ready:
-        attempts += 1
-        start = time.monotonic()
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=3.0) as s:
-                s.sendall(request)
-                ready = s.recv(64).split(b" ")[1:2] == [b"200"]
-        except OSError:
-            pass
-        slowest = max(slowest, time.monotonic() - start)
-        if not ready:
-            time.sleep(0.005)
-    ttr = time.monotonic() - t0
-    out, err = proc.communicate(timeout=timeout)
-    if not ready or proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv[:4])}: not ready (exit {proc.returncode}): {err.strip()[-500:]}")
-    return {"ttr_s": ttr, "slowest_attempt_s": slowest, "attempts": attempts, "stdout": out}
+    r = measure(argv, port=port, path=path, timeout=timeout, env={"WARMSTART_SESSION": SESSION, **(env or {})})
+    if not r["ready"] or r["launch_exit"] != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])}: not ready (exit {r['launch_exit']}): {r['stderr'].strip()[-500:]}")
+    return r
 
 
 def warmstart(*args: str, cache: Path) -> dict[str, Any]:
