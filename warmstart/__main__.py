@@ -1,3 +1,3 @@
-from warmstart.cli.app import main
+from warmstart.cli import main
 
 main()

@@ -3,8 +3,6 @@ reopen and reseed after a restore. Each runs with its own timeout; the first fai
 
 from __future__ import annotations
 
-import http.client
-
 from warmstart.containers import published
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.errors import EngineError, HookError
@@ -50,7 +48,11 @@ def run_hooks(phase: str, hooks: tuple[HookSpec, ...], *, engine: Engine, state:
                     raise HookError(f"{where} answered HTTP {status}: {body[:200].decode(errors='replace')}")
         except EngineError as exc:
             raise HookError(f"{where} failed: {exc}") from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except OSError as exc:
+            raise HookError(f"{where} failed: {exc}") from exc
+        except Exception as exc:  # http.client.HTTPException, imported lazily (not on `run`'s import path)
+            if type(exc).__module__ != "http.client":
+                raise
             raise HookError(f"{where} failed: {exc}") from exc
         done.append(hook.describe())
     return done

@@ -4,7 +4,6 @@ find exactly what is ours and nothing else (the testcontainers `labels.py` idea)
 from __future__ import annotations
 
 import os
-import secrets
 
 PREFIX = "io.warmstart"
 MANAGED = f"{PREFIX}.managed"  # "true" on every container warmstart creates
@@ -27,8 +26,8 @@ def labels_for(app: str) -> dict[str, str]:
 
 
 def build_name(app: str) -> str:
-    return f"{BUILD_PREFIX}{app}-{secrets.token_hex(4)}"
+    return f"{BUILD_PREFIX}{app}-{os.urandom(4).hex()}"
 
 
 def instance_name(app: str) -> str:
-    return f"{INSTANCE_PREFIX}{app}-{secrets.token_hex(4)}"
+    return f"{INSTANCE_PREFIX}{app}-{os.urandom(4).hex()}"

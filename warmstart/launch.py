@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from warmstart import labels, sandbox
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
+from warmstart.probes import preload
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.hooks import after_restore_hooks, run_hooks
 from warmstart.host import host_facts, incompatibilities
@@ -235,6 +236,7 @@ def _restore(
 ) -> LaunchResult:
     name = labels.instance_name(spec.name)
     progress(f"restoring {name} from snapshot {snapshot.ref} ({snapshot.manifest.mode} mode)")
+    preload()
     with removed_on_failure(engine, name):
         if snapshot.manifest.mode == sandbox.SANDBOX:
             # A fresh container of the app's image whose PID 1 (our init) restores the app from the snapshot dir,

@@ -7,13 +7,11 @@ its last log lines (the testcontainers LogMessageWaitStrategy idea).
 
 from __future__ import annotations
 
-import http.client
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
-
-from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from warmstart.engines.base import Engine
 from warmstart.errors import EngineError, ReadinessError
@@ -28,8 +26,22 @@ class ContainerGone(Exception):
     """The container stopped while being probed; waiting longer cannot help."""
 
 
+def preload() -> None:
+    """Import what probing needs (tenacity, http.client: ~17 ms) in a background thread. `run` calls this just
+    before the engine call, which blocks in a subprocess: the imports are then done by the time probing starts,
+    instead of adding to time-to-ready."""
+
+    def load() -> None:
+        import http.client  # noqa: F401
+        import tenacity  # noqa: F401
+
+    threading.Thread(target=load, name="warmstart-preload", daemon=True).start()
+
+
 def http_request(host: str, port: int, call: HttpCall, *, timeout: float) -> tuple[int, bytes]:
     """One HTTP request; returns (status, body). Raises OSError / HTTPException on transport errors."""
+    import http.client
+
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         body = call.body.encode() if call.body is not None else None
@@ -48,6 +60,8 @@ def make_check(probe: ProbeSpec, *, engine: Engine, container: str, address: tup
     attempt_timeout = max(0.5, min(2.0, probe.timeout))
 
     def http_check() -> None:
+        import http.client
+
         assert address is not None
         try:
             status, body = http_request(*address, HttpCall(path=probe.path), timeout=attempt_timeout)
@@ -126,6 +140,8 @@ def wait_ready(
         if streak < probe.successes:
             last_seen = f"{streak} of {probe.successes} successes in a row"
             raise NotReady(last_seen)
+
+    from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
     retrying = Retrying(
         stop=stop_after_delay(probe.timeout),

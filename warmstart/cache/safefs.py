@@ -7,8 +7,6 @@ directory and file is checked where it is read, not trusted because of where it 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -69,6 +67,9 @@ def read_owned(path: Path, *, limit: int) -> str:
 def exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (renameat2 RENAME_EXCHANGE): readers see the old or the new, never neither.
     False when the kernel or filesystem cannot (the caller then falls back to two renames)."""
+    import ctypes  # here, not at the top: only publishing needs it, and `run` imports this module
+    import ctypes.util
+
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
         return False

@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import stat
 import time
@@ -194,7 +193,7 @@ class SnapshotStore:
     @contextlib.contextmanager
     def staging(self, app: str) -> Iterator[Path]:
         """A private dir to write a snapshot into; removed on any exit unless published meanwhile."""
-        path = self.staging_root / f"{app}-{os.getpid()}-{secrets.token_hex(4)}"
+        path = self.staging_root / f"{app}-{os.getpid()}-{os.urandom(4).hex()}"
         path.mkdir(mode=0o700)
         try:
             yield path
@@ -220,7 +219,7 @@ class SnapshotStore:
             if safefs.exchange(staging, dest):
                 shutil.rmtree(staging, ignore_errors=True)
             else:
-                old = self.staging_root / f"{manifest.app}-{os.getpid()}-{secrets.token_hex(4)}"
+                old = self.staging_root / f"{manifest.app}-{os.getpid()}-{os.urandom(4).hex()}"
                 os.rename(dest, old)
                 os.rename(staging, dest)
                 shutil.rmtree(old, ignore_errors=True)
@@ -372,7 +371,7 @@ class SnapshotStore:
         inside = path.parent.parent == self.snapshots or path.parent == self.quarantine_root
         if not inside or not safefs.is_plain_dir(path) or not safefs.is_plain_dir(path.parent):
             raise CacheError(f"{path} is not a snapshot directory of {self.root}: not removed")
-        trash = self.staging_root / f"rm-{os.getpid()}-{secrets.token_hex(4)}"
+        trash = self.staging_root / f"rm-{os.getpid()}-{os.urandom(4).hex()}"
         with contextlib.suppress(FileNotFoundError):
             os.rename(path, trash)
             shutil.rmtree(trash, ignore_errors=True)
@@ -419,7 +418,7 @@ def _sha256_owned(path: Path) -> str:
 
 def write_private(path: Path, data: str) -> None:
     """Write atomically (temp file + rename) with mode 0600 from the first byte."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w") as fh:

@@ -14,13 +14,24 @@ def main() -> None:
     process quietly; once the app runs, they become KeyboardInterrupt and every command cleans up after itself."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _exit_quietly)
-    from warmstart.cli.app import main as run
+    import sys
 
-    from warmstart.cli.output import committed
+    from warmstart.cli.plain import committed, lean_run
+    from warmstart.signals import install_sigterm_as_interrupt
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    install_sigterm_as_interrupt()
     try:
-        run()
+        if sys.argv[1:2] == ["run"]:  # the restore path: no typer, no rich (see plain.py)
+            code = lean_run(sys.argv[2:])
+            if code is not None:
+                raise SystemExit(code)
+        from warmstart.cli.app import app
+
+        app()
+    except BrokenPipeError:  # stdout closed early (`| head`): nothing more to say, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        raise SystemExit(1) from None
     except KeyboardInterrupt:  # between commands' own handling (which cleans up) and the process edge
         if committed.done:
             raise SystemExit(0) from None

@@ -14,7 +14,6 @@ from warmstart.cli.commands.registry import pull, push
 from warmstart.cli.commands.run import run
 from warmstart.cli.commands.serve import serve
 from warmstart.cli.commands.stop import stop
-from warmstart.signals import install_sigterm_as_interrupt
 
 app = typer.Typer(
     name="warmstart",
@@ -47,8 +46,3 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     pass
-
-
-def main() -> None:
-    install_sigterm_as_interrupt()
-    app()

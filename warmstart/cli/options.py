@@ -7,10 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from warmstart.cache.store import SnapshotStore, default_cache_dir
-from warmstart.engines import Engine, resolve_engine
+from warmstart.cli import plain
 from warmstart.errors import UsageError
-from warmstart.spec import AppSpec, PortBinding, parse_port_binding
 
 CacheDir = Annotated[
     Optional[Path],
@@ -26,27 +24,10 @@ SpecFile = Annotated[
 ]
 
 
-def load_spec_file(path: Path | None) -> dict[str, AppSpec]:
-    """Apps of the given spec file, or of ./warmstart.toml when it exists, else none."""
-    if path is None:
-        path = Path("warmstart.toml")  # specfile.DEFAULT_FILE, without importing the parser when there is none
-        if not path.exists():
-            return {}
-    from warmstart import specfile
-
-    return specfile.load(path)
-
-
-def open_store(cache_dir: Path | None) -> SnapshotStore:
-    return SnapshotStore(cache_dir or default_cache_dir()).open()
-
-
-def engine_for(choice: str | None) -> Engine:
-    return resolve_engine(choice).engine
-
-
-def port_bindings(values: list[str] | None) -> list[PortBinding]:
-    return [parse_port_binding(v) for v in values or []]
+load_spec_file = plain.load_spec_file
+open_store = plain.open_store
+engine_for = plain.engine_for
+port_bindings = plain.port_bindings
 
 
 def require(value: str | None, flag: str) -> str:

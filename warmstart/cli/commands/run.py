@@ -4,9 +4,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, progress, result as show
-from warmstart.launch import launch
+from warmstart.cli import options, plain
+from warmstart.cli.output import handle_errors
 
 
 @handle_errors
@@ -22,18 +21,5 @@ def run(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
-    bindings = options.port_bindings(port)
-    spec = options.load_spec_file(file).get(app)
-    store = options.open_store(cache_dir)
-    result = launch(app, engine=options.engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
-                    cold=cold, spec=spec, registry=registry, progress=progress)
-    if json_output:
-        emit_json(result)
-        return
-    ports = ", ".join(f"{k} -> {v}" for k, v in result.ports.items()) or "no ports"
-    if result.mode == "restored":
-        show(f"restored {result.app} as {result.name} from snapshot {result.snapshot}, ready in "
-             f"{result.ready_seconds:.2f}s ({ports})")
-    else:
-        show(f"started {result.app} cold as {result.name}, ready in {result.ready_seconds:.2f}s ({ports})\n"
-             f"  why cold: {result.reason}")
+    plain.run(app=app, ports=port, no_fallback=no_fallback, cold=cold, registry=registry, file=file,
+              cache_dir=cache_dir, engine=engine, json_output=json_output)

@@ -1,0 +1,36 @@
+"""The two CLI fronts of `run` (the lean argparse path on the restore path, and the typer command for help and
+usage errors) must accept exactly the same options and mean the same by them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import typer.main
+
+from warmstart.cli.app import app
+from warmstart.cli.plain import lean_run, run_parser
+
+
+def _typer_run_options() -> set[str]:
+    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    return {opt for param in command.params for opt in param.opts if opt.startswith("-")} - {"-h", "--help"}
+
+
+def test_lean_and_typer_run_accept_the_same_options() -> None:
+    lean = {opt for action in run_parser()._actions for opt in action.option_strings}
+    assert lean == _typer_run_options()
+
+
+def test_lean_run_hands_help_and_unknown_options_to_the_full_cli() -> None:
+    assert lean_run(["--help"]) is None
+    assert lean_run(["app", "--bogus"]) is None
+    assert lean_run([]) is None
+
+
+def test_run_does_not_import_typer_or_rich() -> None:
+    code = ("import sys; from warmstart.cli.plain import run_parser; import warmstart.launch, warmstart.engines.podman;"
+            "bad = [m for m in ('typer', 'rich', 'click', 'tenacity', 'http.client', 'docker') if m in sys.modules];"
+            "print(','.join(bad))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""

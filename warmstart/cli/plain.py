@@ -1,0 +1,165 @@
+"""The CLI's parts that need neither typer nor rich: result and error output, the commit rule for interrupts, the
+shared option helpers, and `run`'s body. `warmstart run` is on the restore path, where every import counts: the
+lean entry (cli/__init__.py) parses `run` with argparse and calls straight into this module, skipping typer and
+rich (about 45 ms); every other command goes through the typer app, which uses the same functions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from warmstart.errors import Interrupted, WarmstartError
+
+
+class _Commit:
+    """Set once a command's result has been (or is being) printed: from then on the work stands, and an interrupt
+    arriving late must neither undo it nor report it undone."""
+
+    done = False
+
+
+committed = _Commit()
+
+
+def result(text: str) -> None:
+    """Print a command's human result on stdout (the command's work is then complete)."""
+    committed.done = True
+    print(text, flush=True)
+
+
+def emit_json(obj: Any) -> None:
+    committed.done = True
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    print(json.dumps(obj, indent=2, sort_keys=True), flush=True)
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, and only on a terminal: scripts read stdout and want it clean."""
+    if sys.stderr.isatty():
+        print(f"… {message}", file=sys.stderr, flush=True)
+
+
+def report(exc: WarmstartError, as_json: bool) -> None:
+    """The one error format: one line, then the relevant log lines and a hint; with --json also an object."""
+    lines = [f"warmstart: error: {exc.message}", *(f"  {ln}" for ln in exc.details.splitlines())]
+    if exc.hint:
+        lines.append(f"  hint: {exc.hint}")
+    print("\n".join(lines), file=sys.stderr, flush=True)
+    if as_json:
+        emit_json({"error": {"kind": type(exc).__name__, "message": exc.message, "details": exc.details,
+                             "hint": exc.hint, "exit_code": exc.exit_code}})
+
+
+def exit_code_for(exc: BaseException, as_json: bool) -> int:
+    """Map what a command raised to its exit code, reporting it: the single place both CLI fronts use."""
+    if isinstance(exc, WarmstartError):
+        report(exc, as_json)
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        if committed.done:  # the result is out: it stands
+            return 0
+        interrupted = Interrupted("interrupted; everything this command created has been removed")
+        report(interrupted, as_json)
+        return interrupted.exit_code
+    raise exc
+
+
+# -- options shared by several commands --------------------------------------------------------------------------------
+
+def load_spec_file(path: Path | None) -> dict[str, Any]:
+    """Apps of the given spec file, or of ./warmstart.toml when it exists, else none."""
+    if path is None:
+        path = Path("warmstart.toml")  # specfile.DEFAULT_FILE, without importing the parser when there is none
+        if not path.exists():
+            return {}
+    from warmstart import specfile
+
+    return specfile.load(path)
+
+
+def open_store(cache_dir: Path | None) -> Any:
+    from warmstart.cache.store import SnapshotStore, default_cache_dir
+
+    return SnapshotStore(cache_dir or default_cache_dir()).open()
+
+
+def engine_for(choice: str | None) -> Any:
+    from warmstart.engines import resolve_engine
+
+    return resolve_engine(choice).engine
+
+
+def port_bindings(values: list[str] | None) -> list[Any]:
+    from warmstart.spec import parse_port_binding
+
+    return [parse_port_binding(v) for v in values or []]
+
+
+# -- run ---------------------------------------------------------------------------------------------------------------
+
+def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, registry: str | None,
+        file: Path | None, cache_dir: Path | None, engine: str | None, json_output: bool) -> None:
+    """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
+    from warmstart.launch import launch
+
+    bindings = port_bindings(ports)
+    spec = load_spec_file(file).get(app)
+    store = open_store(cache_dir)
+    launched = launch(app, engine=engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
+                      cold=cold, spec=spec, registry=registry, progress=progress)
+    if json_output:
+        emit_json(launched)
+        return
+    addresses = ", ".join(f"{k} -> {v}" for k, v in launched.ports.items()) or "no ports"
+    if launched.mode == "restored":
+        result(f"restored {launched.app} as {launched.name} from snapshot {launched.snapshot}, ready in "
+               f"{launched.ready_seconds:.2f}s ({addresses})")
+    else:
+        result(f"started {launched.app} cold as {launched.name}, ready in {launched.ready_seconds:.2f}s "
+               f"({addresses})\n  why cold: {launched.reason}")
+
+
+class _Refuse(Exception):
+    """The lean parser cannot handle these arguments; the full CLI will (and explain any usage error)."""
+
+
+def run_parser() -> Any:
+    """`run`'s options for the lean path: the same names as the typer command's (a test pins them together)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> Any:  # argparse's hook: never print or exit here
+            raise _Refuse(message)
+
+    p = Parser(prog="warmstart run", add_help=False, allow_abbrev=False)
+    p.add_argument("app")
+    p.add_argument("-p", "--publish", action="append", dest="ports")
+    p.add_argument("--no-fallback", action="store_true")
+    p.add_argument("--cold", action="store_true")
+    p.add_argument("--registry")
+    p.add_argument("-f", "--file", type=Path)
+    p.add_argument("--cache-dir", type=Path)
+    p.add_argument("--engine")
+    p.add_argument("--json", action="store_true", dest="json_output")
+    return p
+
+
+def lean_run(argv: list[str]) -> int | None:
+    """`warmstart run ARGS` without typer: the exit code, or None when ARGS need the full CLI (help, a usage
+    error to explain, an option this parser does not know), which then handles them as usual."""
+    try:
+        args = run_parser().parse_args(argv)
+    except _Refuse:
+        return None
+    if args.app.startswith("-"):
+        return None
+    try:
+        run(**vars(args))
+    except (WarmstartError, KeyboardInterrupt) as exc:
+        return exit_code_for(exc, args.json_output)
+    return 0
