@@ -27,6 +27,7 @@ APPS = {
     "counter": ROOT / "images/examples/counter",  # toy: 2 s simulated boot
     "py-model": ROOT / "images/examples/py-model",
     "jvm-catalog": ROOT / "images/examples/jvm-catalog",
+    "spring-catalog": ROOT / "images/examples/spring-catalog",  # framework-sized: Spring Boot + HikariCP + H2
 }
 COUNTER_SPEC = """[apps.counter]
 image = "localhost/warmstart-example-counter:latest"
@@ -35,7 +36,8 @@ env = { STARTUP_DELAY = "2" }
 ready = { http = "/healthz" }
 """
 ROUNDS = 5
-FIRST_PATH = {"counter": "/", "py-model": "/predict?row=3", "jvm-catalog": "/search?q=oak"}
+FIRST_PATH = {"counter": "/", "py-model": "/predict?row=3", "jvm-catalog": "/search?q=oak",
+              "spring-catalog": "/products/123"}
 
 
 @pytest.fixture(scope="module", params=list(APPS))

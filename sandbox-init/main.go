@@ -45,7 +45,8 @@ const (
 
 // Options both CRIU sides need: the app's stdout/stderr are pipes to the container runtime (re-attached with
 // --inherit-fd), TCP connections and Unix sockets with peers outside the tree (probes, the runtime) are cut.
-var criuCommon = []string{"--shell-job", "--ext-unix-sk"}
+// The network is locked with libnftables (in our CRIU prefix), not the iptables binary, which app images lack.
+var criuCommon = []string{"--shell-job", "--ext-unix-sk", "--network-lock", "nftables"}
 
 // Meta is what a restore needs besides the images: the PID to find free, and which pipes stdio were.
 type Meta struct {
