@@ -406,3 +406,41 @@ def test_orphan_of_a_killed_build_is_swept_by_a_build_that_reuses(cli: Cli, owne
     reused = build(cli, owned_app)
     assert reused["reused"]
     assert containers_of(owned_app) == []
+
+
+def test_env_values_never_appear_on_a_command_line(cli: Cli, owned_app: str, tmp_path: Path) -> None:
+    """Any user can read every process's argv (`ps`): env values from the spec file, often secrets, must reach
+    the engine another way."""
+    import threading
+
+    secret = f"s3cret-{owned_app}"
+    spec = tmp_path / "warmstart.toml"
+    spec.write_text(f'[apps.{owned_app}]\nimage = "localhost/warmstart-example-counter:latest"\nports = [8080]\n'
+                    f'env = {{ API_KEY = "{secret}" }}\nsecret_env = ["API_KEY"]\nready = {{ http = "/healthz" }}\n')
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for entry in os.listdir("/proc"):
+                try:
+                    argv = Path(f"/proc/{entry}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if secret.encode() in argv:
+                    seen.append(argv.replace(b"\0", b" ").decode(errors="replace")[:200])
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        built = cli("build", "-f", str(spec), "--json").json
+        out = cli("run", owned_app, "-f", str(spec), "--json").json
+        cold = cli("run", owned_app, "-f", str(spec), "--cold", "--json").json
+    finally:
+        stop.set()
+        watcher.join()
+    assert out["mode"] == "restored" and cold["mode"] == "cold" and built["snapshot"]
+    assert seen == []
+    for name in (out["name"], cold["name"]):
+        assert cli("stop", name).returncode == 0

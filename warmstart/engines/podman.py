@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from warmstart.errors import (
     EngineUnavailable,
     ImageNotFound,
     RestoreError,
+    UsageError,
 )
 from warmstart.sandbox import RunExtras
 from warmstart.signals import shielded
@@ -135,12 +137,18 @@ class PodmanEngine(Engine):
             args += ["--volume", volume]
         for key, value in labels.items():
             args += ["--label", f"{key}={value}"]
-        for key, value in env.items():
-            args += ["--env", f"{key}={value}"]
         for port in ports:
             args += ["--publish", port.to_engine_arg()]
-        args += ["--", image, *command]
-        return self._podman(*args).stdout.strip()
+        # Values go through a private file, never argv: any user can read a process's command line (`ps`), and
+        # env values are often secrets. The file is 0600 and exists only for this call.
+        with tempfile.NamedTemporaryFile("w", prefix="warmstart-env-", suffix=".env") as env_file:
+            for key, value in env.items():
+                if "\n" in value:
+                    raise UsageError(f"environment variable {key}: values with a newline cannot be passed to podman")
+                env_file.write(f"{key}={value}\n")
+            env_file.flush()
+            args += ["--env-file", env_file.name, "--", image, *command]
+            return self._podman(*args).stdout.strip()
 
     def inspect(self, *, container: str) -> ContainerState | None:
         proc = self._podman("container", "inspect", "--format", "json", container, check=False)
