@@ -434,7 +434,7 @@ def test_env_values_never_appear_on_a_command_line(cli: Cli, owned_app: str, tmp
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        built = cli("build", "-f", str(spec), "--json").json
+        built = cli("build", "--name", owned_app, "-f", str(spec), "--json").json
         out = cli("run", owned_app, "-f", str(spec), "--json").json
         cold = cli("run", owned_app, "-f", str(spec), "--cold", "--json").json
     finally:
