@@ -104,6 +104,7 @@ def _table() -> str:
                f"{m['p50_cold_ms']:.2f} / {m['p99_cold_ms']:.2f} ms | "
                f"{m['p50_restored_ms']:.2f} / {m['p99_restored_ms']:.2f} ms |" if lat else "n/a | n/a | n/a |")
         )
+    rows += [f"\n{app}: raw podman restore failed: {m['raw_error']}" for app, m in COLLECTED.items() if "raw_error" in m]
     rows += ["", "Where a restore's time goes (medians): the launch command to the first 200 seen outside = the CLI "
              "until the engine call + the engine starting the container + CRIU restoring the process (as the init "
              "measures it) + the rest (first probe, first request).", "",

@@ -177,7 +177,11 @@ def test_raw_podman_restore(benchmark: Any, built: dict[str, Any], cache: Path) 
                          "--ignore-static-ip", "--ignore-static-mac", "-p", f"127.0.0.1:{port}:8080"], port=port)
         return r, name
 
-    last, runs = _outside(benchmark, launch)
+    try:
+        last, runs = _outside(benchmark, launch)
+    except RuntimeError as exc:  # podman's own restore failing is a result too: the table says so
+        record(built["app"], raw_error=str(exc).splitlines()[0][-160:])
+        pytest.skip(f"raw podman restore failed: {exc}")
     _stop(cache, last["name"])
     record(built["app"], raw_ttr=_median(runs, "ttr_s"), slowest_raw_s=max(r["slowest_attempt_s"] for r in runs))
 
