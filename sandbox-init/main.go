@@ -457,7 +457,7 @@ func dump(args []string) {
 
 // extract puts the captured files back. The archive comes from our own cache (digest-verified before the
 // launch), and is still read defensively: relative names only, no "..", no writing through a symlink.
-func extract(archive string) error {
+func extract(archive, root string) error {
 	f, err := os.Open(archive)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -475,10 +475,11 @@ func extract(archive string) error {
 		if err != nil {
 			return err
 		}
-		name := filepath.Clean("/" + hdr.Name)
-		if name == "/" || strings.Contains(hdr.Name, "..") {
+		rel := filepath.Clean("/" + hdr.Name)
+		if rel == "/" || hasDotDot(hdr.Name) || (hdr.Typeflag == tar.TypeLink) {
 			return fmt.Errorf("refused archive member %q", hdr.Name)
 		}
+		name := filepath.Join(root, rel)
 		if parent, err := filepath.EvalSymlinks(filepath.Dir(name)); err == nil && parent != filepath.Dir(name) {
 			return fmt.Errorf("refused archive member %q: its directory is a symlink", hdr.Name)
 		}
@@ -514,6 +515,15 @@ func extract(archive string) error {
 			_ = os.Chtimes(name, hdr.AccessTime, hdr.ModTime)
 		}
 	}
+}
+
+func hasDotDot(name string) bool {
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return true
+		}
+	}
+	return false
 }
 
 func logExcerpt(path string) string {
@@ -564,7 +574,7 @@ func restore(args []string) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", meta.Pid)); err == nil {
 		fail(ExitPidTaken, "restore: PID %d, which the snapshot needs, is already in use in this container", meta.Pid)
 	}
-	if err := extract(filepath.Join(snap, RootfsFile)); err != nil {
+	if err := extract(filepath.Join(snap, RootfsFile), "/"); err != nil {
 		fail(ExitRestoreFailed, "restore: putting back the app's files: %v", err)
 	}
 	work := "/tmp/.warmstart"
