@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.conftest import RESULTS, SESSION, WARMSTART, warmstart
 from benchmarks.test_startup import COUNTER_SPEC
 
@@ -114,6 +116,7 @@ def _burst(cache: Path, spec: Path) -> dict[str, Any]:
             "seconds": round(elapsed, 2), "instances_started": sum(e["event"] == "started" for e in events)}
 
 
+@pytest.mark.timeout(3600)  # 500 cycles take about 8 minutes here
 def test_soak(cache: Path, tmp_path: Path) -> None:
     spec = tmp_path / "warmstart.toml"
     spec.write_text(COUNTER_SPEC.replace("[apps.counter]", "[apps.soak]"))
