@@ -3,6 +3,7 @@ cold). Same run, same machine, one instance at a time."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -60,9 +61,11 @@ def _first_byte(port: int) -> float:
     return time.perf_counter() - t
 
 
-@pytest.mark.parametrize("mode", ["restored", "cold"])
+@pytest.mark.parametrize("mode", ["pooled", "restored", "cold"])
 def test_serve_first_byte_from_zero(benchmark: Any, cache: Path, counter_spec: Path, tmp_path: Path,
                                     mode: str) -> None:
+    """Request-to-first-byte from zero instances: with the default pool (one pre-started sandbox), without it
+    (--pool 0: a container is started and restored on demand), and cold."""
     app = "counter"  # the same app and spec as test_startup (2 s simulated boot): its snapshot is reused
     spec = tmp_path / "warmstart.toml"
     spec.write_text(COUNTER_SPEC)
@@ -72,7 +75,8 @@ def test_serve_first_byte_from_zero(benchmark: Any, cache: Path, counter_spec: P
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    front = subprocess.Popen([WARMSTART, "serve", app, "--listen", f"127.0.0.1:{port}", "--idle", "0.5",
+    pool = ["--pool", "1"] if mode == "pooled" else ["--pool", "0"]
+    front = subprocess.Popen([WARMSTART, "serve", app, "--listen", f"127.0.0.1:{port}", "--idle", "0.5", *pool,
                               "--json", "-f", str(spec)], stdout=subprocess.PIPE, text=True,
                              env={**os.environ, "WARMSTART_CACHE": str(cache), "WARMSTART_SESSION": SESSION})
     try:
@@ -81,13 +85,13 @@ def test_serve_first_byte_from_zero(benchmark: Any, cache: Path, counter_spec: P
         def from_zero() -> float:
             return _first_byte(port)
 
-        def wait_zero() -> None:  # each round starts with no instance
+        def wait_zero() -> None:  # each round starts with no running instance (and, pooled, a refilled pool)
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                out = subprocess.run(["podman", "ps", "-q", "--filter", f"label=io.warmstart.app={app}",
-                                      "--filter", f"label=io.warmstart.session={SESSION}"],
-                                     capture_output=True, text=True).stdout.split()
-                if not out:
+                ps = json.loads(subprocess.run([WARMSTART, "ps", "--app", app, "--json"], capture_output=True,
+                                               text=True).stdout)["instances"]
+                modes = [i["mode"] for i in ps]
+                if "restored" not in modes and "cold" not in modes and (mode != "pooled" or "pooled" in modes):
                     return
                 time.sleep(0.2)
 

@@ -3,7 +3,9 @@
 //
 //	warmstart-init boot [--pid-base N] [--user UID:GID] -- CMD...   start the app cold at a reserved PID (build)
 //	warmstart-init dump --pid N --out DIR                           capture changed files, stdio, CRIU dump (exec'd)
-//	warmstart-init restore --snapshot DIR                           put files back, CRIU restore, supervise (run)
+//	warmstart-init restore --snapshot DIR [--wait FIFO]             put files back, CRIU restore, supervise (run);
+//	                                                                with --wait, restore only once FIFO is written
+//	                                                                (a pre-started sandbox: serve's pool)
 //
 // In boot and restore modes it stays PID 1: it forwards signals to the app, reaps every orphan, and exits with the
 // app's exit status (128+signal when killed), as an init must. A restore that cannot be done exits with
@@ -556,7 +558,7 @@ func max0(n int) int {
 
 func restore(args []string) {
 	start := time.Now()
-	f, _ := flags(args, "snapshot")
+	f, _ := flags(args, "snapshot", "wait")
 	snap := f["snapshot"]
 	if snap == "" {
 		fail(ExitUsage, "restore: --snapshot DIR is required")
@@ -576,6 +578,27 @@ func restore(args []string) {
 	}
 	if err := extract(filepath.Join(snap, RootfsFile), "/"); err != nil {
 		fail(ExitRestoreFailed, "restore: putting back the app's files: %v", err)
+	}
+	if f["wait"] != "" {
+		// Everything that does not need the moment of demand is done: wait for the trigger (a byte written to
+		// the FIFO by the host), answering a stop signal meanwhile as the app would (128+signal).
+		go func() {
+			for sig := range signals {
+				if s, ok := sig.(syscall.Signal); ok && (s == syscall.SIGTERM || s == syscall.SIGINT) {
+					os.Exit(128 + int(s))
+				}
+			}
+		}()
+		fifo, err := os.OpenFile(f["wait"], os.O_RDONLY, 0)
+		if err != nil {
+			fail(ExitRestoreFailed, "restore: waiting on %s: %v", f["wait"], err)
+		}
+		_, _ = fifo.Read(make([]byte, 1))
+		fifo.Close()
+		signal.Reset()
+		signals = make(chan os.Signal, 16)
+		signal.Notify(signals)
+		start = time.Now()
 	}
 	work := "/tmp/.warmstart"
 	_ = os.MkdirAll(work, 0o700)

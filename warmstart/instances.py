@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from warmstart import labels
@@ -14,7 +15,7 @@ class Instance:
     app: str
     name: str
     container: str
-    mode: str  # restored | cold
+    mode: str  # restored | cold | pooled (a pre-started sandbox still waiting for its trigger)
     status: str
     ports: dict[str, str]
 
@@ -24,10 +25,16 @@ class Instance:
             app=s.labels.get(labels.APP, ""),
             name=s.name,
             container=s.id,
-            mode="restored" if s.restored else "cold",
+            mode=_mode(s),
             status=s.status,
             ports={k: f"{ip or '0.0.0.0'}:{port}" for k, (ip, port) in s.ports.items()},
         )
+
+
+def _mode(s: ContainerState) -> str:
+    if s.labels.get(labels.MODE) == "pooled":  # waiting while its trigger FIFO exists; activation removes it
+        return "pooled" if os.path.exists(s.labels.get(labels.TRIGGER, "")) else "restored"
+    return "restored" if s.restored else "cold"
 
 
 def list_instances(*, engine: Engine, app: str | None = None) -> list[Instance]:

@@ -6,9 +6,13 @@ service, unless they asked for restore-or-fail (`no_fallback`).
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from warmstart import labels, sandbox
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
@@ -252,6 +256,75 @@ def _restore(
         state = _started(container, name, bindings, restored=True)
         run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
         return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref)
+
+
+@dataclass(frozen=True)
+class Prestarted:
+    """A sandbox started ahead of demand: container up, ports published, files put back, its init waiting for
+    the trigger. `activate` turns it into a running instance at the cost of CRIU's restore alone."""
+
+    spec: AppSpec
+    snapshot: Snapshot
+    state: ContainerState
+    ctl: Path  # the cache's control dir for it, holding the trigger FIFO
+
+
+def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: SnapshotStore) -> Prestarted:
+    """Start a sandbox for `snapshot` that waits to be activated (sandbox-mode snapshots only)."""
+    if snapshot.manifest.mode != sandbox.SANDBOX:
+        raise UsageError(f"snapshot {snapshot.ref} is a {snapshot.manifest.mode}-mode snapshot: only sandbox "
+                         "snapshots can be pre-started")
+    name = labels.instance_name(spec.name)
+    ctl = store.sandboxes / name
+    ctl.mkdir(mode=0o700)
+    os.mkfifo(ctl / sandbox.TRIGGER, 0o600)
+    try:
+        with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings, removed_on_failure(engine, name):
+            container = engine.run(
+                name=name, image=spec.image, command=sandbox.restore_command(wait=True), env=spec.env, ports=bindings,
+                labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
+                        labels.OWNER_PID: str(os.getpid()),
+                        labels.TRIGGER: str(ctl / sandbox.TRIGGER)},
+                volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro",
+                         f"{ctl}:{sandbox.CTL_MOUNT}"),
+                extras=sandbox.RunExtras(),
+            )
+    except BaseException:
+        shutil.rmtree(ctl, ignore_errors=True)
+        raise
+    return Prestarted(spec, snapshot, _started(container, name, bindings, restored=True), ctl)
+
+
+def activate(pre: Prestarted, *, engine: Engine, trigger_timeout: float = 10.0) -> LaunchResult:
+    """Trigger a pre-started sandbox's restore and wait until it is ready (hooks, probe) as `run` does."""
+    start = time.monotonic()
+    with removed_on_failure(engine, pre.state.name):
+        try:
+            _trigger(pre.ctl / sandbox.TRIGGER, timeout=trigger_timeout)
+        finally:
+            shutil.rmtree(pre.ctl, ignore_errors=True)
+        run_hooks("after_restore", after_restore_hooks(pre.spec), engine=engine, state=pre.state)
+        return _ready(pre.spec, engine=engine, state=pre.state, mode="restored", start=start,
+                      snapshot=pre.snapshot.ref)
+
+
+def _trigger(fifo: Path, *, timeout: float) -> None:
+    """Write the byte the waiting init reads. Opening a FIFO for writing without a reader fails with ENXIO: the
+    init may still be starting, so try again until `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
+                raise RestoreError(f"the pre-started sandbox did not take its trigger: {exc.strerror}") from exc
+            time.sleep(0.005)
+            continue
+        try:
+            os.write(fd, b"1")
+        finally:
+            os.close(fd)
+        return
 
 
 def _cold(

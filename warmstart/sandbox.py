@@ -27,6 +27,8 @@ INIT = Path(os.environ.get("WARMSTART_INIT", "/opt/warmstart/bin/warmstart-init"
 CRIU_PREFIX = Path(os.environ.get("WARMSTART_CRIU_PREFIX", "/opt/warmstart/criu"))
 OUT_MOUNT = "/.warmstart/out"  # build: where the init's dump writes (the staging dir)
 SNAPSHOT_MOUNT = "/.warmstart/snapshot"  # run: the snapshot dir, read-only
+CTL_MOUNT = "/.warmstart/ctl"  # a pre-started sandbox: a private dir of the cache holding the trigger FIFO
+TRIGGER = "go"  # the FIFO's name in CTL_MOUNT: one byte written there starts the restore
 
 # Files of a sandbox snapshot, as sandbox-init/main.go names them (MetaFile, RootfsFile, ImagesDir, DumpLog).
 META_FILE = "sandbox.json"
@@ -85,8 +87,9 @@ def dump_command(out: str = OUT_MOUNT) -> list[str]:
     return [str(INIT), "dump", "--out", out]
 
 
-def restore_command() -> list[str]:
-    return ["restore", "--snapshot", SNAPSHOT_MOUNT]
+def restore_command(*, wait: bool = False) -> list[str]:
+    """The init's arguments to restore; with `wait`, it prepares everything, then waits for the trigger."""
+    return ["restore", "--snapshot", SNAPSHOT_MOUNT, *(["--wait", f"{CTL_MOUNT}/{TRIGGER}"] if wait else [])]
 
 
 def explain_exit(code: int) -> str:

@@ -86,12 +86,17 @@ def front_factory() -> Iterator[Any]:
             f.stop()
 
 
+def _running(cli: Cli, app: str) -> list[str]:
+    """Instances of the app that run it (a pre-started sandbox waiting in the pool does not)."""
+    return [i["name"] for i in cli("ps", "--app", app, "--json").json["instances"] if i["mode"] != "pooled"]
+
+
 def test_first_request_from_zero_is_served_by_a_restored_instance_which_idles_away(
     cli: Cli, owned_app: str, front_factory: Any
 ) -> None:
     built = build(cli, owned_app)
-    front = front_factory(cli, owned_app, "--idle", "2")
-    assert containers_of(owned_app) == []  # zero instances until a request arrives
+    front = front_factory(cli, owned_app, "--idle", "2", "--pool", "0")
+    assert containers_of(owned_app) == []  # zero instances until a request arrives (no pool asked for)
     status, body = front.get("/")
     token = json.loads(body)["boot_token"]
     assert status == 200 and snapshot_holds_token(Path(built["snapshot_path"]), token)
@@ -105,6 +110,42 @@ def test_first_request_from_zero_is_served_by_a_restored_instance_which_idles_aw
     assert front.wait_for("started")["mode"] == "restored"
     assert front.stop() == 0
     assert [e["event"] for e in front.seen][-2:] == ["stopped", "shutdown"]
+    assert containers_of(owned_app) == []
+
+
+def test_pre_started_sandbox_serves_the_first_request_and_is_replaced(
+    cli: Cli, owned_app: str, front_factory: Any
+) -> None:
+    built = build(cli, owned_app)
+    front = front_factory(cli, owned_app, "--idle", "60")  # the default pool: one pre-started sandbox
+    pooled = front.wait_for("pooled")
+    ps = cli("ps", "--app", owned_app, "--json").json["instances"]
+    assert [(i["name"], i["mode"]) for i in ps] == [(pooled["instance"], "pooled")]  # visible, app not running
+    assert _running(cli, owned_app) == []
+    status, body = front.get("/")
+    assert status == 200 and snapshot_holds_token(Path(built["snapshot_path"]), json.loads(body)["boot_token"])
+    started = front.wait_for("started")
+    assert started["instance"] == pooled["instance"] and started["mode"] == "restored"  # the pooled one
+    replacement = front.wait_for("pooled")  # refilled after use
+    assert replacement["instance"] != pooled["instance"]
+    modes = {i["name"]: i["mode"] for i in cli("ps", "--app", owned_app, "--json").json["instances"]}
+    assert modes == {pooled["instance"]: "restored", replacement["instance"]: "pooled"}
+    assert front.stop() == 0
+    assert containers_of(owned_app) == []
+    assert list((cli.cache / "sandboxes").iterdir()) == []  # trigger FIFOs gone too
+
+
+def test_pool_orphans_of_a_killed_front_are_swept(cli: Cli, owned_app: str, front_factory: Any) -> None:
+    build(cli, owned_app)
+    first = front_factory(cli, owned_app)
+    orphan = first.wait_for("pooled")["instance"]
+    first.proc.kill()
+    first.proc.wait(timeout=30)
+    assert orphan in containers_of(owned_app)
+    second = front_factory(cli, owned_app)
+    second.wait_for("pooled")
+    assert orphan not in containers_of(owned_app)
+    assert second.stop() == 0
     assert containers_of(owned_app) == []
 
 
@@ -156,7 +197,7 @@ def test_min_warm_keeps_an_instance_ready_and_bad_options_are_refused(
     front = front_factory(cli, owned_app, "--min-warm", "1", "--idle", "1")
     assert front.wait_for("started")["mode"] == "restored"  # before any request
     time.sleep(2.5)
-    assert len(containers_of(owned_app)) == 1  # min-warm is not reaped when idle
+    assert len(_running(cli, owned_app)) == 1  # min-warm is not reaped when idle
     assert front.stop() == 0 and containers_of(owned_app) == []
     bad = cli("serve", owned_app, "--min-warm", "3", "--max", "2")
     assert bad.returncode == 2 and "--min-warm must be between 0 and --max" in bad.stderr

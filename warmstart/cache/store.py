@@ -110,9 +110,11 @@ class SnapshotStore:
         self.quarantine_root = root / "quarantine"
         self.locks = root / "locks"
         self.staging_root = root / ".staging"
+        self.sandboxes = root / "sandboxes"  # control dirs of pre-started sandboxes (trigger FIFOs)
 
     def _dirs(self) -> tuple[Path, ...]:
-        return (self.root, self.apps, self.snapshots, self.quarantine_root, self.locks, self.staging_root)
+        return (self.root, self.apps, self.snapshots, self.quarantine_root, self.locks, self.staging_root,
+                self.sandboxes)
 
     def open(self) -> SnapshotStore:
         """Create the layout if needed and check it is ours before anything in it is read: every directory a

@@ -22,6 +22,7 @@ def serve(
     port: Annotated[Optional[int], typer.Option("--port", help="Container port to forward to (when the app has several).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Open connections per instance before another is started (up to --max).")] = 10,
     conn_idle: Annotated[float, typer.Option("--conn-idle", help="Close a connection with no traffic either way for this many seconds.")] = 300.0,
+    pool: Annotated[int, typer.Option("--pool", help="Pre-started sandboxes kept ready (0 disables): a request from zero then costs only CRIU's restore.")] = 1,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -34,7 +35,7 @@ def serve(
     host, listen_port = parse_listen(listen)
     opts = ServeOptions(app=app, listen_host=host, listen_port=listen_port, idle=idle, min_warm=min_warm,
                         max_instances=max_instances, wait_timeout=wait_timeout, container_port=port,
-                        concurrency=concurrency, conn_idle=conn_idle)
+                        concurrency=concurrency, conn_idle=conn_idle, pool=pool)
 
     def emit(event: dict[str, Any]) -> None:
         event = {"time": round(time.time(), 3), **event}
