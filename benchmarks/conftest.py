@@ -154,6 +154,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not COLLECTED:
         return
     RESULTS.mkdir(exist_ok=True)
+    # A run of some benchmarks keeps what others measured before (each comparison is still taken side by side
+    # within the run that measured it): metrics measured now replace the old ones, per app.
+    try:
+        previous = json.loads((RESULTS / "latest.json").read_text()).get("apps", {})
+    except (OSError, ValueError):
+        previous = {}
+    for app, metrics in previous.items():
+        COLLECTED[app] = {**metrics, **COLLECTED.get(app, {})}
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     (RESULTS / "latest.json").write_text(json.dumps({"measured": stamp, "machine": _machine(),
                                                      "apps": COLLECTED}, indent=2) + "\n")
