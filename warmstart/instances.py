@@ -48,18 +48,33 @@ def list_instances(*, engine: Engine, app: str | None = None) -> list[Instance]:
     )
 
 
-def stop_instances(*, engine: Engine, names: list[str], app: str | None = None, all_: bool = False) -> list[str]:
-    """Remove the named instances (or all of an app's, or all); refuses names that are not warmstart instances."""
+def ours(*, engine: Engine, names: list[str], app: str | None = None) -> list[str]:
+    """The named instances, checked to be warmstart's (or all of an app's, or all, when no names are given)."""
+    known = {i.name for i in list_instances(engine=engine, app=app)}
+    if not names:
+        return sorted(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"not a warmstart instance: {', '.join(unknown)} (see `warmstart ps`)")
+    return names
+
+
+def stop_instances(*, engine: Engine, names: list[str], app: str | None = None, all_: bool = False,
+                   timeout: float = 0) -> dict[str, int | None]:
+    """Stop and remove the named instances (or all of an app's, or all); refuses names that are not warmstart
+    instances. With `timeout`, each gets SIGTERM first and is killed only after that many seconds (the init of a
+    restored instance forwards it to the app). Returns how each ended: its exit code (None when removed at once)."""
     if not names and not app and not all_:
         raise UsageError("name instances to stop, or pass --app APP or --all")
-    ours = {i.name: i for i in list_instances(engine=engine, app=app)}
-    if names:
-        unknown = [n for n in names if n not in ours]
-        if unknown:
-            raise UsageError(f"not a warmstart instance: {', '.join(unknown)} (see `warmstart ps`)")
-        targets = names
-    else:
-        targets = sorted(ours)
-    for name in targets:
+    if timeout < 0:
+        raise UsageError("-t/--time must be 0 or more seconds")
+    ended: dict[str, int | None] = {}
+    for name in ours(engine=engine, names=names, app=app):
+        code = None
+        if timeout:
+            engine.stop(container=name, timeout=timeout)
+            state = engine.inspect(container=name)
+            code = state.exit_code if state is not None else None
         engine.remove(container=name)
-    return targets
+        ended[name] = code
+    return ended

@@ -94,6 +94,17 @@ class FakeEngine(Engine):
         if self.fail_restore:
             raise RestoreError(self.fail_restore, details="restore.log: Error (criu/cr-restore.c:1): boom")
 
+    def stop(self, *, container: str, timeout: float) -> None:
+        self.calls.append(f"stop {container} {timeout:g}")
+        state = self.containers.get(container)
+        if state is not None:
+            import dataclasses
+
+            self.containers[container] = dataclasses.replace(state, running=False, status="exited", exit_code=143)
+
+    def stream_logs(self, *, container: str, follow: bool) -> None:
+        print(f"log of {container}")
+
     def remove(self, *, container: str) -> None:
         self.calls.append(f"remove {container}")
         self.containers.pop(container, None)

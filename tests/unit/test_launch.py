@@ -126,3 +126,14 @@ def test_any_engine_failure_while_restoring_falls_back_cold(setup: tuple[FakeEng
     result = launch("app", engine=engine, store=store, ports=[])
     assert result.mode == "cold"
     assert "did not finish within 120s" in (result.reason or "") or "docker create failed" in (result.reason or "")
+
+
+def test_stop_with_a_grace_period_sends_sigterm_first(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    from warmstart.instances import stop_instances
+
+    engine, store = setup
+    name = launch("app", engine=engine, store=store, ports=[]).name
+    assert stop_instances(engine=engine, names=[name], timeout=10) == {name: 143}
+    assert engine.calls[-2:] == [f"stop {name} 10", f"remove {name}"]
+    with pytest.raises(UsageError, match="-t/--time must be 0 or more"):
+        stop_instances(engine=engine, names=[name], timeout=-1)

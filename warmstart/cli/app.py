@@ -9,6 +9,7 @@ from warmstart.cli.commands import cache
 from warmstart.cli.commands.build import build
 from warmstart.cli.commands.doctor import doctor
 from warmstart.cli.commands.entrypoint import entrypoint
+from warmstart.cli.commands.instance import exec as exec_, logs
 from warmstart.cli.commands.ps import ps
 from warmstart.cli.commands.registry import pull, push
 from warmstart.cli.commands.run import run
@@ -27,6 +28,8 @@ app.command()(build)
 app.command()(run)
 app.command()(ps)
 app.command()(stop)
+app.command()(logs)
+app.command(name="exec")(exec_)
 app.command()(doctor)
 app.command()(serve)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(entrypoint)

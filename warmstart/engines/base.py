@@ -141,6 +141,14 @@ class Engine(abc.ABC):
         """Start a NEW container `name` from the archive with its ports remapped; returns its ID."""
 
     @abc.abstractmethod
+    def stop(self, *, container: str, timeout: float) -> None:
+        """SIGTERM the container's main process, SIGKILL it after `timeout` seconds; no error when it is gone."""
+
+    @abc.abstractmethod
+    def stream_logs(self, *, container: str, follow: bool) -> None:
+        """Copy the container's log to our stdout/stderr (until it stops, with `follow`)."""
+
+    @abc.abstractmethod
     def remove(self, *, container: str) -> None:
         """Remove the container at once (no stop grace period); no error when it does not exist."""
 

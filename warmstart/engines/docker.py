@@ -278,6 +278,22 @@ class DockerEngine(Engine):
             raise RestoreError(f"restore from {archive} failed: {detail}", details=excerpt) from exc
         return cid
 
+    def stop(self, *, container: str, timeout: float) -> None:
+        try:
+            self.api.stop(container, timeout=int(timeout))
+        except self._docker.errors.NotFound:
+            pass
+        except self._docker.errors.APIError as exc:
+            raise EngineError(f"docker stop failed: {exc.explanation}") from exc
+
+    def stream_logs(self, *, container: str, follow: bool) -> None:
+        import sys
+
+        with self._translated("logs"):
+            for chunk in self.api.logs(container, stream=True, follow=follow):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+
     def remove(self, *, container: str) -> None:
         try:
             self.api.remove_container(container, force=True, v=True)

@@ -217,6 +217,16 @@ class PodmanEngine(Engine):
             )
         return proc.stdout.strip().splitlines()[-1]
 
+    def stop(self, *, container: str, timeout: float) -> None:
+        self._podman("stop", "--ignore", "--time", str(int(timeout)), container, timeout=timeout + 60)
+
+    def stream_logs(self, *, container: str, follow: bool) -> None:
+        try:  # inherits our stdout/stderr: the log is streamed as podman reads it
+            subprocess.run([self.binary, "logs", *(["--follow"] if follow else []), container], check=False,
+                           stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise EngineUnavailable(f"podman not found on PATH ({self.binary})") from exc
+
     def remove(self, *, container: str) -> None:
         self._podman("rm", "--force", "--ignore", "--time", "0", container, timeout=60)
 

@@ -12,11 +12,16 @@ from warmstart.instances import list_instances
 @handle_errors
 def ps(
     app: Annotated[Optional[str], typer.Option("--app", help="Only this app's instances.")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the names.")] = False,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
-    """List the instances warmstart started."""
+    """List the instances warmstart started (mode: restored, cold, or pooled: a pre-started sandbox)."""
     instances = list_instances(engine=options.engine_for(engine), app=app)
+    if quiet and not json_output:
+        if instances:
+            show("\n".join(i.name for i in instances))
+        return
     if json_output:
         emit_json({"instances": [vars(i) for i in instances]})
         return
