@@ -3,6 +3,7 @@
 //
 //	warmstart-init boot [--pid-base N] [--user UID:GID] -- CMD...   start the app cold at a reserved PID (build)
 //	warmstart-init dump --pid N --out DIR                           capture changed files, stdio, CRIU dump (exec'd)
+//	warmstart-init entrypoint --snapshot-dir DIR ... -- CMD...      a container that snapshots itself (entrypoint.go)
 //	warmstart-init restore --snapshot DIR [--wait FIFO]             put files back, CRIU restore, supervise (run);
 //	                                                                with --wait, restore only once FIFO is written
 //	                                                                (a pre-started sandbox: serve's pool)
@@ -27,6 +28,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -82,6 +84,8 @@ func main() {
 		dump(os.Args[2:])
 	case "restore":
 		restore(os.Args[2:])
+	case "entrypoint":
+		entrypoint(os.Args[2:])
 	case "noop": // a short-lived child, used to move the PID counter where ns_last_pid is not writable
 		os.Exit(0)
 	default:
@@ -228,36 +232,35 @@ func boot(args []string) {
 	os.Exit(supervise(cmd.Process.Pid, signals))
 }
 
+// reaping is held while the init itself waits on a child (the entrypoint's criu dump): PID 1 reaps every
+// child, and would otherwise take that child's exit status from under exec.Cmd.Wait.
+var reaping sync.Mutex
+
 // supervise is PID 1's duty: forward signals to the app, reap everything, return the app's exit status.
 func supervise(app int, signals chan os.Signal) int {
 	exited := make(chan int, 1)
 	go func() {
 		for {
 			var status syscall.WaitStatus
-			pid, err := syscall.Wait4(-1, &status, 0, nil)
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
-			if errors.Is(err, syscall.ECHILD) {
-				// The app is not (yet) our child, e.g. a restore whose tree is still being reparented.
-				time.Sleep(20 * time.Millisecond)
-				if syscall.Kill(app, 0) != nil {
-					exited <- 0
+			reaping.Lock()
+			pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
+			reaping.Unlock()
+			if err == nil && pid > 0 {
+				if pid == app && (status.Exited() || status.Signaled()) {
+					if status.Exited() {
+						exited <- status.ExitStatus()
+					} else {
+						exited <- 128 + int(status.Signal())
+					}
 					return
 				}
-				continue
+				continue // reaped an orphan: look again at once
 			}
-			if pid == app {
-				switch {
-				case status.Exited():
-					exited <- status.ExitStatus()
-				case status.Signaled():
-					exited <- 128 + int(status.Signal())
-				default:
-					continue
-				}
+			if errors.Is(err, syscall.ECHILD) && syscall.Kill(app, 0) != nil {
+				exited <- 0 // the app is not our child and is gone
 				return
 			}
+			time.Sleep(20 * time.Millisecond)
 		}
 	}()
 	for {
@@ -425,6 +428,14 @@ func dump(args []string) {
 			fail(ExitDumpFailed, "dump: %v", err)
 		}
 	}
+	if err := dumpTo(out, pid); err != nil {
+		fail(ExitDumpFailed, "dump: %v", err)
+	}
+}
+
+// dumpTo writes a snapshot of the tree rooted at pid into out: the changed files, CRIU's images (the app keeps
+// running) and sandbox.json.
+func dumpTo(out string, pid int) error {
 	meta := Meta{SchemaVersion: 1, Pid: pid, Stdio: map[string]string{}}
 	for _, fd := range []string{"1", "2"} {
 		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd)); err == nil && strings.HasPrefix(target, "pipe:[") {
@@ -433,26 +444,28 @@ func dump(args []string) {
 	}
 	since, err := bootTime()
 	if err != nil {
-		fail(ExitDumpFailed, "dump: boot time: %v", err)
+		return fmt.Errorf("boot time: %v", err)
 	}
 	skip := []string{"/proc", "/sys", "/dev", filepath.Clean(out), "/opt/warmstart", "/tmp/.warmstart"}
 	if meta.ChangedFiles, err = captureChanged(filepath.Join(out, RootfsFile), since, skip); err != nil {
-		fail(ExitDumpFailed, "dump: capturing changed files: %v", err)
+		return fmt.Errorf("capturing changed files: %v", err)
 	}
 	images := filepath.Join(out, ImagesDir)
 	if err := os.Mkdir(images, 0o700); err != nil {
-		fail(ExitDumpFailed, "dump: %v", err)
+		return err
 	}
 	cmd := exec.Command(criuPath(), append([]string{"dump", "-t", strconv.Itoa(pid), "-D", images, "-W", out,
 		"-o", DumpLog, "--tcp-established", "--leave-running"}, criuCommon...)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		fail(ExitDumpFailed, "dump: criu dump of pid %d failed (%v); see %s", pid, err, DumpLog)
+	reaping.Lock()
+	err = cmd.Run()
+	reaping.Unlock()
+	if err != nil {
+		return fmt.Errorf("criu dump of pid %d failed (%v); see %s\n%s", pid, err, DumpLog,
+			logExcerpt(filepath.Join(out, DumpLog), "dump.log"))
 	}
 	data, _ := json.MarshalIndent(meta, "", "  ")
-	if err := os.WriteFile(filepath.Join(out, MetaFile), append(data, '\n'), 0o600); err != nil {
-		fail(ExitDumpFailed, "dump: %v", err)
-	}
+	return os.WriteFile(filepath.Join(out, MetaFile), append(data, '\n'), 0o600)
 }
 
 // ---- restore --------------------------------------------------------------------------------------------------
@@ -528,7 +541,7 @@ func hasDotDot(name string) bool {
 	return false
 }
 
-func logExcerpt(path string) string {
+func logExcerpt(path, label string) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return ""
@@ -546,7 +559,7 @@ func logExcerpt(path string) string {
 	if len(picked) > 12 {
 		picked = picked[len(picked)-12:]
 	}
-	return "restore.log: " + strings.Join(picked, "\nrestore.log: ")
+	return label + ": " + strings.Join(picked, "\n"+label+": ")
 }
 
 func max0(n int) int {
@@ -557,27 +570,16 @@ func max0(n int) int {
 }
 
 func restore(args []string) {
-	start := time.Now()
 	f, _ := flags(args, "snapshot", "wait")
-	snap := f["snapshot"]
-	if snap == "" {
+	if f["snapshot"] == "" {
 		fail(ExitUsage, "restore: --snapshot DIR is required")
 	}
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals)
-	var meta Meta
-	data, err := os.ReadFile(filepath.Join(snap, MetaFile))
-	if err == nil {
-		err = json.Unmarshal(data, &meta)
-	}
-	if err != nil || meta.Pid < 1 {
-		fail(ExitRestoreFailed, "restore: unreadable %s in the snapshot: %v", MetaFile, err)
-	}
-	if _, err := os.Stat(fmt.Sprintf("/proc/%d", meta.Pid)); err == nil {
-		fail(ExitPidTaken, "restore: PID %d, which the snapshot needs, is already in use in this container", meta.Pid)
-	}
-	if err := extract(filepath.Join(snap, RootfsFile), "/"); err != nil {
-		fail(ExitRestoreFailed, "restore: putting back the app's files: %v", err)
+	start := time.Now()
+	meta, code, err := prepare(f["snapshot"])
+	if err != nil {
+		fail(code, "restore: %v", err)
 	}
 	if f["wait"] != "" {
 		// Everything that does not need the moment of demand is done: wait for the trigger (a byte written to
@@ -600,6 +602,34 @@ func restore(args []string) {
 		signal.Notify(signals)
 		start = time.Now()
 	}
+	if err := criuRestore(f["snapshot"], meta); err != nil {
+		fail(ExitRestoreFailed, "restore: %v", err)
+	}
+	fmt.Fprintf(os.Stderr, "warmstart-init: restored pid %d in %d ms\n", meta.Pid, time.Since(start).Milliseconds())
+	os.Exit(supervise(meta.Pid, signals))
+}
+
+// prepare reads a snapshot's meta, checks the PID it needs is free and puts the app's files back; on failure
+// it returns the exit code that says why.
+func prepare(snap string) (Meta, int, error) {
+	var meta Meta
+	data, err := os.ReadFile(filepath.Join(snap, MetaFile))
+	if err == nil {
+		err = json.Unmarshal(data, &meta)
+	}
+	if err != nil || meta.Pid < 1 {
+		return meta, ExitRestoreFailed, fmt.Errorf("unreadable %s in the snapshot: %v", MetaFile, err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", meta.Pid)); err == nil {
+		return meta, ExitPidTaken, fmt.Errorf("PID %d, which the snapshot needs, is already in use in this container", meta.Pid)
+	}
+	if err := extract(filepath.Join(snap, RootfsFile), "/"); err != nil {
+		return meta, ExitRestoreFailed, fmt.Errorf("putting back the app's files: %v", err)
+	}
+	return meta, 0, nil
+}
+
+func criuRestore(snap string, meta Meta) error {
 	work := "/tmp/.warmstart"
 	_ = os.MkdirAll(work, 0o700)
 	pidfile := filepath.Join(work, "restored.pid")
@@ -617,8 +647,7 @@ func restore(args []string) {
 	// Not captured: with --inherit-fd the restored app takes over criu's stdout/stderr, which must be ours.
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
-		fail(ExitRestoreFailed, "restore: criu restore failed (%v)\n%s", err, logExcerpt(filepath.Join(work, RestoreLog)))
+		return fmt.Errorf("criu restore failed (%v)\n%s", err, logExcerpt(filepath.Join(work, RestoreLog), "restore.log"))
 	}
-	fmt.Fprintf(os.Stderr, "warmstart-init: restored pid %d in %d ms\n", meta.Pid, time.Since(start).Milliseconds())
-	os.Exit(supervise(meta.Pid, signals))
+	return nil
 }

@@ -8,8 +8,8 @@ import typer
 def entrypoint(
     args: Annotated[list[str], typer.Argument(help="[--snapshot-dir DIR] [--ready-http PATH | --ready-tcp] [--port P] -- CMD ...")],
 ) -> None:
-    """Container ENTRYPOINT: restore from the snapshot dir, or boot cold and snapshot into it (same as
-    `python3 -m warmstart.entrypoint`, which needs only the standard library and tenacity)."""
+    """Container ENTRYPOINT: restore from the snapshot dir, or boot cold and snapshot into it (runs
+    warmstart-init entrypoint, which images can also use directly, without Python)."""
     from warmstart.entrypoint import main
 
     raise typer.Exit(main(args))
