@@ -21,12 +21,13 @@ from warmstart import __version__, labels, sandbox
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.store import Snapshot, SnapshotStore, pid_alive
-from warmstart.containers import probe_container, remove_quietly
+from warmstart.containers import probe_container, published, remove_quietly
 from warmstart.engines.base import Engine, EngineInfo
 from warmstart.host import host_facts
 from warmstart.engines.base import criu_log_excerpt
-from warmstart.errors import CheckpointError, UsageError
-from warmstart.hooks import before_checkpoint_hooks, run_hooks
+from warmstart.errors import CheckpointError, UniquenessError, UsageError
+from warmstart.hooks import after_restore_hooks, before_checkpoint_hooks, run_hooks
+from warmstart.ports import reserved
 from warmstart.spec import AppSpec, PortBinding
 from warmstart.trim import trim
 from warmstart.warmup import run_warmup
@@ -109,6 +110,52 @@ def _checkpoint(engine: Engine, container: str, stage: Path, *, mode: str, sub: 
     if not keep:
         shutil.rmtree(out)
     return size
+
+
+def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str) -> None:
+    """Restore two clones from the staged snapshot (after-restore hooks included, as `run` does), GET
+    `spec.uniqueness` on each, and refuse the snapshot when they answer the same: Lambda SnapStart leaves
+    "uniqueness" to its users; here the build checks it."""
+    assert spec.uniqueness is not None
+    if mode != sandbox.SANDBOX:
+        raise UsageError("the uniqueness gate needs a sandbox-mode build (it restores trial clones of the staged "
+                         "snapshot)")
+    from warmstart.launch import _started, resolve_ports
+    from warmstart.probes import http_request
+    from warmstart.spec import HttpCall
+
+    port = spec.probe.port if spec.probe and spec.probe.kind == "http" else (spec.ports[0] if spec.ports else 0)
+    if not port:
+        raise UsageError(f"app {spec.name!r}: the uniqueness probe needs a published port")
+    answers: list[bytes] = []
+    names: list[str] = []
+    try:
+        for _ in range(2):
+            name = labels.build_name(spec.name)
+            names.append(name)
+            with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings:
+                cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(), env=spec.env,
+                           ports=bindings, labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
+                                                   labels.INIT: "warmstart-init"},
+                           volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro"),
+                           extras=sandbox.RunExtras())
+            state = _started(cid, name, bindings, restored=True)
+            run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
+            probe_container(engine, container=name, probe=spec.probe, known=state)
+            status, body = http_request(*published(state, port), HttpCall(path=spec.uniqueness), timeout=10)
+            if not 200 <= status < 300:
+                raise UniquenessError(f"uniqueness probe GET {spec.uniqueness} answered HTTP {status} on a trial clone")
+            answers.append(body)
+    finally:
+        for name in names:
+            remove_quietly(engine, name)
+    if answers[0] == answers[1]:
+        raise UniquenessError(
+            f"two clones restored from the snapshot answered GET {spec.uniqueness} identically "
+            f"({answers[0][:80].decode(errors='replace')!r}): every instance would share that state; no snapshot "
+            "was published",
+            hint="reseed in an after_restore hook, or use the Python helper (python_helper = true, which reseeds "
+                 "random and numpy); drop `uniqueness` if sharing is intended")
 
 
 def default_mode() -> tuple[str, str]:
@@ -211,6 +258,9 @@ def _build(
             t = time.monotonic()
             _checkpoint(engine, name, stage, mode=mode)
             checkpoint_seconds = time.monotonic() - t
+            if spec.uniqueness:
+                progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
+                uniqueness_gate(spec, engine=engine, store=store, stage=stage, mode=mode)
             manifest = Manifest(
                 app=spec.name,
                 tag=tag,

@@ -17,6 +17,7 @@
     ├── ReadinessError              the readiness probe never passed (carries status and logs)
     ├── WarmupError                 warm-up traffic or command failed before the checkpoint
     ├── HookError                   a before_checkpoint / after_restore hook failed
+    ├── UniquenessError             two clones of a new snapshot answered the uniqueness probe identically
     └── Interrupted                 Ctrl-C or SIGTERM while a command was running
 """
 
@@ -102,6 +103,11 @@ class WarmupError(WarmstartError):
 
 class HookError(WarmstartError):
     """Raised when a hook fails or times out: before_checkpoint fails the build, after_restore the restore."""
+
+
+class UniquenessError(WarmstartError):
+    """Raised by `build` when two clones restored from the new snapshot answer its uniqueness probe identically:
+    every instance would share state that should differ (random seeds, generated ids); nothing is published."""
 
 
 class Interrupted(WarmstartError):

@@ -136,6 +136,7 @@ class AppSpec:
     build_context: str | None = None  # a directory with a Containerfile: `image` is built from it first
     containerfile: str = "Containerfile"
     secret_env: tuple[str, ...] = ()  # env names whose values never reach manifests or cache keys
+    uniqueness: str | None = None  # GET path whose answer must differ between two clones (build's uniqueness gate)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

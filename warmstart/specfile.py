@@ -49,7 +49,7 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SIGNAL_RE = re.compile(r"^(SIG)?[A-Z0-9+-]+$")
 
 APP_KEYS = {"image", "build", "containerfile", "command", "env", "secret_env", "ports", "volumes", "ready",
-            "warmup", "hooks", "trim", "python_helper"}
+            "warmup", "hooks", "trim", "python_helper", "uniqueness"}
 
 
 class _Reader:
@@ -226,6 +226,7 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
         python_helper=helper,
         build_context=build_context,
         containerfile=r.string(t.get("containerfile", "Containerfile"), f"{key}.containerfile"),
+        uniqueness=r.url_path(t["uniqueness"], f"{key}.uniqueness") if "uniqueness" in t else None,
     )
 
 

@@ -129,3 +129,24 @@ def test_jvm_image_without_python_restores(cli: Cli, owned_app: str, tmp_path: P
     assert product["id"] == 123
     assert cli("stop", out.json["name"]).returncode == 0
     assert containers_of(owned_app) == []
+
+
+def test_uniqueness_gate_refuses_clones_that_share_random_state(cli: Cli, owned_app: str, tmp_path: Path) -> None:
+    """Two trial clones of the staged snapshot answer GET /seeded (random.random(), seeded once at boot): without
+    the helper they answer the same and the build publishes nothing; with it they differ and the build passes."""
+    shared = cli("build", "--name", owned_app, "--image", "localhost/warmstart-example-counter:latest", "-p", "8080",
+                 "--ready-http", "/healthz", "--uniqueness", "/seeded")
+    assert shared.returncode == 1
+    assert "two clones restored from the snapshot answered GET /seeded identically" in shared.stderr
+    assert "hint: reseed in an after_restore hook, or use the Python helper" in shared.stderr
+    assert cli("cache", "ls", owned_app, "--json").json["snapshots"] == []
+    assert containers_of(owned_app) == []
+
+    spec = tmp_path / "warmstart.toml"
+    spec.write_text(f'[apps.{owned_app}]\nimage = "localhost/warmstart-example-counter:latest"\nports = [8080]\n'
+                    'env = { USE_HELPER = "1" }\npython_helper = true\nuniqueness = "/seeded"\n'
+                    'ready = { http = "/healthz" }\n')
+    reseeded = cli("build", "--name", owned_app, "-f", str(spec), "--json")
+    assert reseeded.returncode == 0, reseeded.stderr
+    assert len(cli("cache", "ls", owned_app, "--json").json["snapshots"]) == 1
+    assert containers_of(owned_app) == []

@@ -140,3 +140,15 @@ def test_durations() -> None:
     for bad in ["", "1w", "-1s", True, 0]:
         with pytest.raises(SpecError):
             r.duration(bad, "k")
+
+
+def test_uniqueness_is_a_path(tmp_path: Path) -> None:
+    from warmstart import specfile
+    from warmstart.errors import SpecError
+
+    path = tmp_path / "warmstart.toml"
+    path.write_text('[apps.a]\nimage = "i"\nports = [8080]\nuniqueness = "/id"\n')
+    assert specfile.load(path)["a"].uniqueness == "/id"
+    path.write_text('[apps.a]\nimage = "i"\nports = [8080]\nuniqueness = "id"\n')
+    with pytest.raises(SpecError, match="apps.a.uniqueness: expected a path starting with '/'"):
+        specfile.load(path)

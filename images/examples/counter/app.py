@@ -2,7 +2,8 @@
 "pid"}; /healthz answers 200 once ready.
 
 STARTUP_DELAY (seconds) simulates an expensive boot; NEVER_READY=1 keeps /healthz at 503 forever.
-GET /random returns random.random() and uuid4() (clones of one snapshot must differ); GET /events lists the
+GET /random returns random.random() and uuid4() (clones of one snapshot must differ), GET /seeded only
+random.random(); GET /events lists the
 warmstart_helper hooks that ran (the app registers them when USE_HELPER=1).
 """
 
@@ -37,6 +38,9 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             ready = os.environ.get("NEVER_READY") != "1"
             self._send(200 if ready else 503, {"ready": ready})
+            return
+        if self.path == "/seeded":  # only what clones share unless reseeded (uuid4 reads the kernel's generator)
+            self._send(200, {"random": random.random()})
             return
         if self.path == "/random":
             self._send(200, {"random": random.random(), "uuid": str(uuid.uuid4())})

@@ -22,6 +22,7 @@ def build(
     ready_tcp: Annotated[Optional[int], typer.Option("--ready-tcp", help="Ready when this container port accepts TCP.")] = None,
     ready_port: Annotated[Optional[int], typer.Option("--ready-port", help="Container port for --ready-http.")] = None,
     ready_timeout: Annotated[float, typer.Option("--ready-timeout", help="Seconds to wait for readiness.")] = 60.0,
+    uniqueness: Annotated[Optional[str], typer.Option("--uniqueness", help="GET PATH whose answer must differ between two trial clones, or the build fails.")] = None,
     tag: Annotated[Optional[str], typer.Option("--tag", help="Snapshot tag [default: derived from the cache key].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when an unchanged snapshot is cached.")] = False,
     compare_trim: Annotated[bool, typer.Option("--compare-trim", help="Also measure the snapshot size before trimming.")] = False,
@@ -36,7 +37,8 @@ def build(
     from warmstart.build import build as build_snapshot
     
     apps = options.load_spec_file(file)
-    flags_given = any([command, image, port, env, ready_http, ready_tcp is not None, ready_port is not None])
+    flags_given = any([command, image, port, env, ready_http, ready_tcp is not None, ready_port is not None,
+                       uniqueness])
     if name is None:
         if not apps:
             raise UsageError(f"give --name and --image, or describe apps in {specfile.DEFAULT_FILE}")
@@ -46,7 +48,7 @@ def build(
     else:
         specs = [_spec_from_flags(apps.get(validate_app_name(name)), name=name, image=image, command=command,
                                   port=port, env=env, ready_http=ready_http, ready_tcp=ready_tcp,
-                                  ready_port=ready_port, ready_timeout=ready_timeout)]
+                                  ready_port=ready_port, ready_timeout=ready_timeout, uniqueness=uniqueness)]
     store = options.open_store(cache_dir)
     eng = options.engine_for(engine)
     if tag is not None:
@@ -72,7 +74,7 @@ def build(
 def _spec_from_flags(
     base: AppSpec | None, *, name: str, image: str | None, command: list[str] | None, port: list[str] | None,
     env: list[str] | None, ready_http: str | None, ready_tcp: int | None, ready_port: int | None,
-    ready_timeout: float,
+    ready_timeout: float, uniqueness: str | None = None,
 ) -> AppSpec:
     """The spec file's app with the given flags laid over it (or an app made from flags alone)."""
     if base is None:
@@ -88,4 +90,5 @@ def _spec_from_flags(
         env={**base.env, **parse_env(env or [])},
         ports=ports,
         probe=probe or base.probe,
+        uniqueness=uniqueness or base.uniqueness,
     )
