@@ -120,7 +120,7 @@ def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stag
     if mode != sandbox.SANDBOX:
         raise UsageError("the uniqueness gate needs a sandbox-mode build (it restores trial clones of the staged "
                          "snapshot)")
-    from warmstart.launch import _started, resolve_ports
+    from warmstart.launch import resolve_ports, started_state
     from warmstart.probes import http_request
     from warmstart.spec import HttpCall
 
@@ -139,7 +139,7 @@ def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stag
                                                    labels.INIT: "warmstart-init"},
                            volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro"),
                            extras=sandbox.RunExtras())
-            state = _started(cid, name, bindings, restored=True)
+            state = started_state(cid, name, bindings, restored=True)
             run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
             probe_container(engine, container=name, probe=spec.probe, known=state)
             status, body = http_request(*published(state, port), HttpCall(path=spec.uniqueness), timeout=10)

@@ -69,7 +69,7 @@ def resolve_ports(spec: AppSpec, requested: list[PortBinding]) -> list[PortBindi
     return list(by_port.values())
 
 
-def _started(container: str, name: str, bindings: list[PortBinding], restored: bool) -> ContainerState:
+def started_state(container: str, name: str, bindings: list[PortBinding], restored: bool) -> ContainerState:
     """What we know of an instance we just started, without an engine round trip."""
     return ContainerState(id=container, name=name, status="running", running=True, exit_code=0, restored=restored,
                           ports={b.key: (b.host_ip, b.host_port) for b in bindings})
@@ -253,7 +253,7 @@ def _restore(
             )
         else:
             container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
-        state = _started(container, name, bindings, restored=True)
+        state = started_state(container, name, bindings, restored=True)
         run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
         return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref)
 
@@ -292,7 +292,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
     except BaseException:
         shutil.rmtree(ctl, ignore_errors=True)
         raise
-    return Prestarted(spec, snapshot, _started(container, name, bindings, restored=True), ctl)
+    return Prestarted(spec, snapshot, started_state(container, name, bindings, restored=True), ctl)
 
 
 def activate(pre: Prestarted, *, engine: Engine, trigger_timeout: float = 10.0) -> LaunchResult:
@@ -337,7 +337,7 @@ def _cold(
             name=name, image=spec.image, command=list(spec.command), env=spec.env, ports=bindings,
             labels=labels.labels_for(spec.name), volumes=spec.volumes,
         )
-        state = _started(container, name, bindings, restored=False)
+        state = started_state(container, name, bindings, restored=False)
         return _ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)
 
 
