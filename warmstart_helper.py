@@ -18,7 +18,8 @@ and `python_helper = true` in the app's warmstart.toml. Before the checkpoint wa
 `python3 -m warmstart_helper before_checkpoint` in the container, which asks the app (over an abstract Unix
 socket) to run the before-hooks and waits for them; with `trim.python = true` it then runs
 `python3 -m warmstart_helper trim`: `gc.collect()` plus glibc's `malloc_trim(0)` inside the app. After a restore warmstart sends SIGUSR2, whose handler runs the after-restore hooks. The first
-after-restore hook is always `reseed`: clones of one snapshot would otherwise share the state of `random` (and of
+after-restore steps are always `import_secrets` (the values of `secret_env`, which the snapshot never held,
+from the new container's init) and `reseed`: clones of one snapshot would otherwise share the state of `random` (and of
 numpy's global generator) and produce the same "random" numbers. `uuid.uuid4()` and `secrets` read the kernel's
 generator and need nothing.
 """
@@ -36,6 +37,10 @@ import threading
 import traceback
 from collections.abc import Callable
 
+# Secrets: the snapshot is taken without them (the app's `secret_env`); after a restore the container's init
+# serves their values on this abstract socket as NAME=VALUE pairs ended by NUL bytes (sandbox-init/main.go).
+SECRETS_SOCKET = "\0warmstart-secrets"
+SECRET_NAMES_VAR = "WARMSTART_SECRET_NAMES"
 SOCKET_NAME = "\0warmstart-helper"  # abstract socket: no file to leave behind, private to the network namespace
 RESTORE_SIGNAL = signal.SIGUSR2
 
@@ -79,8 +84,33 @@ def run_before_checkpoint() -> None:
             fn()
 
 
+def import_secrets() -> list[str]:
+    """Put the secrets the restoring init serves into os.environ (no-op outside a restored sandbox); returns
+    their names. Read them from os.environ in your own after-restore hooks, which run after this."""
+    names = [n for n in os.environ.get(SECRET_NAMES_VAR, "").split(",") if n]
+    if not names:
+        return []
+    data = b""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+        conn.settimeout(5)
+        try:
+            conn.connect(SECRETS_SOCKET)
+        except OSError:  # started cold: the values are in the environment already
+            return []
+        while chunk := conn.recv(65536):
+            data += chunk
+    got = []
+    for pair in data.split(b"\0"):
+        name, sep, value = pair.decode().partition("=")
+        if sep and name in names:
+            os.environ[name] = value
+            got.append(name)
+    return got
+
+
 def run_after_restore() -> None:
     with _lock:
+        import_secrets()
         reseed()
         for fn in _after:
             fn()

@@ -45,6 +45,12 @@ const (
 	ImagesDir  = "images"       // CRIU image dir
 	DumpLog    = "dump.log"
 	RestoreLog = "restore.log"
+
+	// A restoring init hands the app its secrets (the names in SecretNamesVar, values from this container's
+	// environment, which the snapshot never saw) on this abstract Unix socket: NAME=VALUE pairs, each ended by
+	// a NUL byte, then EOF. Shared with warmstart/secretenv.py and warmstart_helper.py.
+	SecretsSocket  = "@warmstart-secrets"
+	SecretNamesVar = "WARMSTART_SECRET_NAMES"
 )
 
 // Options both CRIU sides need: the app's stdout/stderr are pipes to the container runtime (re-attached with
@@ -577,6 +583,9 @@ func restore(args []string) {
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals)
 	start := time.Now()
+	if err := serveSecrets(); err != nil {
+		fail(ExitRestoreFailed, "restore: cannot serve the app's secrets: %v", err)
+	}
 	meta, code, err := prepare(f["snapshot"])
 	if err != nil {
 		fail(code, "restore: %v", err)
@@ -607,6 +616,55 @@ func restore(args []string) {
 	}
 	fmt.Fprintf(os.Stderr, "warmstart-init: restored pid %d in %d ms\n", meta.Pid, time.Since(start).Milliseconds())
 	os.Exit(supervise(meta.Pid, signals))
+}
+
+// serveSecrets answers every connection to SecretsSocket with the secrets' values, and takes them out of this
+// process's environment (criu, which it starts next, has no use for them). It listens before the restore, so
+// the app finds it from its first instruction on.
+func serveSecrets() error {
+	names := os.Getenv(SecretNamesVar)
+	if names == "" {
+		return nil
+	}
+	var payload []byte
+	for _, name := range strings.Split(names, ",") {
+		if value, ok := os.LookupEnv(name); ok {
+			payload = append(append(payload, name+"="+value...), 0)
+			_ = os.Unsetenv(name)
+		}
+	}
+	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: SecretsSocket}); err != nil {
+		syscall.Close(fd)
+		return err
+	}
+	if err := syscall.Listen(fd, 16); err != nil {
+		syscall.Close(fd)
+		return err
+	}
+	go func() {
+		for {
+			conn, _, err := syscall.Accept4(fd, syscall.SOCK_CLOEXEC)
+			if err != nil {
+				if err == syscall.EINTR || err == syscall.ECONNABORTED {
+					continue
+				}
+				return
+			}
+			for sent := 0; sent < len(payload); {
+				n, err := syscall.Write(conn, payload[sent:])
+				if err != nil {
+					break
+				}
+				sent += n
+			}
+			syscall.Close(conn)
+		}
+	}()
+	return nil
 }
 
 // prepare reads a snapshot's meta, checks the PID it needs is free and puts the app's files back; on failure

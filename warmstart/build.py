@@ -28,6 +28,7 @@ from warmstart.engines.base import criu_log_excerpt
 from warmstart.errors import CheckpointError, UniquenessError, UsageError
 from warmstart.hooks import after_restore_hooks, before_checkpoint_hooks, run_hooks
 from warmstart.ports import reserved
+from warmstart.secretenv import build_env, raise_if_found, run_env, scan, secret_values
 from warmstart.spec import AppSpec, PortBinding
 from warmstart.trim import trim
 from warmstart.warmup import run_warmup
@@ -71,7 +72,7 @@ def _start(spec: AppSpec, *, engine: Engine, name: str, mode: str, stage: Path) 
     """Start the build container: the app itself (container mode), or the app under warmstart-init with the
     staging dir mounted for the dump (sandbox mode)."""
     common: dict[str, Any] = dict(
-        name=name, image=spec.image, env=spec.env, ports=[PortBinding(container_port=p) for p in spec.ports],
+        name=name, image=spec.image, env=build_env(spec), ports=[PortBinding(container_port=p) for p in spec.ports],
         labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid())}, log_max_bytes=BUILD_LOG_MAX_BYTES,
     )
     if mode == sandbox.CONTAINER:
@@ -127,6 +128,7 @@ def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stag
     port = spec.probe.port if spec.probe and spec.probe.kind == "http" else (spec.ports[0] if spec.ports else 0)
     if not port:
         raise UsageError(f"app {spec.name!r}: the uniqueness probe needs a published port")
+    env = _trial_env(spec)
     answers: list[bytes] = []
     names: list[str] = []
     try:
@@ -134,7 +136,7 @@ def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stag
             name = labels.build_name(spec.name)
             names.append(name)
             with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings:
-                cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(), env=spec.env,
+                cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(), env=env,
                            ports=bindings, labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
                                                    labels.INIT: "warmstart-init"},
                            volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro"),
@@ -156,6 +158,14 @@ def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stag
             "was published",
             hint="reseed in an after_restore hook, or use the Python helper (python_helper = true, which reseeds "
                  "random and numpy); drop `uniqueness` if sharing is intended")
+
+
+def _trial_env(spec: AppSpec) -> dict[str, str]:
+    """Trial clones get what a launch gives (secrets included) when warmstart's environment has them."""
+    try:
+        return run_env(spec)
+    except UsageError:
+        return build_env(spec)
 
 
 def default_mode() -> tuple[str, str]:
@@ -203,6 +213,13 @@ def build(
         mode, _ = default_mode()
     if mode not in sandbox.MODES:
         raise UsageError(f"invalid mode {mode!r}: expected one of {', '.join(sandbox.MODES)}")
+    if spec.secret_env and mode == sandbox.CONTAINER:
+        raise UsageError(f"app {spec.name!r} has secret_env, which needs a sandbox-mode build: a container-mode "
+                         "checkpoint saves the container's environment, secrets included")
+    if spec.secrets_during_warmup:
+        raise UsageError(f"app {spec.name!r}: secrets_during_warmup = true puts secret values in the snapshot, and "
+                         "this warmstart cannot encrypt snapshots yet",
+                         hint="read secrets after the restore (the helper hands them over) and drop the opt-in")
     image_id = prepare_image(spec, engine=engine, progress=progress)
     info = engine.info()
     host = host_facts()
@@ -258,6 +275,8 @@ def _build(
             t = time.monotonic()
             _checkpoint(engine, name, stage, mode=mode)
             checkpoint_seconds = time.monotonic() - t
+            progress("scanning the snapshot for secrets")
+            raise_if_found(scan(stage, secret_values(spec, required=False)), app=spec.name)
             if spec.uniqueness:
                 progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
                 uniqueness_gate(spec, engine=engine, store=store, stage=stage, mode=mode)

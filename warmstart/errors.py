@@ -18,6 +18,8 @@
     ├── WarmupError                 warm-up traffic or command failed before the checkpoint
     ├── HookError                   a before_checkpoint / after_restore hook failed
     ├── UniquenessError             two clones of a new snapshot answered the uniqueness probe identically
+    ├── SecretLeakError             a secret value or credential shape was found in a snapshot's files
+    ├── SignatureError              a snapshot's signature is missing, wrong or from an untrusted key
     └── Interrupted                 Ctrl-C or SIGTERM while a command was running
 """
 
@@ -108,6 +110,16 @@ class HookError(WarmstartError):
 class UniquenessError(WarmstartError):
     """Raised by `build` when two clones restored from the new snapshot answer its uniqueness probe identically:
     every instance would share state that should differ (random seeds, generated ids); nothing is published."""
+
+
+class SecretLeakError(WarmstartError):
+    """Raised when a build (or a push) finds a secret's value or a credential-shaped string in a snapshot's files:
+    nothing is published or sent."""
+
+
+class SignatureError(WarmstartError):
+    """Raised when signing fails, or when a signature is required (--require-signed) and the snapshot is unsigned,
+    signed by an untrusted key, or its manifest no longer matches its signature."""
 
 
 class Interrupted(WarmstartError):

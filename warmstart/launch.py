@@ -19,6 +19,7 @@ from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.probes import preload
 from warmstart.engines.base import ContainerState, Engine
+from warmstart.secretenv import run_env
 from warmstart.hooks import after_restore_hooks, run_hooks
 from warmstart.host import host_facts, incompatibilities
 from warmstart.ports import reserved
@@ -246,7 +247,7 @@ def _restore(
             # A fresh container of the app's image whose PID 1 (our init) restores the app from the snapshot dir,
             # mounted read-only: nothing is copied or unpacked per launch.
             container = engine.run(
-                name=name, image=spec.image, command=sandbox.restore_command(), env=spec.env, ports=bindings,
+                name=name, image=spec.image, command=sandbox.restore_command(), env=run_env(spec), ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "restored", labels.INIT: "warmstart-init"},
                 volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro"),
                 extras=sandbox.RunExtras(),
@@ -281,7 +282,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
     try:
         with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings, removed_on_failure(engine, name):
             container = engine.run(
-                name=name, image=spec.image, command=sandbox.restore_command(wait=True), env=spec.env, ports=bindings,
+                name=name, image=spec.image, command=sandbox.restore_command(wait=True), env=run_env(spec), ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
                         labels.OWNER_PID: str(os.getpid()),
                         labels.TRIGGER: str(ctl / sandbox.TRIGGER)},
@@ -334,7 +335,7 @@ def _cold(
     progress(f"starting {name} cold: {reason}")
     with removed_on_failure(engine, name):
         container = engine.run(
-            name=name, image=spec.image, command=list(spec.command), env=spec.env, ports=bindings,
+            name=name, image=spec.image, command=list(spec.command), env=run_env(spec), ports=bindings,
             labels=labels.labels_for(spec.name), volumes=spec.volumes,
         )
         state = started_state(container, name, bindings, restored=False)

@@ -135,7 +135,8 @@ class AppSpec:
     python_helper: bool = False
     build_context: str | None = None  # a directory with a Containerfile: `image` is built from it first
     containerfile: str = "Containerfile"
-    secret_env: tuple[str, ...] = ()  # env names whose values never reach manifests or cache keys
+    secret_env: tuple[str, ...] = ()  # env names whose values never reach snapshots, stored files or argv
+    secrets_during_warmup: bool = False  # the build gets the secrets too: the snapshot must then be encrypted
     uniqueness: str | None = None  # GET path whose answer must differ between two clones (build's uniqueness gate)
 
     def to_dict(self) -> dict[str, Any]:

@@ -49,7 +49,8 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SIGNAL_RE = re.compile(r"^(SIG)?[A-Z0-9+-]+$")
 
 APP_KEYS = {"image", "build", "containerfile", "command", "env", "secret_env", "ports", "volumes", "ready",
-            "warmup", "hooks", "trim", "python_helper", "uniqueness"}
+            "warmup", "hooks", "trim", "python_helper", "uniqueness",
+            "secrets_during_warmup"}
 
 
 class _Reader:
@@ -189,9 +190,9 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
             raise r.fail(f"{key}.env.{k}", f"expected a string, got {_kind(v)}")
         env[k] = v
     secret_env = r.strings(t.get("secret_env", []), f"{key}.secret_env")
-    for s in secret_env:
-        if s not in env:
-            raise r.fail(f"{key}.secret_env", f"{s!r} is not set in {key}.env")
+    for s in secret_env:  # values: from warmstart's own environment at build/run time, else from env
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", s):
+            raise r.fail(f"{key}.secret_env", f"{s!r} is not an environment variable name")
     if not isinstance(t.get("ports", []), list):
         raise r.fail(f"{key}.ports", f"expected a list of port numbers, got {_kind(t['ports'])}")
     ports = tuple(r.port(p, f"{key}.ports[{i}]") for i, p in enumerate(t.get("ports", [])))
@@ -214,6 +215,7 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
         command=r.command(t["command"], f"{key}.command") if "command" in t else (),
         env=env,
         secret_env=secret_env,
+        secrets_during_warmup=r.boolean(t.get("secrets_during_warmup", False), f"{key}.secrets_during_warmup"),
         ports=ports,
         volumes=volumes,
         probe=probe,

@@ -92,7 +92,7 @@ BAD = [
     ("[apps.a]\nimage = 'i'\nports = [80, 81]\nready = { http = '/' }\n",
      "apps.a.ready.port: needed: the app publishes 2 ports [80, 81], say which"),
     ("[apps.a]\nimage = 'i'\nenv = { A = 1 }\n", "apps.a.env.A: expected a string, got an integer (1)"),
-    ("[apps.a]\nimage = 'i'\nsecret_env = ['B']\n", "apps.a.secret_env: 'B' is not set in apps.a.env"),
+    ("[apps.a]\nimage = 'i'\nsecret_env = ['B-C']\n", "apps.a.secret_env: 'B-C' is not an environment variable name"),
     ("[apps.a]\ncommand = 'x'\n", "apps.a: needs `image` (a local image) or `build`"),
     ("[apps.A]\nimage = 'i'\n", "apps.A: invalid app name"),
     ("[apps.a]\nimage = 'i'\nports = [80]\nwarmup = { requests = ['GET /'], repeat = 0 }\n",

@@ -16,7 +16,6 @@ from warmstart.engines.base import EngineInfo
 from warmstart.spec import AppSpec
 
 FORMAT_VERSION = 1  # warmstart's snapshot format; bump when the layout of what is stored changes
-SECRET = "<secret: excluded>"
 
 
 def _digest(value: str) -> str:
@@ -31,7 +30,9 @@ def key_inputs(spec: AppSpec, *, image_id: str, engine: EngineInfo, criu_version
         "format": FORMAT_VERSION,
         "image_id": image_id,
         "command": list(spec.command),
-        "env": {k: SECRET if k in spec.secret_env else _digest(v) for k, v in sorted(spec.env.items())},
+        "env": {k: _digest(v) for k, v in sorted(spec.env.items()) if k not in spec.secret_env},
+        "secret_env": sorted(spec.secret_env),  # names only
+        "secrets_during_warmup": spec.secrets_during_warmup,
         "ports": list(spec.ports),
         "volumes": list(spec.volumes),
         "warmup": plain(spec.warmup),

@@ -30,6 +30,7 @@ from pathlib import Path
 from warmstart.cache import safefs
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, FileEntry, Manifest
 from warmstart.errors import CacheError, ManifestError, SnapshotCorrupt, SnapshotNotFound, UsageError
+from warmstart.secretenv import stored_spec
 from warmstart.spec import AppSpec, validate_app_name, validate_tag
 
 ENV_VAR = "WARMSTART_CACHE"
@@ -157,7 +158,8 @@ class SnapshotStore:
 
     # -- apps ---------------------------------------------------------------------------------------------------------
     def save_app(self, spec: AppSpec) -> None:
-        data = json.dumps({"record_version": APP_RECORD_VERSION, "spec": spec.to_dict()}, indent=2) + "\n"
+        # Secret values are never written: `run` takes them from its own environment.
+        data = json.dumps({"record_version": APP_RECORD_VERSION, "spec": stored_spec(spec).to_dict()}, indent=2) + "\n"
         write_private(self.apps / f"{validate_app_name(spec.name)}.json", data)
 
     def load_app(self, name: str) -> AppSpec | None:

@@ -3,10 +3,11 @@
 
 STARTUP_DELAY (seconds) simulates an expensive boot; NEVER_READY=1 keeps /healthz at 503 forever.
 GET /random returns random.random() and uuid4() (clones of one snapshot must differ), GET /seeded only
-random.random(); GET /events lists the
+random.random(); GET /secret the SHA-256 of $API_KEY as the app sees it now (never the value); GET /events lists the
 warmstart_helper hooks that ran (the app registers them when USE_HELPER=1).
 """
 
+import hashlib
 import json
 import os
 import secrets
@@ -44,6 +45,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.path == "/random":
             self._send(200, {"random": random.random(), "uuid": str(uuid.uuid4())})
+            return
+        if self.path == "/secret":
+            value = os.environ.get("API_KEY")
+            self._send(200, {"sha256": hashlib.sha256(value.encode()).hexdigest() if value is not None else None})
             return
         if self.path == "/events":
             self._send(200, {"events": STATE["events"]})
