@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from warmstart import __version__, labels, sandbox
+from warmstart import __version__, labels, sandbox, signing
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.store import Snapshot, SnapshotStore, pid_alive
@@ -201,6 +201,7 @@ def build(
     force: bool = False,
     compare_trim: bool = False,
     mode: str | None = None,
+    sign_key: Path | None = None,
     progress: Progress = lambda _: None,
 ) -> BuildResult:
     """Build (or, for an unchanged app, reuse) the snapshot of `spec`. One build per key at a time: a second
@@ -220,6 +221,8 @@ def build(
         raise UsageError(f"app {spec.name!r}: secrets_during_warmup = true puts secret values in the snapshot, and "
                          "this warmstart cannot encrypt snapshots yet",
                          hint="read secrets after the restore (the helper hands them over) and drop the opt-in")
+    if sign_key is not None:
+        signing.load_signing_key(sign_key)  # a bad key fails now, not after the build
     image_id = prepare_image(spec, engine=engine, progress=progress)
     info = engine.info()
     host = host_facts()
@@ -233,6 +236,8 @@ def build(
         # An explicit --tag is a name the user will run by: reuse only a snapshot that already carries it.
         if existing is not None and not force and wanted_tag in (None, existing.manifest.tag):
             progress(f"unchanged: reusing snapshot {existing.ref}")
+            if sign_key is not None:
+                store.add_signature(existing, signing.sign(existing.manifest, sign_key))
             store.save_app(spec)
             t = existing.manifest.timings
             return BuildResult(
@@ -243,13 +248,13 @@ def build(
             )
         return _build(spec, engine=engine, store=store, tag=tag, key=key, inputs=inputs, image_id=image_id,
                       info=info, host=host.to_dict(), compare_trim=compare_trim, start=start, progress=progress,
-                      mode=mode)
+                      mode=mode, sign_key=sign_key)
 
 
 def _build(
     spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str, key: str, inputs: dict[str, Any],
     image_id: str, info: EngineInfo, host: dict[str, Any], compare_trim: bool, start: float, progress: Progress,
-    mode: str,
+    mode: str, sign_key: Path | None,
 ) -> BuildResult:
     name = labels.build_name(spec.name)
     try:
@@ -295,7 +300,8 @@ def _build(
                 timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3)},
             )
             remove_quietly(engine, name)  # before publishing: the container no longer writes into the snapshot
-            snapshot: Snapshot = store.publish(stage, manifest)
+            signer = (lambda m: signing.sign(m, sign_key)) if sign_key is not None else None
+            snapshot: Snapshot = store.publish(stage, manifest, signer=signer)
         store.save_app(spec)
     finally:
         remove_quietly(engine, name)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmstart import labels, sandbox
+from warmstart import labels, sandbox, signing
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.probes import preload
@@ -31,13 +31,17 @@ from warmstart.errors import (
     ReadinessError,
     RegistryError,
     RestoreError,
+    SignatureError,
     SnapshotCorrupt,
     SnapshotNotFound,
     UnknownAppError,
     UsageError,
     WarmstartError,
 )
+from warmstart.signing import TrustPolicy
 from warmstart.spec import AppSpec, PortBinding
+
+NO_POLICY = TrustPolicy()  # signatures unchecked: no trusted key, nothing required
 
 Progress = Callable[[str], None]
 
@@ -77,9 +81,10 @@ def started_state(container: str, name: str, bindings: list[PortBinding], restor
 
 
 def usable_snapshot(
-    spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str | None = None
+    spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str | None = None, trust: TrustPolicy = NO_POLICY
 ) -> tuple[Snapshot | None, str]:
-    """The newest snapshot (or the tagged one) this host and engine can restore, verified; or None and why.
+    """The newest snapshot (or the tagged one) this host and engine can restore, verified and accepted by the
+    signature policy; or None and why.
 
     A snapshot whose files do not match its manifest is quarantined and never restored."""
     try:
@@ -114,6 +119,11 @@ def usable_snapshot(
         except SnapshotCorrupt as exc:
             where = store.quarantine(snap)
             return None, f"{exc}; quarantined to {where}"
+        try:
+            signing.check(m, snap.signature(), trust, ref=snap.ref)
+        except SignatureError as exc:
+            reasons.append(f"signature refused: {exc}")
+            continue
         return snap, ""
     return None, "; ".join(reasons[:3]) + (f" (+{len(reasons) - 3} more)" if len(reasons) > 3 else "")
 
@@ -157,7 +167,7 @@ def known_app(app: str, *, store: SnapshotStore, spec: AppSpec | None = None, ta
 
 
 def pull_if_missing(app: str, tag: str | None, *, store: SnapshotStore, registry: str,
-                    progress: Progress) -> str:
+                    progress: Progress, trust: TrustPolicy = NO_POLICY) -> str:
     """Pull from `registry` when the snapshot is not here; "" on success or no need, else why it failed."""
     try:
         if store.get(app, tag) if tag else store.latest(app):
@@ -168,7 +178,7 @@ def pull_if_missing(app: str, tag: str | None, *, store: SnapshotStore, registry
     from warmstart.cache.registry import Reference, Registry  # only when pulling: it brings oras and requests
 
     try:
-        Registry(Reference.parse(registry)).pull(store)
+        Registry(Reference.parse(registry)).pull(store, trust=trust)
     except WarmstartError as exc:
         return f"pull from {registry} failed: {exc}"
     return ""
@@ -184,6 +194,7 @@ def launch(
     cold: bool = False,
     spec: AppSpec | None = None,
     registry: str | None = None,
+    trust: TrustPolicy = NO_POLICY,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
     """Start one instance of `app` (APP or APP:TAG): pull (with `registry`, when missing here) -> choose a usable
@@ -194,7 +205,7 @@ def launch(
     app, tag = parse_ref(app)
     pull_failure = ""
     if registry and not cold:
-        pull_failure = pull_if_missing(app, tag, store=store, registry=registry, progress=progress)
+        pull_failure = pull_if_missing(app, tag, store=store, registry=registry, progress=progress, trust=trust)
         if pull_failure and no_fallback:
             raise RegistryError(pull_failure)
     known = known_app(app, store=store, spec=spec, tag=tag)
@@ -215,7 +226,7 @@ def launch(
         if cold:
             snapshot, reason = None, "cold start requested (--cold)"
         else:
-            snapshot, reason = usable_snapshot(spec, engine=engine, store=store, tag=tag)
+            snapshot, reason = usable_snapshot(spec, engine=engine, store=store, tag=tag, trust=trust)
             reason = f"{pull_failure}; {reason}" if pull_failure else reason
         if snapshot is None and no_fallback:
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")

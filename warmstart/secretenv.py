@@ -156,11 +156,17 @@ def _first_shape(data: mmap.mmap, prefixes: tuple[bytes, ...], pattern: re.Patte
     return first
 
 
-def raise_if_found(findings: list[Finding], *, app: str) -> None:
+def values_named(names: list[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The values warmstart's environment has for `names` (a stored snapshot knows its secrets by name only)."""
+    environ = os.environ if environ is None else environ
+    return {n: environ[n] for n in names if len(environ.get(n, "")) >= MIN_SECRET_LEN}
+
+
+def raise_if_found(findings: list[Finding], *, app: str, outcome: str = "no snapshot was published") -> None:
     if not findings:
         return
     raise SecretLeakError(
-        f"the snapshot of {app!r} holds a secret in clear: {findings[0].describe()}; no snapshot was published",
+        f"the snapshot of {app!r} holds a secret in clear: {findings[0].describe()}; {outcome}",
         details="\n".join(f.describe() for f in findings),
         hint="let the app read it after the restore (secret_env = [...] withholds it from the build), or opt in with "
              "secrets_during_warmup = true and an encryption key")

@@ -36,7 +36,17 @@ from warmstart.containers import remove_quietly
 from warmstart.engines.base import Engine
 from warmstart.errors import UsageError, WarmstartError
 from warmstart import labels, sandbox
-from warmstart.launch import LaunchResult, Prestarted, activate, known_app, launch, prestart, usable_snapshot
+from warmstart.launch import (
+    NO_POLICY,
+    LaunchResult,
+    Prestarted,
+    activate,
+    known_app,
+    launch,
+    prestart,
+    usable_snapshot,
+)
+from warmstart.signing import TrustPolicy
 from warmstart.spec import AppSpec
 
 Event = dict[str, Any]
@@ -69,6 +79,7 @@ class ServeOptions:
     concurrency: int = 10  # open connections per instance before another is started (up to max_instances)
     pool: int = 1  # pre-started sandboxes kept ready
     conn_idle: float = 300.0  # close a proxied connection with no traffic either way for this long
+    trust: TrustPolicy = NO_POLICY  # which snapshots' signatures are accepted
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -147,7 +158,8 @@ class Front:
 
     async def _prestart(self) -> None:
         try:
-            snap, why = await asyncio.to_thread(usable_snapshot, self.spec, engine=self.engine, store=self.store)
+            snap, why = await asyncio.to_thread(usable_snapshot, self.spec, engine=self.engine, store=self.store,
+                                                   trust=self.opts.trust)
             if snap is None or snap.manifest.mode != sandbox.SANDBOX:
                 self.emit({"event": "pool_unavailable", "reason": why or f"snapshot {snap.ref if snap else ''} is "
                            "not a sandbox snapshot"})
@@ -173,7 +185,8 @@ class Front:
                 return activate(pre, engine=self.engine)
             except WarmstartError as exc:
                 self.emit({"event": "pool_failed", "instance": pre.state.name, "error": str(exc)})
-        return launch(self.opts.app, engine=self.engine, store=self.store, ports=[], spec=self.spec)
+        return launch(self.opts.app, engine=self.engine, store=self.store, ports=[], spec=self.spec,
+                      trust=self.opts.trust)
 
     async def _start(self) -> Instance | None:
         t = time.monotonic()

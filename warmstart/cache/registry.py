@@ -7,7 +7,8 @@ images), and restores through the same uncompressed-file path as a local build. 
 image manifests with custom media types serves it (distribution 2.8, Harbor, ECR, GHCR, Zot...).
 
 Artifact shape: an OCI image manifest whose config media type is CONFIG_MEDIA_TYPE (the artifact type), two
-layers (manifest.json, checkpoint.tar, each annotated with its file name), and io.warmstart.* annotations.
+layers (manifest.json, checkpoint.tar, each annotated with its file name) plus manifest.sig when the snapshot is
+signed, and io.warmstart.* annotations.
 
 Credentials come from the usual places, never from the command line: $WARMSTART_REGISTRY_USER and
 $WARMSTART_REGISTRY_PASSWORD, else the auth files `podman login` and `docker login` write.
@@ -31,6 +32,8 @@ from typing import Any
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
 from warmstart.errors import ManifestError, RegistryError
+from warmstart.secretenv import raise_if_found, scan, values_named
+from warmstart.signing import SIGNATURE_FILE, TrustPolicy, check
 
 CONFIG_MEDIA_TYPE = "application/vnd.warmstart.snapshot.config.v1+json"
 TRANSPORT_FILE = "snapshot.tar"  # a sandbox snapshot's files (CRIU images, rootfs.tar, sandbox.json), packed for the trip
@@ -38,6 +41,7 @@ LAYER_MEDIA_TYPES = {
     FILENAME: "application/vnd.warmstart.manifest.v1+json",
     CHECKPOINT_FILE: "application/vnd.warmstart.checkpoint.v1.tar",  # container mode: the engine's archive
     TRANSPORT_FILE: "application/vnd.warmstart.snapshot.v1.tar",  # sandbox mode
+    SIGNATURE_FILE: "application/vnd.warmstart.signature.v1+json",  # optional: see signing.py
 }
 PAYLOAD = {"container": CHECKPOINT_FILE, "sandbox": TRANSPORT_FILE}  # mode -> the second layer's file
 TITLE = "org.opencontainers.image.title"  # OCI image-spec annotations.md: a layer's file name
@@ -195,13 +199,19 @@ class Registry:
         """Push manifest.json and the payload: the engine's archive (container mode) or, for a sandbox snapshot,
         its files packed into one tar in `scratch` (a private dir of the cache: the files hold process memory)."""
         m = snapshot.manifest
+        names = m.spec.get("secret_env", [])
+        raise_if_found(scan(snapshot.path, values_named(names if isinstance(names, list) else [])), app=m.app,
+                       outcome="nothing was pushed")
         annotations = {"io.warmstart.app": m.app, "io.warmstart.tag": m.tag, "io.warmstart.key": m.key,
                        "io.warmstart.schema_version": str(m.schema_version), CREATED: m.created_at}
         payload = PAYLOAD[m.mode]
+        signature = snapshot.signature()
         source = snapshot.path
         if m.mode == "sandbox":
             source = scratch
             shutil.copyfile(snapshot.path / FILENAME, scratch / FILENAME)
+            if signature is not None:
+                shutil.copyfile(snapshot.path / SIGNATURE_FILE, scratch / SIGNATURE_FILE)
             with tarfile.open(scratch / TRANSPORT_FILE, "w", format=tarfile.PAX_FORMAT) as tar:
                 for name in sorted(m.files):
                     tar.add(snapshot.path / name, arcname=name, recursive=False, filter=_plain)
@@ -209,7 +219,8 @@ class Registry:
             (scratch / "config.json").write_text("{}")
             resp = self.client.push(
                 target=str(self.ref),
-                files=[f"{name}:{LAYER_MEDIA_TYPES[name]}" for name in (FILENAME, payload)],
+                files=[f"{name}:{LAYER_MEDIA_TYPES[name]}" for name in
+                       (FILENAME, payload, *((SIGNATURE_FILE,) if signature is not None else ()))],
                 manifest_config=f"{scratch / 'config.json'}:{CONFIG_MEDIA_TYPE}",
                 manifest_annotations=annotations,
                 disable_path_validation=True,
@@ -219,8 +230,9 @@ class Registry:
             digest = resp.headers.get("Docker-Content-Digest", "")
         return PushResult(snapshot=m.ref, reference=str(self.ref), digest=digest, size_bytes=snapshot.size)
 
-    def pull(self, store: SnapshotStore) -> PullResult:
-        """Download into staging, verify every blob against the OCI manifest and our manifest, then publish."""
+    def pull(self, store: SnapshotStore, *, trust: TrustPolicy = TrustPolicy()) -> PullResult:
+        """Download into staging, verify every blob against the OCI manifest and our manifest and the signature
+        against `trust`, then publish."""
         with self._translated("pull from"):
             oci = self.client.get_manifest(str(self.ref))
         layers = _snapshot_layers(oci, str(self.ref))
@@ -255,6 +267,8 @@ class Registry:
             for name, entry in manifest.files.items():
                 if digests.get(name) != entry["sha256"]:
                     raise RegistryError(f"pulled {name} from {self.ref} does not match the snapshot manifest: refused")
+            signature = (stage / SIGNATURE_FILE).read_text(errors="replace") if SIGNATURE_FILE in layers else None
+            check(manifest, signature, trust, ref=str(self.ref))  # before anything becomes visible
             snapshot = store.publish(stage, manifest, verified=True)
         return PullResult(snapshot=snapshot.ref, reference=str(self.ref), path=str(snapshot.path),
                           size_bytes=snapshot.size)
@@ -304,8 +318,8 @@ def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
         found = config.get("mediaType") if isinstance(config, dict) else None
         raise RegistryError(f"{ref} is not a warmstart snapshot (config media type {str(found)[:100]!r})")
     raw_layers = oci.get("layers")
-    if not isinstance(raw_layers, list) or len(raw_layers) != 2:
-        raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload: refused")
+    if not isinstance(raw_layers, list) or len(raw_layers) not in (2, 3):
+        raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload (and a signature): refused")
     layers: dict[str, str] = {}
     for layer in raw_layers:
         title = layer.get("annotations", {}).get(TITLE) if isinstance(layer, dict) and isinstance(
@@ -317,8 +331,9 @@ def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
         if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
             raise RegistryError(f"{ref}: layer {title} has no valid sha256 digest: refused")
         layers[title] = digest
-    if FILENAME not in layers:
-        raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload: no manifest.json: refused")
+    if FILENAME not in layers or len(set(layers) - {FILENAME, SIGNATURE_FILE}) != 1:
+        raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload (and a signature): found "
+                            f"{sorted(layers)}: refused")
     return layers
 
 

@@ -23,7 +23,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from warmstart.cache import safefs
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, FileEntry, Manifest
 from warmstart.errors import CacheError, ManifestError, SnapshotCorrupt, SnapshotNotFound, UsageError
 from warmstart.secretenv import stored_spec
+from warmstart.signing import SIGNATURE_FILE
 from warmstart.spec import AppSpec, validate_app_name, validate_tag
 
 ENV_VAR = "WARMSTART_CACHE"
@@ -63,6 +64,15 @@ class Snapshot:
     @property
     def size(self) -> int:
         return sum(f["size"] for f in self.manifest.files.values())
+
+    def signature(self) -> str | None:
+        """The snapshot's SIGNATURE_FILE text, or None when it is unsigned."""
+        try:
+            return safefs.read_owned(self.path / SIGNATURE_FILE, limit=1 << 14)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CacheError(f"cannot read the signature of snapshot {self.ref}: {exc.strerror or exc}") from exc
 
 
 def sha256_file(path: Path) -> str:
@@ -204,15 +214,21 @@ class SnapshotStore:
         finally:
             shutil.rmtree(path, ignore_errors=True)
 
-    def publish(self, staging: Path, manifest: Manifest, *, verified: bool = False) -> Snapshot:
+    def publish(
+        self, staging: Path, manifest: Manifest, *, verified: bool = False,
+        signer: Callable[[Manifest], str] | None = None,
+    ) -> Snapshot:
         """Hash the staged files into the manifest (unless the caller `verified` them against it already), write
-        it, and make the snapshot visible with one rename (replacing an older snapshot of the same tag)."""
+        it (and its signature, with a `signer`), and make the snapshot visible with one rename (replacing an older
+        snapshot of the same tag)."""
         for name in snapshot_files(staging):
             f = staging / name
             os.chmod(f, 0o600)
             if not verified:
                 manifest.files[name] = FileEntry(size=f.stat().st_size, sha256=sha256_file(f))
         write_private(staging / FILENAME, manifest.to_json())
+        if signer is not None:
+            write_private(staging / SIGNATURE_FILE, signer(manifest))
         self._stamp(staging, manifest)
         app_dir = self._app_dir(manifest.app, create=True)
         dest = app_dir / validate_tag(manifest.tag)
@@ -360,6 +376,10 @@ class SnapshotStore:
         if changed:
             self._stamp(snapshot.path, snapshot.manifest)
 
+    def add_signature(self, snapshot: Snapshot, text: str) -> None:
+        """Sign a published snapshot (push --sign-key): one atomic write beside its manifest."""
+        write_private(snapshot.path / SIGNATURE_FILE, text)
+
     def quarantine(self, snapshot: Snapshot) -> Path:
         """Move a snapshot that failed verification out of the way (kept for inspection until pruned)."""
         dest = self.quarantine_root / f"{snapshot.manifest.app}-{snapshot.manifest.tag}-{int(time.time())}"
@@ -392,7 +412,7 @@ def snapshot_files(staging: Path) -> list[str]:
     0700 here). Anything else (a link, a deeper dir) is refused: a snapshot is flat by construction."""
     names = []
     for f in sorted(staging.iterdir()):
-        if f.name in (FILENAME, VERIFIED_STAMP):
+        if f.name in (FILENAME, VERIFIED_STAMP, SIGNATURE_FILE):
             continue
         if f.is_symlink():
             raise CacheError(f"staged snapshot holds a symlink {f.name}: refused")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from warmstart import __version__
-from warmstart.cli.commands import cache
+from warmstart.cli.commands import cache, key
 from warmstart.cli.commands.build import build
 from warmstart.cli.commands.doctor import doctor
 from warmstart.cli.commands.entrypoint import entrypoint
@@ -36,6 +36,7 @@ app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options"
 app.command()(push)
 app.command()(pull)
 app.add_typer(cache.app, name="cache")
+app.add_typer(key.app, name="key")
 
 
 def _version(value: bool) -> None:

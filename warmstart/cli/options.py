@@ -23,8 +23,17 @@ SpecFile = Annotated[
     Optional[Path], typer.Option("--file", "-f", help="App spec file [default: ./warmstart.toml if present].")
 ]
 
+RequireSigned = Annotated[bool, typer.Option(
+    "--require-signed", help="Accept only snapshots signed by a trusted key [default: $WARMSTART_REQUIRE_SIGNED].")]
+TrustKey = Annotated[Optional[list[Path]], typer.Option(
+    "--trust-key", help="Trusted Ed25519 public key file (repeatable) [default: $WARMSTART_TRUSTED_KEYS].")]
+SignKey = Annotated[Optional[Path], typer.Option(
+    "--sign-key", help="Sign with this Ed25519 private key file [default: $WARMSTART_SIGNING_KEY].",
+    show_default=False)]
+
 
 load_spec_file = plain.load_spec_file
+trust_policy = plain.trust_policy
 open_store = plain.open_store
 engine_for = plain.engine_for
 port_bindings = plain.port_bindings

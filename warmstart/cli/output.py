@@ -30,7 +30,7 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (WarmstartError, KeyboardInterrupt) as exc:
+        except (Exception, KeyboardInterrupt) as exc:
             raise typer.Exit(exit_code_for(exc, bool(kwargs.get("json_output")))) from None
 
     return wrapper

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ def emit_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=True), flush=True)
 
 
+DEBUG_ENV = "WARMSTART_DEBUG"  # "1": an internal error shows its traceback instead of one line
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h): a bug, not bad input or a failed operation
+
 def progress(message: str) -> None:
     """Progress goes to stderr, and only on a terminal: scripts read stdout and want it clean."""
     if sys.stderr.isatty():
@@ -66,6 +70,11 @@ def exit_code_for(exc: BaseException, as_json: bool) -> int:
         interrupted = Interrupted("interrupted; everything this command created has been removed")
         report(interrupted, as_json)
         return interrupted.exit_code
+    if isinstance(exc, Exception) and not os.environ.get(DEBUG_ENV):
+        text = str(exc).splitlines()[0][:300] if str(exc) else ""
+        report(WarmstartError(f"internal error: {type(exc).__name__}{': ' + text if text else ''}",
+                              hint=f"this is a bug in warmstart; {DEBUG_ENV}=1 shows the traceback to report"), as_json)
+        return INTERNAL_ERROR_EXIT
     raise exc
 
 
@@ -102,16 +111,24 @@ def port_bindings(values: list[str] | None) -> list[Any]:
 
 # -- run ---------------------------------------------------------------------------------------------------------------
 
+def trust_policy(keys: list[Path] | None, require: bool) -> Any:
+    from warmstart.signing import TrustPolicy
+
+    return TrustPolicy.from_sources(keys=keys, require=require)
+
+
 def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, registry: str | None,
-        file: Path | None, cache_dir: Path | None, engine: str | None, json_output: bool) -> None:
+        file: Path | None, cache_dir: Path | None, engine: str | None, json_output: bool,
+        require_signed: bool = False, trust_key: list[Path] | None = None) -> None:
     """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
     from warmstart.launch import launch
 
     bindings = port_bindings(ports)
+    trust = trust_policy(trust_key, require_signed)
     spec = load_spec_file(file).get(app)
     store = open_store(cache_dir)
     launched = launch(app, engine=engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
-                      cold=cold, spec=spec, registry=registry, progress=progress)
+                      cold=cold, spec=spec, registry=registry, trust=trust, progress=progress)
     if json_output:
         emit_json(launched)
         return
@@ -146,6 +163,8 @@ def run_parser() -> Any:
     p.add_argument("--cache-dir", type=Path)
     p.add_argument("--engine")
     p.add_argument("--json", action="store_true", dest="json_output")
+    p.add_argument("--require-signed", action="store_true")
+    p.add_argument("--trust-key", action="append", type=Path)
     return p
 
 
@@ -160,6 +179,6 @@ def lean_run(argv: list[str]) -> int | None:
         return None
     try:
         run(**vars(args))
-    except (WarmstartError, KeyboardInterrupt) as exc:
+    except (Exception, KeyboardInterrupt) as exc:
         return exit_code_for(exc, args.json_output)
     return 0

@@ -27,13 +27,14 @@ def build(
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when an unchanged snapshot is cached.")] = False,
     compare_trim: Annotated[bool, typer.Option("--compare-trim", help="Also measure the snapshot size before trimming.")] = False,
     mode: Annotated[Optional[str], typer.Option("--mode", help="sandbox (restore inside a fresh container; the default where available) or container (the engine's whole-container checkpoint) [default: $WARMSTART_MODE or sandbox]", show_default=False)] = None,
+    sign_key: options.SignKey = None,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """Start the app, wait until it is ready, warm it up, checkpoint it and store the snapshot in the cache."""
-    from warmstart import specfile
+    from warmstart import signing, specfile
     from warmstart.build import build as build_snapshot
     
     apps = options.load_spec_file(file)
@@ -54,7 +55,7 @@ def build(
     if tag is not None:
         validate_tag(tag)
     results = [build_snapshot(s, engine=eng, store=store, tag=tag, force=force, compare_trim=compare_trim,
-                              mode=mode, progress=progress) for s in specs]
+                              mode=mode, sign_key=signing.signing_key(sign_key), progress=progress) for s in specs]
     if json_output:
         emit_json(results[0] if name else {"builds": [dataclasses.asdict(r) for r in results]})
         return

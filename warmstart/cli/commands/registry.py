@@ -19,15 +19,20 @@ def push(
     snapshot: Annotated[str, typer.Argument(metavar="APP[:TAG]", help="Snapshot to push (newest without a tag).")],
     ref: Annotated[str, typer.Argument(metavar="REF", help="HOST[:PORT]/REPOSITORY[:TAG]; the tag defaults to APP-TAG.")],
     insecure: Insecure = False,
+    sign_key: options.SignKey = None,
     cache_dir: options.CacheDir = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """Push a snapshot to an OCI registry (credentials from podman/docker login or the environment)."""
+    from warmstart import signing
     from warmstart.cache.registry import Reference, Registry
-    
+
     store = options.open_store(cache_dir)
     snap = store.resolve(snapshot)[0]
     target = Reference.parse(ref, default_tag=f"{snap.manifest.app}-{snap.manifest.tag}")
+    key = signing.signing_key(sign_key)
+    if key is not None:
+        store.add_signature(snap, signing.sign(snap.manifest, key))
     with store.staging("push") as scratch:
         result = Registry(target, insecure=insecure or None).push(snap, scratch=scratch)
     if json_output:
@@ -41,13 +46,18 @@ def push(
 def pull(
     ref: Annotated[str, typer.Argument(metavar="REF", help="HOST[:PORT]/REPOSITORY:TAG")],
     insecure: Insecure = False,
+    require_signed: options.RequireSigned = False,
+    trust_key: options.TrustKey = None,
     cache_dir: options.CacheDir = None,
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Pull a snapshot into the local cache; it is verified before it becomes visible."""
+    """Pull a snapshot into the local cache; it is verified (files, and signature by policy) before it becomes
+    visible."""
     from warmstart.cache.registry import Reference, Registry
-    
-    result = Registry(Reference.parse(ref), insecure=insecure or None).pull(options.open_store(cache_dir))
+
+    trust = options.trust_policy(trust_key, require_signed)
+    result = Registry(Reference.parse(ref), insecure=insecure or None).pull(options.open_store(cache_dir),
+                                                                              trust=trust)
     if json_output:
         emit_json(result)
         return

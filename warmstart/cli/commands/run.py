@@ -19,7 +19,10 @@ def run(
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
+    require_signed: options.RequireSigned = False,
+    trust_key: options.TrustKey = None,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
     plain.run(app=app, ports=port, no_fallback=no_fallback, cold=cold, registry=registry, file=file,
-              cache_dir=cache_dir, engine=engine, json_output=json_output)
+              cache_dir=cache_dir, engine=engine, json_output=json_output, require_signed=require_signed,
+              trust_key=trust_key)

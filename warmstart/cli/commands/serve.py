@@ -27,6 +27,8 @@ def serve(
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: Annotated[bool, typer.Option("--json", help="Events as JSON lines on stdout.")] = False,
+    require_signed: options.RequireSigned = False,
+    trust_key: options.TrustKey = None,
 ) -> None:
     """Scale from zero: restore an instance when a connection arrives, stop it when idle."""
     from warmstart.serve import ServeOptions, parse_listen
@@ -35,7 +37,8 @@ def serve(
     host, listen_port = parse_listen(listen)
     opts = ServeOptions(app=app, listen_host=host, listen_port=listen_port, idle=idle, min_warm=min_warm,
                         max_instances=max_instances, wait_timeout=wait_timeout, container_port=port,
-                        concurrency=concurrency, conn_idle=conn_idle, pool=pool)
+                        concurrency=concurrency, conn_idle=conn_idle, pool=pool,
+                        trust=options.trust_policy(trust_key, require_signed))
 
     def emit(event: dict[str, Any]) -> None:
         event = {"time": round(time.time(), 3), **event}

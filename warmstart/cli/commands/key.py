@@ -1,0 +1,31 @@
+"""`warmstart key generate`: an Ed25519 key pair for signing snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from warmstart.cli.output import emit_json, handle_errors, result as show
+from warmstart.cli import options
+
+app = typer.Typer(help="Keys that sign snapshots (build/push --sign-key) and verify them (--trust-key).",
+                  no_args_is_help=True)
+
+
+@app.command()
+@handle_errors
+def generate(
+    path: Annotated[Path, typer.Argument(help="Private key file to create (0600); the public key goes to PATH.pub.")],
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Create a new Ed25519 signing key (never overwrites)."""
+    from warmstart.signing import generate as generate_key
+
+    public, key_id = generate_key(path)
+    if json_output:
+        emit_json({"private_key": str(path), "public_key": str(public), "key_id": key_id})
+        return
+    show(f"wrote private key {path} (keep it secret) and public key {public} (key id {key_id}); sign with "
+         f"--sign-key {path}, verify with --trust-key {public}")
