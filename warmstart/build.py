@@ -11,7 +11,7 @@ import contextlib
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +22,7 @@ from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.store import Snapshot, SnapshotStore, pid_alive
 from warmstart.containers import probe_container, published, remove_quietly
-from warmstart.engines.base import Engine, EngineInfo
+from warmstart.engines.base import ContainerState, Engine, EngineInfo
 from warmstart.host import host_facts
 from warmstart.engines.base import criu_log_excerpt
 from warmstart.errors import CheckpointError, UniquenessError, UsageError
@@ -57,6 +57,7 @@ class BuildResult:
     hooks: list[str] = field(default_factory=list)
     trim: dict[str, str] = field(default_factory=dict)
     untrimmed_size_bytes: int | None = None  # with compare_trim: a checkpoint taken just before trimming
+    restored_ready_seconds: float | None = None  # a trial restore of the new snapshot, timed like the cold start
 
 
 def prepare_image(spec: AppSpec, *, engine: Engine, progress: Progress) -> str:
@@ -113,44 +114,54 @@ def _checkpoint(engine: Engine, container: str, stage: Path, *, mode: str, sub: 
     return size
 
 
+@contextlib.contextmanager
+def _trial_clone(
+    spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str
+) -> Iterator[tuple[ContainerState, float]]:
+    """Restore one clone of the staged snapshot as `run` would (after-restore hooks, probe) and yield its state and
+    time-to-ready; the clone is removed afterwards, whatever happens."""
+    from warmstart.launch import resolve_ports, started_state
+
+    name = labels.build_name(spec.name)
+    try:
+        with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings:
+            start = time.monotonic()
+            if mode == sandbox.SANDBOX:
+                cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(),
+                                 env=_trial_env(spec), ports=bindings,
+                                 labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
+                                         labels.INIT: "warmstart-init"},
+                                 volumes=(*spec.volumes, *sandbox.tool_mounts(),
+                                          f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro"),
+                                 extras=sandbox.RunExtras())
+            else:
+                cid = engine.restore(archive=stage / CHECKPOINT_FILE, name=name, ports=bindings)
+        state = started_state(cid, name, bindings, restored=True)
+        run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
+        state = probe_container(engine, container=name, probe=spec.probe, known=state)
+        yield state, time.monotonic() - start
+    finally:
+        remove_quietly(engine, name)
+
+
 def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str) -> None:
     """Restore two clones from the staged snapshot (after-restore hooks included, as `run` does), GET
     `spec.uniqueness` on each, and refuse the snapshot when they answer the same: Lambda SnapStart leaves
     "uniqueness" to its users; here the build checks it."""
     assert spec.uniqueness is not None
-    if mode != sandbox.SANDBOX:
-        raise UsageError("the uniqueness gate needs a sandbox-mode build (it restores trial clones of the staged "
-                         "snapshot)")
-    from warmstart.launch import resolve_ports, started_state
     from warmstart.probes import http_request
     from warmstart.spec import HttpCall
 
     port = spec.probe.port if spec.probe and spec.probe.kind == "http" else (spec.ports[0] if spec.ports else 0)
     if not port:
         raise UsageError(f"app {spec.name!r}: the uniqueness probe needs a published port")
-    env = _trial_env(spec)
     answers: list[bytes] = []
-    names: list[str] = []
-    try:
-        for _ in range(2):
-            name = labels.build_name(spec.name)
-            names.append(name)
-            with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings:
-                cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(), env=env,
-                           ports=bindings, labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
-                                                   labels.INIT: "warmstart-init"},
-                           volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro"),
-                           extras=sandbox.RunExtras())
-            state = started_state(cid, name, bindings, restored=True)
-            run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
-            probe_container(engine, container=name, probe=spec.probe, known=state)
+    for _ in range(2):
+        with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=mode) as (state, _):
             status, body = http_request(*published(state, port), HttpCall(path=spec.uniqueness), timeout=10)
             if not 200 <= status < 300:
                 raise UniquenessError(f"uniqueness probe GET {spec.uniqueness} answered HTTP {status} on a trial clone")
             answers.append(body)
-    finally:
-        for name in names:
-            remove_quietly(engine, name)
     if answers[0] == answers[1]:
         raise UniquenessError(
             f"two clones restored from the snapshot answered GET {spec.uniqueness} identically "
@@ -158,6 +169,13 @@ def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stag
             "was published",
             hint="reseed in an after_restore hook, or use the Python helper (python_helper = true, which reseeds "
                  "random and numpy); drop `uniqueness` if sharing is intended")
+
+
+def trial_restore_seconds(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str) -> float:
+    """Time-to-ready of one clone of the staged snapshot, measured as the build's cold start was (from the engine
+    call to the probe passing): `run` compares the two before choosing to restore."""
+    with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=mode) as (_, seconds):
+        return seconds
 
 
 def _trial_env(spec: AppSpec) -> dict[str, str]:
@@ -245,6 +263,7 @@ def build(
                 snapshot_path=str(existing.path), image=spec.image, image_id=image_id, size_bytes=existing.size,
                 build_seconds=round(time.monotonic() - start, 3), ready_seconds=t.get("ready_seconds", 0.0),
                 checkpoint_seconds=t.get("checkpoint_seconds", 0.0), reused=True,
+                restored_ready_seconds=t.get("restored_ready_seconds"),
             )
         return _build(spec, engine=engine, store=store, tag=tag, key=key, inputs=inputs, image_id=image_id,
                       info=info, host=host.to_dict(), compare_trim=compare_trim, start=start, progress=progress,
@@ -285,6 +304,8 @@ def _build(
             if spec.uniqueness:
                 progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
                 uniqueness_gate(spec, engine=engine, store=store, stage=stage, mode=mode)
+            progress("trial restore, timed against the cold start")
+            restored_seconds = trial_restore_seconds(spec, engine=engine, store=store, stage=stage, mode=mode)
             manifest = Manifest(
                 app=spec.name,
                 tag=tag,
@@ -297,7 +318,8 @@ def _build(
                 spec={**spec.to_dict(), "env": sorted(spec.env)},  # names only: values may be secrets
                 host=host,
                 key_inputs=inputs,
-                timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3)},
+                timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3),
+                         "restored_ready_seconds": round(restored_seconds, 3)},
             )
             remove_quietly(engine, name)  # before publishing: the container no longer writes into the snapshot
             signer = (lambda m: signing.sign(m, sign_key)) if sign_key is not None else None
@@ -316,6 +338,7 @@ def _build(
         size_bytes=sum(f["size"] for f in manifest.files.values()),
         build_seconds=round(time.monotonic() - start, 3),
         ready_seconds=round(ready_seconds, 3),
+        restored_ready_seconds=round(restored_seconds, 3),
         checkpoint_seconds=round(checkpoint_seconds, 3),
         warmup_requests=warmed,
         hooks=hooks,

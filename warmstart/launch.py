@@ -23,6 +23,7 @@ from warmstart.secretenv import run_env
 from warmstart.hooks import after_restore_hooks, run_hooks
 from warmstart.host import host_facts, incompatibilities
 from warmstart.ports import reserved
+from warmstart.restorepolicy import skip_reason
 from warmstart.errors import (
     CacheError,
     EngineError,
@@ -113,6 +114,10 @@ def usable_snapshot(
                 return None, f"image {spec.image} of snapshot {snap.ref} cannot be used: {exc}"
         if current_image != m.image.get("id"):
             reasons.append(f"image {spec.image} changed since snapshot {snap.ref} was taken (rebuild it)")
+            continue
+        skip = skip_reason(snap.ref, m.timings, store.health(snap), always_restore=spec.always_restore)
+        if skip:
+            reasons.append(skip)
             continue
         try:
             store.verify(snap)
@@ -232,8 +237,11 @@ def launch(
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
         if snapshot is not None:
             try:
-                return _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
+                restored = _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
+                store.record_restore(snapshot, None)
+                return restored
             except (EngineError, ReadinessError, HookError, CacheError) as exc:
+                store.record_restore(snapshot, str(exc))
                 if no_fallback:
                     raise RestoreError(
                         f"restore of {app!r} from snapshot {snapshot.ref} failed (and --no-fallback forbids a cold "

@@ -50,7 +50,7 @@ SIGNAL_RE = re.compile(r"^(SIG)?[A-Z0-9+-]+$")
 
 APP_KEYS = {"image", "build", "containerfile", "command", "env", "secret_env", "ports", "volumes", "ready",
             "warmup", "hooks", "trim", "python_helper", "uniqueness",
-            "secrets_during_warmup"}
+            "secrets_during_warmup", "always_restore"}
 
 
 class _Reader:
@@ -216,6 +216,7 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
         env=env,
         secret_env=secret_env,
         secrets_during_warmup=r.boolean(t.get("secrets_during_warmup", False), f"{key}.secrets_during_warmup"),
+        always_restore=r.boolean(t.get("always_restore", False), f"{key}.always_restore"),
         ports=ports,
         volumes=volumes,
         probe=probe,

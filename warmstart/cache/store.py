@@ -30,6 +30,7 @@ from pathlib import Path
 from warmstart.cache import safefs
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, FileEntry, Manifest
 from warmstart.errors import CacheError, ManifestError, SnapshotCorrupt, SnapshotNotFound, UsageError
+from warmstart.restorepolicy import Health
 from warmstart.secretenv import stored_spec
 from warmstart.signing import SIGNATURE_FILE
 from warmstart.spec import AppSpec, validate_app_name, validate_tag
@@ -37,6 +38,7 @@ from warmstart.spec import AppSpec, validate_app_name, validate_tag
 ENV_VAR = "WARMSTART_CACHE"
 APP_RECORD_VERSION = 1
 APP_RECORD_MAX_BYTES = 1 << 20
+HEALTH_FILE = ".health"  # restore failures and circuit state (restorepolicy.Health), advice only
 VERIFIED_STAMP = ".verified"  # (inode, size, mtime, ctime) of each file when its sha256 last matched
 
 
@@ -375,6 +377,24 @@ class SnapshotStore:
             changed = True
         if changed:
             self._stamp(snapshot.path, snapshot.manifest)
+
+    def health(self, snapshot: Snapshot) -> Health:
+        try:
+            return Health.from_raw(json.loads(safefs.read_owned(snapshot.path / HEALTH_FILE, limit=1 << 14)))
+        except (OSError, ValueError):
+            return Health()
+
+    def record_restore(self, snapshot: Snapshot, error: str | None) -> Health:
+        """Count a failed restore (`error`) or clear the record after a good one; best effort, like the stamp."""
+        before = self.health(snapshot)
+        after = before.after_failure(error) if error is not None else Health()
+        if after != before:
+            with contextlib.suppress(OSError):
+                if after == Health():
+                    (snapshot.path / HEALTH_FILE).unlink()
+                else:
+                    write_private(snapshot.path / HEALTH_FILE, json.dumps(after.to_dict()))
+        return after
 
     def add_signature(self, snapshot: Snapshot, text: str) -> None:
         """Sign a published snapshot (push --sign-key): one atomic write beside its manifest."""

@@ -51,8 +51,11 @@ def inspect(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Show a snapshot's manifest (the newest of the app without a tag)."""
-    snap = options.open_store(cache_dir).resolve(ref)[0]
-    manifest = {**dataclasses.asdict(snap.manifest), "path": str(snap.path)}
+    store = options.open_store(cache_dir)
+    snap = store.resolve(ref)[0]
+    health = store.health(snap)
+    manifest = {**dataclasses.asdict(snap.manifest), "path": str(snap.path), "signed": snap.signature() is not None,
+                "restores": {**health.to_dict(), "circuit": health.circuit()}}
     if json_output:
         emit_json(manifest)
         return
@@ -66,6 +69,11 @@ def inspect(
         show(f"file       {name} {f['size'] / 1e6:.1f}MB sha256:{f['sha256'][:16]}")
     for name, value in m.timings.items():
         show(f"timing     {name} {value}s")
+    show(f"signed     {'yes' if manifest['signed'] else 'no'}")
+    circuit = health.circuit()
+    detail = f", {health.consecutive_failures} failed in a row (last: {health.last_error})" \
+        if health.consecutive_failures else ""
+    show(f"restores   circuit {circuit}{detail}")
 
 
 @app.command()

@@ -1,0 +1,73 @@
+"""When `run` restores at all: only where the snapshot wins, and not while its restores keep failing.
+
+- **Restore only where it wins.** A build times a trial restore of the new snapshot beside its cold start, both
+  from the engine call to the probe passing, on the building host. A snapshot whose restore was not at least
+  MIN_GAIN faster is skipped (cold start, with the numbers in the reason), unless the app says
+  `always_restore = true` (e.g. for its warmed JIT rather than its start time).
+- **Circuit breaker.** FAILURES_TO_OPEN restore failures of one snapshot in a row open its circuit: launches start
+  cold without trying it for COOLDOWN_SECONDS; then one launch tries again (half-open) and a success closes it.
+  The state is a small file in the snapshot's directory (the store's `health`), shown by `cache inspect`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+MIN_GAIN = 0.9  # a restore must reach ready in at most 90 % of the cold start's time to be used
+FAILURES_TO_OPEN = 3
+COOLDOWN_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Health:
+    """A snapshot's restore record on this host (HEALTH_FILE in its directory)."""
+
+    consecutive_failures: int = 0
+    last_error: str = ""
+    open_until: float = 0.0  # epoch seconds; 0: closed
+
+    def circuit(self, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        if self.open_until > now:
+            return "open"
+        return "half-open" if self.open_until else "closed"
+
+    def after_failure(self, error: str, now: float | None = None) -> Health:
+        now = time.time() if now is None else now
+        failures = self.consecutive_failures + 1
+        reopen = failures >= FAILURES_TO_OPEN
+        return Health(failures, error[:500], now + COOLDOWN_SECONDS if reopen else self.open_until)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"consecutive_failures": self.consecutive_failures, "last_error": self.last_error,
+                "open_until": self.open_until}
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> Health:
+        """Lenient: a health file is advice, so anything malformed reads as a clean record."""
+        if not isinstance(raw, dict):
+            return cls()
+        failures, error, until = raw.get("consecutive_failures"), raw.get("last_error"), raw.get("open_until")
+        return cls(failures if isinstance(failures, int) and failures >= 0 else 0,
+                   error if isinstance(error, str) else "",
+                   float(until) if isinstance(until, (int, float)) and not isinstance(until, bool) else 0.0)
+
+
+def skip_reason(ref: str, timings: dict[str, Any], health: Health, *, always_restore: bool,
+                now: float | None = None) -> str:
+    """Why `run` should not restore snapshot `ref` (a cold start is expected to be as fast, or its circuit is
+    open); "" when it should."""
+    if health.circuit(now) == "open":
+        until = time.strftime("%H:%M:%S", time.localtime(health.open_until))
+        return (f"snapshot {ref}: circuit open after {health.consecutive_failures} failed restores in a row (last: "
+                f"{health.last_error}); starting cold without trying until {until}")
+    cold, restored = timings.get("ready_seconds"), timings.get("restored_ready_seconds")
+    if always_restore or not isinstance(cold, (int, float)) or not isinstance(restored, (int, float)):
+        return ""
+    if restored > cold * MIN_GAIN:
+        return (f"snapshot {ref} does not beat a cold start here: its trial restore was ready in {restored:.2f}s "
+                f"against {cold:.2f}s cold (needs at most {MIN_GAIN:.0%}); set always_restore = true to restore "
+                "anyway")
+    return ""
