@@ -17,7 +17,8 @@ Standard library only, one file: copy it into your image or `pip install warmsta
 and `python_helper = true` in the app's warmstart.toml. Before the checkpoint warmstart runs
 `python3 -m warmstart_helper before_checkpoint` in the container, which asks the app (over an abstract Unix
 socket) to run the before-hooks and waits for them; with `trim.python = true` it then runs
-`python3 -m warmstart_helper trim`: `gc.collect()` plus glibc's `malloc_trim(0)` inside the app. After a restore warmstart sends SIGUSR2, whose handler runs the after-restore hooks. The first
+`python3 -m warmstart_helper trim`: `gc.collect()` plus glibc's `malloc_trim(0)` inside the app. After a restore
+warmstart sends SIGUSR2, whose handler runs the after-restore hooks. The first
 after-restore steps are always `import_secrets` (the values of `secret_env`, which the snapshot never held,
 from the new container's init) and `reseed`: clones of one snapshot would otherwise share the state of `random` (and of
 numpy's global generator) and produce the same "random" numbers. `uuid.uuid4()` and `secrets` read the kernel's

@@ -104,7 +104,8 @@ def _table() -> str:
                f"{m['p50_cold_ms']:.2f} / {m['p99_cold_ms']:.2f} ms | "
                f"{m['p50_restored_ms']:.2f} / {m['p99_restored_ms']:.2f} ms |" if lat else "n/a | n/a | n/a |")
         )
-    rows += [f"\n{app}: raw podman restore failed: {m['raw_error']}" for app, m in COLLECTED.items() if "raw_error" in m]
+    rows += [f"\n{app}: raw podman restore failed: {m['raw_error']}"
+             for app, m in COLLECTED.items() if "raw_error" in m]
     rows += ["", "Where a restore's time goes (medians): the launch command to the first 200 seen outside = the CLI "
              "until the engine call + the engine starting the container + CRIU restoring the process (as the init "
              "measures it) + the rest (first probe, first request).", "",
@@ -113,7 +114,8 @@ def _table() -> str:
     for app, m in COLLECTED.items():
         if "restored_ttr" in m and "restored_ready_seconds" in m:
             rows.append(f"| {app} | {_s(m['restored_ttr'])} | {_s(m['restored_ready_seconds'])} | "
-                        f"{_s(m['restored_ttr'] - m['restored_ready_seconds'])} | {_s(m.get('criu_restore_s'), 's', 3)} |")
+                        f"{_s(m['restored_ttr'] - m['restored_ready_seconds'])} | "
+                        f"{_s(m.get('criu_restore_s'), 's', 3)} |")
     extra = ["", "| app | serve: request-to-first-byte from zero, pre-started sandbox (default) | from zero, "
              "--pool 0 | from zero, cold | build | checkpoint |", "|---|---|---|---|---|---|"]
     for app, m in COLLECTED.items():

@@ -96,7 +96,7 @@ def _burst(cache: Path, spec: Path) -> dict[str, Any]:
                 c.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 status = c.recv(64).split(b" ")[1:2]
             kind = "answered" if status == [b"200"] else "rejected" if status == [b"503"] else "failed"
-        except socket.timeout:
+        except TimeoutError:
             kind = "hung"
         except OSError:
             kind = "failed"
@@ -127,7 +127,8 @@ def test_soak(cache: Path, tmp_path: Path) -> None:
     c, b = result["cycles"], result["serve_burst"]
     lines = [f"# Soak ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
              f"run/stop cycles: {c['cycles']} ({c['modes']}), failures {c['failures']}; median seconds per cycle "
-             f"by tenth: {c['by_tenth_median_s']}", *[f"- failure: {m}" for m in c["failure_messages"]], "", "| leftover | before | after |", "|---|---|---|"]
+             f"by tenth: {c['by_tenth_median_s']}", *[f"- failure: {m}" for m in c["failure_messages"]], "",
+             "| leftover | before | after |", "|---|---|---|"]
     lines += [f"| {k} | {c['leftovers_before'][k]} | {c['leftovers_after'][k]} |" for k in c["leftovers_before"]]
     lines += ["", f"serve from zero, {b['connections']} concurrent connections: answered {b['answered']}, "
                   f"rejected {b['rejected']}, hung {b['hung']}, failed {b['failed']} in {b['seconds']} s; "

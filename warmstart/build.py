@@ -13,20 +13,19 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from warmstart import __version__, labels, sandbox, signing
-from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.keys import cache_key, key_inputs
+from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, pid_alive
 from warmstart.containers import probe_container, published, remove_quietly
-from warmstart.engines.base import ContainerState, Engine, EngineInfo
-from warmstart.host import host_facts
-from warmstart.engines.base import criu_log_excerpt
+from warmstart.engines.base import ContainerState, Engine, EngineInfo, criu_log_excerpt
 from warmstart.errors import CheckpointError, UniquenessError, UsageError
 from warmstart.hooks import after_restore_hooks, before_checkpoint_hooks, run_hooks
+from warmstart.host import host_facts
 from warmstart.ports import reserved
 from warmstart.secretenv import build_env, raise_if_found, run_env, scan, secret_values
 from warmstart.spec import AppSpec, PortBinding
@@ -310,7 +309,7 @@ def _build(
                 app=spec.name,
                 tag=tag,
                 key=key,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+                created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
                 warmstart_version=__version__,
                 engine={"name": info.name, "version": info.version, "runtime": info.runtime,
                         "runtime_version": info.runtime_version, "mode": mode},

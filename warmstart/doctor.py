@@ -41,7 +41,8 @@ class Check:
 def _criu() -> Check:
     path = shutil.which("criu")
     if not path:
-        return Check("criu", False, "criu not found on PATH", f"{SETUP_HINT} (installs CRIU 4.2+ as /usr/local/sbin/criu)")
+        return Check("criu", False, "criu not found on PATH",
+                     f"{SETUP_HINT} (installs CRIU 4.2+ as /usr/local/sbin/criu)")
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -132,8 +133,9 @@ def _smoke(resolved: ResolvedEngine, image: str) -> Check:
     engine = resolved.engine
     with tempfile.TemporaryDirectory(prefix="warmstart-smoke-") as tmp:
         store = SnapshotStore(Path(tmp)).open()
-        spec = AppSpec(name="doctor-smoke", image=image, command=["python3", "-m", "http.server", "8000"],
-                       ports=[8000], probe=ProbeSpec(kind="tcp", port=8000, timeout=30))
+        spec = AppSpec(name="doctor-smoke", image=image, command=("python3", "-m", "http.server", "8000"),
+                       ports=(8000,), probe=ProbeSpec(kind="tcp", port=8000, timeout=30),
+                       always_restore=True)  # the restore path is what is checked, whatever it gains
         try:
             built = build(spec, engine=engine, store=store)
             result = launch(spec.name, engine=engine, store=store, ports=[], no_fallback=True)

@@ -27,7 +27,7 @@ class HostFacts:
 
 
 def _cpuinfo() -> tuple[str, tuple[str, ...]]:
-    model, flags = "", ()
+    model, flags = "", tuple[str, ...]()
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:

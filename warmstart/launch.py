@@ -17,13 +17,7 @@ from pathlib import Path
 from warmstart import labels, sandbox, signing
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
-from warmstart.probes import preload
 from warmstart.engines.base import ContainerState, Engine
-from warmstart.secretenv import run_env
-from warmstart.hooks import after_restore_hooks, run_hooks
-from warmstart.host import host_facts, incompatibilities
-from warmstart.ports import reserved
-from warmstart.restorepolicy import skip_reason
 from warmstart.errors import (
     CacheError,
     EngineError,
@@ -39,10 +33,14 @@ from warmstart.errors import (
     UsageError,
     WarmstartError,
 )
-from warmstart.signing import TrustPolicy
+from warmstart.hooks import after_restore_hooks, run_hooks
+from warmstart.host import host_facts, incompatibilities
+from warmstart.ports import reserved
+from warmstart.probes import preload
+from warmstart.restorepolicy import skip_reason
+from warmstart.secretenv import run_env
+from warmstart.signing import NO_POLICY, TrustPolicy
 from warmstart.spec import AppSpec, PortBinding
-
-NO_POLICY = TrustPolicy()  # signatures unchecked: no trusted key, nothing required
 
 Progress = Callable[[str], None]
 
@@ -89,7 +87,7 @@ def usable_snapshot(
 
     A snapshot whose files do not match its manifest is quarantined and never restored."""
     try:
-        candidates = [s for s in [store.get(spec.name, tag)] if s] if tag else store.list(spec.name)
+        candidates = [s for s in [store.get(spec.name, tag)] if s] if tag else store.snapshots_of(spec.name)
     except CacheError as exc:  # a manifest that does not validate, an entry that is not ours
         return None, str(exc)
     if not candidates:
@@ -222,7 +220,7 @@ def launch(
         except CacheError:
             missing = False  # present but unusable: usable_snapshot says why, and the fallback applies
         if missing:
-            tags = sorted(s.manifest.tag for s in store.list(app))
+            tags = sorted(s.manifest.tag for s in store.snapshots_of(app))
             raise SnapshotNotFound(f"no snapshot {app}:{tag} in {store.root}",
                                    hint=f"tags of {app}: {', '.join(tags)}" if tags else
                                    f"`warmstart cache ls {app}` lists its snapshots")
@@ -301,7 +299,8 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
     try:
         with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings, removed_on_failure(engine, name):
             container = engine.run(
-                name=name, image=spec.image, command=sandbox.restore_command(wait=True), env=run_env(spec), ports=bindings,
+                name=name, image=spec.image, command=sandbox.restore_command(wait=True), env=run_env(spec),
+                ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
                         labels.OWNER_PID: str(os.getpid()),
                         labels.TRIGGER: str(ctl / sandbox.TRIGGER)},

@@ -33,6 +33,7 @@ def preload() -> None:
 
     def load() -> None:
         import http.client  # noqa: F401
+
         import tenacity  # noqa: F401
 
     threading.Thread(target=load, name="warmstart-preload", daemon=True).start()
@@ -46,7 +47,7 @@ def http_request(host: str, port: int, call: HttpCall, *, timeout: float) -> tup
     try:
         body = call.body.encode() if call.body is not None else None
         headers = {"User-Agent": "warmstart"}
-        if body is not None:
+        if call.body is not None:
             headers["Content-Type"] = "application/json" if call.body.lstrip().startswith(("{", "[")) else "text/plain"
         conn.request(call.method, call.path, body=body, headers=headers)
         resp = conn.getresponse()
@@ -55,7 +56,9 @@ def http_request(host: str, port: int, call: HttpCall, *, timeout: float) -> tup
         conn.close()
 
 
-def make_check(probe: ProbeSpec, *, engine: Engine, container: str, address: tuple[str, int] | None) -> Callable[[], None]:
+def make_check(
+    probe: ProbeSpec, *, engine: Engine, container: str, address: tuple[str, int] | None
+) -> Callable[[], None]:
     """One attempt of `probe` against a container; the returned callable raises NotReady with what it saw."""
     attempt_timeout = max(0.5, min(2.0, probe.timeout))
 
@@ -84,7 +87,7 @@ def make_check(probe: ProbeSpec, *, engine: Engine, container: str, address: tup
                 try:
                     if conn.recv(1) == b"":
                         raise NotReady("connection accepted and closed at once (nothing listening behind it)")
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     return
         except OSError as exc:
             raise NotReady(f"{type(exc).__name__}: {exc}") from exc

@@ -149,7 +149,7 @@ def _first_shape(data: mmap.mmap, prefixes: tuple[bytes, ...], pattern: re.Patte
     for prefix in prefixes:
         at = data.find(prefix)
         while at >= 0 and (first < 0 or at < first):
-            if pattern.match(data, at):  # type: ignore[call-overload]  # an mmap is a bytes-like buffer for re
+            if pattern.match(data, at):  # type: ignore[call-overload,unused-ignore]  # an mmap is a buffer for re
                 first = at
                 break
             at = data.find(prefix, at + 1)

@@ -31,13 +31,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from warmstart import labels, sandbox
 from warmstart.cache.store import SnapshotStore
 from warmstart.containers import remove_quietly
 from warmstart.engines.base import Engine
 from warmstart.errors import UsageError, WarmstartError
-from warmstart import labels, sandbox
 from warmstart.launch import (
-    NO_POLICY,
     LaunchResult,
     Prestarted,
     activate,
@@ -46,7 +45,7 @@ from warmstart.launch import (
     prestart,
     usable_snapshot,
 )
-from warmstart.signing import TrustPolicy
+from warmstart.signing import NO_POLICY, TrustPolicy
 from warmstart.spec import AppSpec
 
 Event = dict[str, Any]
@@ -268,12 +267,13 @@ class Front:
             try:
                 up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(inst.host, inst.port),
                                                               timeout=CONNECT_TIMEOUT)
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self.emit({"event": "connect_failed", "instance": inst.result.name,
                            "error": str(exc) or f"no connection within {CONNECT_TIMEOUT:g}s"})
                 await self._reject(writer)
                 return
             inst.served += 1
+            assert up_writer is not None
             answered = await _proxy(reader, writer, up_reader, up_writer, first_byte=self.opts.wait_timeout,
                                     idle=self.opts.conn_idle)
             if not answered:

@@ -71,6 +71,9 @@ def signing_key(flag: Path | None) -> Path | None:
     return Path(env) if env else None
 
 
+NO_POLICY = TrustPolicy()  # signatures unchecked: no trusted key, nothing required
+
+
 def _read_key_file(path: Path, what: str) -> bytes:
     try:
         with open(path, "rb") as fh:

@@ -145,7 +145,8 @@ class AppSpec:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> AppSpec:
-        return _build(cls, raw)
+        spec: AppSpec = _build(cls, raw)
+        return spec
 
 
 def _build(cls: Any, raw: Any) -> Any:
@@ -241,7 +242,8 @@ def parse_port_binding(text: str) -> PortBinding:
     elif len(parts) == 3:
         ip, host, container = parts[0] or "0.0.0.0", parts[1], parts[2]
     else:
-        raise UsageError(f"invalid port mapping {text!r}: expected HOST_PORT:CONTAINER_PORT or IP:HOST_PORT:CONTAINER_PORT")
+        raise UsageError(f"invalid port mapping {text!r}: expected HOST_PORT:CONTAINER_PORT or "
+                         "IP:HOST_PORT:CONTAINER_PORT")
     return PortBinding(
         container_port=_port_number(container, "container port", text),
         protocol=proto,

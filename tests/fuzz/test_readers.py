@@ -143,7 +143,8 @@ def test_spec_file_reader(text: str) -> None:
             return
 
 
-_SAFE_NAME = hostile.filter(lambda n: n not in ("", ".", "..") and not n.startswith("trap-") and "/" not in n and "\x00" not in n
+_SAFE_NAME = hostile.filter(lambda n: n not in ("", ".", "..") and not n.startswith("trap-") and "/" not in n
+                           and "\x00" not in n
                             and len(n.encode()) < 200)
 
 
@@ -175,7 +176,7 @@ def test_cache_trees_are_read_and_pruned_without_leaving_the_cache(
         before = sorted(p.name for p in outside.rglob("*"))
         for call in (store.list, store.broken, lambda: [store.resolve(f"{a}:{t}") for a, t, _, _ in entries],
                      lambda: [store.load_app(a) for a, _, _, _ in entries],
-                     lambda: [store.verify(s) for s in store.list()], lambda: prune(store, keep=0)):
+                     lambda: [store.verify(s) for s in store.snapshots_of()], lambda: prune(store, keep=0)):
             try:
                 call()
             except WarmstartError:

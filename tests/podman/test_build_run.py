@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import re
 import signal
 import stat
 import subprocess
-import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import COUNTER_IMAGE, ENGINES, WARMSTART, Cli, containers_of
+from tests.helpers import build, corrupt_image, free_port, http_json, reseal, snapshot_holds_token
 
 pytestmark = pytest.mark.podman
 
@@ -28,38 +26,6 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 def cli(cache: Path, engine_name: str) -> Cli:
     """These behaviours are the contract of every engine: each test runs against podman and docker."""
     return Cli(cache, engine=engine_name)
-
-
-def http_json(address: str, path: str = "/") -> dict:
-    host, _, port = address.rpartition(":")
-    host = "127.0.0.1" if host in ("", "0.0.0.0") else host
-    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-def build(cli: Cli, app: str, *extra: str) -> dict:
-    res = cli("build", "--name", app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
-              "-e", "STARTUP_DELAY=1", "--json", *extra)
-    assert res.returncode == 0, res.stderr
-    return res.json
-
-
-def snapshot_holds_token(snapshot: Path, token: str) -> bool:
-    """Whether the build's process had this boot token: sandbox snapshots hold the process's memory pages (the
-    token is a str object in them); container-mode archives hold the container log it printed at boot."""
-    if (snapshot / "images").is_dir():
-        return any(token.encode() in p.read_bytes() for p in (snapshot / "images").glob("pages-*.img"))
-    with tarfile.open(snapshot / "checkpoint.tar") as tar:
-        log = tar.extractfile("ctr.log").read().decode()  # type: ignore[union-attr]
-    return re.search(r"token=([0-9a-f]+)", log).group(1) == token  # type: ignore[union-attr]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=ENGINES)
@@ -152,37 +118,9 @@ def test_run_without_snapshot_starts_cold_and_says_why(cli: Cli, owned_app: str)
     assert human.returncode == 0 and "cold" in human.stdout and "why cold: no snapshot" in human.stdout
 
 
-def _corrupt_image(snapshot: Path, image: str) -> str:
-    """Overwrite a CRIU image's data with garbage of the same length (size stays the same): in place in a sandbox
-    snapshot's images/, or as a member of a container-mode archive. Returns the manifest's name of what changed."""
-    if (snapshot / "images").is_dir():
-        path, offset, size = snapshot / "images" / image, 0, (snapshot / "images" / image).stat().st_size
-        name = f"images/{image}"
-    else:
-        path, name = snapshot / "checkpoint.tar", "checkpoint.tar"
-        with tarfile.open(path) as tar:
-            info = tar.getmember(f"checkpoint/{image}")
-        offset, size = info.offset_data, info.size
-    with path.open("r+b") as fh:
-        fh.seek(offset)
-        fh.write(b"\xde\xad\xbe\xef" * (size // 4))
-    return name
-
-
-def _reseal(snapshot: Path) -> None:
-    """Make the manifest vouch for the files as they are now: a snapshot intact on disk that CRIU cannot restore."""
-    import hashlib
-
-    manifest = json.loads((snapshot / "manifest.json").read_text())
-    for name in manifest["files"]:
-        data = (snapshot / name).read_bytes()
-        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (snapshot / "manifest.json").write_text(json.dumps(manifest))
-
-
 def test_tampered_snapshot_is_quarantined_and_falls_back_cold(cli: Cli, owned_app: str) -> None:
     built = build(cli, owned_app)
-    name = _corrupt_image(Path(built["snapshot_path"]), "pages-1.img")
+    name = corrupt_image(Path(built["snapshot_path"]), "pages-1.img")
     res = cli("run", owned_app, "--json")
     assert res.returncode == 0, res.stderr
     assert res.json["mode"] == "cold"
@@ -191,7 +129,7 @@ def test_tampered_snapshot_is_quarantined_and_falls_back_cold(cli: Cli, owned_ap
     assert len(list((cli.cache / "quarantine").iterdir())) == 1
 
     rebuilt = build(cli, owned_app)  # the key is free again: a fresh snapshot
-    _corrupt_image(Path(rebuilt["snapshot_path"]), "pages-1.img")
+    corrupt_image(Path(rebuilt["snapshot_path"]), "pages-1.img")
     refused = cli("run", owned_app, "--no-fallback")
     assert refused.returncode == 1
     assert "does not match its sha256" in refused.stderr and "--no-fallback" in refused.stderr
@@ -200,8 +138,8 @@ def test_tampered_snapshot_is_quarantined_and_falls_back_cold(cli: Cli, owned_ap
 
 def test_unrestorable_snapshot_falls_back_cold_or_fails_with_no_fallback(cli: Cli, owned_app: str) -> None:
     built = build(cli, owned_app)
-    _corrupt_image(Path(built["snapshot_path"]), "inventory.img")
-    _reseal(Path(built["snapshot_path"]))
+    corrupt_image(Path(built["snapshot_path"]), "inventory.img")
+    reseal(Path(built["snapshot_path"]))
 
     refused = cli("run", owned_app, "--no-fallback")
     assert refused.returncode == 1

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import COUNTER_IMAGE, Cli, containers_of
-from tests.podman.test_build_run import build, http_json
+from tests.helpers import RegistryServer, build, http_json, login
 
 pytestmark = pytest.mark.podman
 
@@ -89,7 +85,8 @@ def test_sigkill_during_build_leaves_no_entry_and_the_next_build_succeeds(
         pytest.fail(f"never reached {stage}")
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
-    assert not (cli.cache / "snapshots" / owned_app).exists() or not any((cli.cache / "snapshots" / owned_app).iterdir())
+    app_dir = cli.cache / "snapshots" / owned_app
+    assert not app_dir.exists() or not any(app_dir.iterdir())
     assert cli("cache", "ls", owned_app, "--json").json["snapshots"] == []
     # The next build sweeps the orphaned build container and the dead staging dir, then succeeds.
     res = cli("build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
@@ -120,61 +117,10 @@ def test_prune_by_count_size_and_age(cli: Cli, owned_app: str) -> None:
 
 # -- registry -------------------------------------------------------------------------------------------------------
 
-@dataclass
-class RegistryServer:
-    address: str
-    storage: Path
-    user: str = "warmstart"
-    password: str = "correct horse"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """Debian's docker-registry (distribution 2.8) on 127.0.0.1 with htpasswd auth; stopped afterwards."""
-    if not shutil.which("docker-registry") or not shutil.which("htpasswd"):
-        pytest.skip("docker-registry or htpasswd missing: run scripts/setup-host")
-    root = tmp_path_factory.mktemp("registry")
-    server = RegistryServer(address=f"127.0.0.1:{_free_port()}", storage=root / "data")
-    htpasswd = subprocess.run(["htpasswd", "-Bbn", server.user, server.password], capture_output=True, text=True,
-                              check=True).stdout
-    (root / "htpasswd").write_text(htpasswd)
-    (root / "config.yml").write_text(
-        f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {server.storage}\n"
-        f"http:\n  addr: {server.address}\nauth:\n  htpasswd:\n    realm: warmstart-tests\n"
-        f"    path: {root / 'htpasswd'}\n"
-    )
-    proc = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(tuple(server.address.split(":")), timeout=0.5).close()  # type: ignore[arg-type]
-                break
-            except OSError:
-                time.sleep(0.1)
-        yield server
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _login(registry: RegistryServer, authfile: Path, password: str | None = None) -> None:
-    subprocess.run(["podman", "login", "--tls-verify=false", "--authfile", str(authfile), "-u", registry.user,
-                    "--password-stdin", registry.address], input=password or registry.password, text=True,
-                   capture_output=True, check=True)
-
-
 def test_push_remove_pull_and_run_restored(tmp_path: Path, cli: Cli, owned_app: str,
                                            registry: RegistryServer) -> None:
     authfile = tmp_path / "auth.json"
-    _login(registry, authfile)
+    login(registry, authfile)
     env = {"REGISTRY_AUTH_FILE": str(authfile)}
     built = build(cli, owned_app)
     ref = f"{registry.address}/warmstart/{owned_app}"
@@ -200,7 +146,7 @@ def test_wrong_password_is_a_clear_error_and_caches_nothing(tmp_path: Path, cli:
                                                             registry: RegistryServer) -> None:
     built = build(cli, owned_app)
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"
-    _login(registry, good)
+    login(registry, good)
     ref = f"{registry.address}/warmstart/{owned_app}:v1"
     assert cli("push", built["snapshot"], ref, env={"REGISTRY_AUTH_FILE": str(good)}).returncode == 0
     # podman login refuses a wrong password itself, so write the auth file by hand.
@@ -221,7 +167,7 @@ def test_wrong_password_is_a_clear_error_and_caches_nothing(tmp_path: Path, cli:
 def test_pulled_snapshot_with_a_corrupted_blob_is_refused(tmp_path: Path, cli: Cli, owned_app: str,
                                                           registry: RegistryServer) -> None:
     authfile = tmp_path / "auth.json"
-    _login(registry, authfile)
+    login(registry, authfile)
     env = {"REGISTRY_AUTH_FILE": str(authfile)}
     built = build(cli, owned_app)
     ref = f"{registry.address}/warmstart/{owned_app}:corrupt"
@@ -231,7 +177,8 @@ def test_pulled_snapshot_with_a_corrupted_blob_is_refused(tmp_path: Path, cli: C
     oci = requests.get(f"http://{registry.address}/v2/warmstart/{owned_app}/manifests/corrupt", timeout=10,
                        auth=(registry.user, registry.password),
                        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
-    payload = next(lay for lay in oci["layers"] if lay["annotations"]["org.opencontainers.image.title"] != "manifest.json")
+    title = "org.opencontainers.image.title"
+    payload = next(lay for lay in oci["layers"] if lay["annotations"][title] != "manifest.json")
     digest = payload["digest"].removeprefix("sha256:")
     blob = registry.storage / "docker/registry/v2/blobs/sha256" / digest[:2] / digest / "data"
     with blob.open("r+b") as fh:  # the registry's copy of the snapshot's payload, damaged in place

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.podman.test_build_run import free_port
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.podman
 IMAGE = "localhost/warmstart-example-selfsnap:latest"

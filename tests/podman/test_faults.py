@@ -9,10 +9,10 @@ import hashlib
 import io
 import json
 import os
-import tarfile
 import signal
 import socket
 import subprocess
+import tarfile
 import time
 from pathlib import Path
 
@@ -20,8 +20,7 @@ import pytest
 import requests
 
 from tests.conftest import Cli, containers_of
-from tests.podman.test_build_run import build, free_port, http_json
-from tests.podman.test_cache import RegistryServer, _login, registry  # noqa: F401  (module-scoped fixture)
+from tests.helpers import RegistryServer, build, free_port, http_json, login
 from tests.podman.test_serve import Front
 
 pytestmark = pytest.mark.podman
@@ -186,7 +185,7 @@ def test_crafted_sandbox_transports_are_refused(
         (json.dumps(manifest).encode(), "application/vnd.warmstart.manifest.v1+json", {TITLE: "manifest.json"}),
         (payload, "application/vnd.warmstart.snapshot.v1.tar", {TITLE: "snapshot.tar"})])
     authfile = tmp_path / "auth.json"
-    _login(registry, authfile)
+    login(registry, authfile)
     other = Cli(tmp_path / "other")
     before = tree(outside)
     res = other("pull", ref, env={"REGISTRY_AUTH_FILE": str(authfile)})
@@ -199,7 +198,7 @@ def test_crafted_sandbox_transports_are_refused(
 def test_sandbox_snapshot_round_trips_through_the_registry(
         tmp_path: Path, cli: Cli, owned_app: str, registry: RegistryServer) -> None:  # noqa: F811
     authfile = tmp_path / "auth.json"
-    _login(registry, authfile)
+    login(registry, authfile)
     env = {"REGISTRY_AUTH_FILE": str(authfile)}
     built = build(cli, owned_app)
     pushed = cli("push", built["snapshot"], f"{registry.address}/warmstart/{owned_app}", "--json", env=env)
@@ -247,7 +246,7 @@ def test_crafted_artifacts_are_refused_and_write_nothing_outside(
     ref = _push_raw(registry, f"crafted/{owned_app}", case, config_media=media,
                     layers=_snapshot_layers(manifest, checkpoint, titles))
     authfile = tmp_path / "auth.json"
-    _login(registry, authfile)
+    login(registry, authfile)
     other = Cli(tmp_path / "other")
     before = tree(outside)
     for args in (["pull", ref], ["run", owned_app, "--registry", ref, "--no-fallback"]):
@@ -393,7 +392,8 @@ def test_a_chatty_apps_log_is_not_stored_in_the_snapshot(cli: Cli, owned_app: st
 
 def test_orphan_of_a_killed_build_is_swept_by_a_build_that_reuses(cli: Cli, owned_app: str) -> None:
     build(cli, owned_app)
-    proc = subprocess.Popen(cli.argv("build", "--name", owned_app, "--image", "localhost/warmstart-example-counter:latest",
+    proc = subprocess.Popen(cli.argv("build", "--name", owned_app, "--image",
+                                     "localhost/warmstart-example-counter:latest",
                                      "-p", "8080", "--ready-http", "/healthz", "-e", "STARTUP_DELAY=60", "--json"),
                             env=cli.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import Cli, containers_of
-from tests.podman.test_build_run import build
+from tests.helpers import build
 
 pytestmark = pytest.mark.podman
 

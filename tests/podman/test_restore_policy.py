@@ -9,10 +9,10 @@ import shutil
 import time
 from pathlib import Path
 
-from tests.conftest import Cli, containers_of
-from tests.podman.test_build_run import _corrupt_image, _reseal, build, http_json
-
 import pytest
+
+from tests.conftest import Cli, containers_of
+from tests.helpers import build, corrupt_image, http_json, reseal
 
 pytestmark = pytest.mark.podman
 
@@ -23,7 +23,9 @@ def _set_timings(snapshot: Path, **timings: float) -> None:
     (snapshot / "manifest.json").write_text(json.dumps(manifest))
 
 
-def test_a_snapshot_that_does_not_beat_cold_is_skipped_with_the_reason(cli: Cli, owned_app: str, tmp_path: Path) -> None:
+def test_a_snapshot_that_does_not_beat_cold_is_skipped_with_the_reason(
+    cli: Cli, owned_app: str, tmp_path: Path
+) -> None:
     built = build(cli, owned_app)
     assert 0 < built["restored_ready_seconds"] < built["ready_seconds"]  # STARTUP_DELAY=1: restoring wins
     inspected = cli("cache", "inspect", owned_app, "--json").json
@@ -55,8 +57,8 @@ def test_repeated_restore_failures_open_the_circuit_which_closes_after_a_good_re
     snap = Path(built["snapshot_path"])
     good = tmp_path / "inventory.img"
     shutil.copyfile(snap / "images" / "inventory.img", good)
-    _corrupt_image(snap, "inventory.img")
-    _reseal(snap)
+    corrupt_image(snap, "inventory.img")
+    reseal(snap)
 
     for attempt in range(3):
         res = cli("run", owned_app, "--json")
@@ -75,7 +77,7 @@ def test_repeated_restore_failures_open_the_circuit_which_closes_after_a_good_re
 
     # The snapshot is repaired and the cool-down is over: one restore is tried (half-open), succeeds, closes it.
     shutil.copyfile(good, snap / "images" / "inventory.img")
-    _reseal(snap)
+    reseal(snap)
     health = json.loads((snap / ".health").read_text())
     (snap / ".health").write_text(json.dumps({**health, "open_until": time.time() - 1}))
     assert cli("cache", "inspect", owned_app, "--json").json["restores"]["circuit"] == "half-open"

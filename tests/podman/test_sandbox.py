@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, containers_of
-from tests.podman.test_build_run import _reseal, build, free_port, http_json, snapshot_holds_token
+from tests.helpers import build, free_port, http_json, reseal, snapshot_holds_token
 
 pytestmark = pytest.mark.podman
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_a_pid_the_snapshot_needs_being_taken_falls_back_cold(cli: Cli, owned_ap
     meta = json.loads((snap / "sandbox.json").read_text())
     meta["pid"] = 1  # always taken in the new container: the init itself is PID 1
     (snap / "sandbox.json").write_text(json.dumps(meta))
-    _reseal(snap)
+    reseal(snap)
     res = cli("run", owned_app, "--json")
     assert res.returncode == 0, res.stderr
     assert res.json["mode"] == "cold"

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli, containers_of
-from tests.podman.test_build_run import _corrupt_image, _reseal, build, free_port, snapshot_holds_token
+from tests.helpers import build, corrupt_image, free_port, reseal, snapshot_holds_token
 
 pytestmark = pytest.mark.podman
 
@@ -50,7 +50,8 @@ class Front:
                 event = self.events.get(timeout=0.2)
             except queue.Empty:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"serve exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+                    err = self.proc.stderr.read() if self.proc.stderr else ""
+                    raise AssertionError(f"serve exited: {err}") from None
                 continue
             self.seen.append(event)
             if event["event"] == kind:
@@ -165,8 +166,8 @@ def test_twenty_concurrent_first_requests_start_exactly_one_instance(
 
 def test_restore_failure_falls_back_cold_and_still_answers(cli: Cli, owned_app: str, front_factory: Any) -> None:
     built = build(cli, owned_app)
-    _corrupt_image(Path(built["snapshot_path"]), "inventory.img")
-    _reseal(Path(built["snapshot_path"]))
+    corrupt_image(Path(built["snapshot_path"]), "inventory.img")
+    reseal(Path(built["snapshot_path"]))
     front = front_factory(cli, owned_app)
     status, body = front.get("/")
     assert status == 200 and json.loads(body)["count"] == 2  # a fresh process: its probe + this request

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, containers_of
-from tests.podman.test_build_run import _corrupt_image, _reseal, build
-from tests.podman.test_cache import RegistryServer, _login, registry  # noqa: F401  (the module-scoped fixture)
+from tests.helpers import RegistryServer, build, corrupt_image, login, reseal
 
 pytestmark = pytest.mark.podman
 
@@ -44,8 +43,8 @@ def test_signed_snapshot_restores_and_tampered_unsigned_or_untrusted_ones_are_re
     assert cli("stop", untrusted.json["name"]).returncode == 0
 
     # Memory pages changed and the manifest re-sealed to match: the digests agree, the signature does not.
-    _corrupt_image(Path(built["snapshot_path"]), "pages-1.img")
-    _reseal(Path(built["snapshot_path"]))
+    corrupt_image(Path(built["snapshot_path"]), "pages-1.img")
+    reseal(Path(built["snapshot_path"]))
     tampered = cli("run", owned_app, "--json", *trusted)
     assert tampered.returncode == 0, tampered.stderr
     assert tampered.json["mode"] == "cold"
@@ -76,7 +75,7 @@ def test_pull_verifies_signatures_before_anything_is_stored(
 ) -> None:
     key, pub = _keypair(cli, tmp_path / "signing.key")
     authfile = tmp_path / "auth.json"
-    _login(registry, authfile)
+    login(registry, authfile)
     env = {"REGISTRY_AUTH_FILE": str(authfile)}
     built = build(cli, owned_app)
     ref = f"{registry.address}/warmstart/{owned_app}"

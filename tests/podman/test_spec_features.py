@@ -32,7 +32,8 @@ def in_container(name: str, *cmd: str) -> str:
 GOOD_PROBES = {
     "http": 'ready = { http = "/healthz", status = "200", body = "\\"ready\\": true", successes = 3 }',
     "tcp": "ready = { tcp = 8080 }",
-    "exec": "ready = { exec = \"python3 -c 'import urllib.request as u; u.urlopen(\\\"http://127.0.0.1:8080/healthz\\\")'\" }",
+    "exec": "ready = { exec = \"python3 -c 'import urllib.request as u; "
+            "u.urlopen(\\\"http://127.0.0.1:8080/healthz\\\")'\" }",
     "log": 'ready = { log = "counter listening on :8080" }',
 }
 BROKEN_PROBES = {
@@ -101,14 +102,16 @@ exec = "sh -c 'echo four >> /tmp/hooks'"
 def test_failing_before_checkpoint_hook_fails_the_build_and_leaves_nothing(
     tmp_path: Path, cli: Cli, owned_app: str
 ) -> None:
-    body = f'ready = {{ http = "/healthz" }}\n[[apps.{owned_app}.hooks.before_checkpoint]]\nexec = "sh -c \'echo closing failed; exit 4\'"\n'
+    body = (f'ready = {{ http = "/healthz" }}\n[[apps.{owned_app}.hooks.before_checkpoint]]\n'
+            'exec = "sh -c \'echo closing failed; exit 4\'"\n')
     res = cli("build", "--name", owned_app, "-f", str(spec(tmp_path, owned_app, body)))
     assert res.returncode == 1
     assert res.stderr.splitlines()[0] == (
         "warmstart: error: before_checkpoint hook #1 (exec sh -c 'echo closing failed; exit 4') exited with 4")
     assert "out: closing failed" in res.stderr
     assert containers_of(owned_app) == []
-    assert not (cli.cache / "snapshots" / owned_app).exists() and not (cli.cache / "apps" / f"{owned_app}.json").exists()
+    assert not (cli.cache / "snapshots" / owned_app).exists()
+    assert not (cli.cache / "apps" / f"{owned_app}.json").exists()
     assert list((cli.cache / ".staging").iterdir()) == []
 
 

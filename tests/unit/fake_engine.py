@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+from pathlib import Path
 
 from warmstart import sandbox
 from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, ImageConfig

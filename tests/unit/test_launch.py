@@ -73,7 +73,7 @@ def test_tampered_snapshot_is_quarantined_and_cold_with_reason(setup: tuple[Fake
     result = launch("app", engine=engine, store=store, ports=[])
     assert result.mode == "cold"
     assert "does not match its sha256 in the manifest; quarantined to" in (result.reason or "")
-    assert store.list("app") == [] and len(store.quarantined()) == 1
+    assert store.snapshots_of("app") == [] and len(store.quarantined()) == 1
     with pytest.raises(SnapshotNotFound, match="no snapshot of app 'app'"):
         launch("app", engine=engine, store=store, ports=[], no_fallback=True)
 
@@ -88,7 +88,7 @@ def test_snapshot_needing_a_cpu_flag_this_host_lacks_is_refused(setup: tuple[Fak
     result = launch("app", engine=engine, store=store, ports=[])
     assert result.mode == "cold"
     assert "CPU lacks flags the snapshot was made with: warmstart_imaginary_flag" in (result.reason or "")
-    assert store.list("app")  # refused, not quarantined: it may suit another host
+    assert store.snapshots_of("app")  # refused, not quarantined: it may suit another host
 
 
 def test_unchanged_app_reuses_its_snapshot_unless_forced(setup: tuple[FakeEngine, SnapshotStore],
@@ -103,7 +103,7 @@ def test_unchanged_app_reuses_its_snapshot_unless_forced(setup: tuple[FakeEngine
     assert not forced.reused and forced.snapshot == first.ref  # same key, same tag: replaced
     changed = build(dataclasses.replace(spec, env={"A": "1"}), engine=engine, store=store)
     assert not changed.reused and changed.key != first.manifest.key
-    assert len(store.list("app")) == 2
+    assert len(store.snapshots_of("app")) == 2
 
 
 def test_unknown_app_and_foreign_port(setup: tuple[FakeEngine, SnapshotStore]) -> None:

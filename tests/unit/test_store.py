@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -10,8 +11,6 @@ from pathlib import Path
 import pytest
 
 from warmstart.cache.manifest import Manifest
-import secrets
-
 from warmstart.cache.store import SnapshotStore
 from warmstart.errors import CacheError, ManifestError
 from warmstart.spec import AppSpec
@@ -26,7 +25,7 @@ def test_publish_is_atomic_private_and_hashed(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path / "c").open()
     with store.staging("a") as stage:
         (stage / "checkpoint.tar").write_bytes(b"data")
-        assert store.list("a") == []  # staged is not visible
+        assert store.snapshots_of("a") == []  # staged is not visible
         snap = store.publish(stage, manifest())
     assert store.latest("a") == snap
     entry = snap.manifest.files["checkpoint.tar"]
@@ -41,7 +40,7 @@ def test_failed_staging_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), store.staging("a") as stage:
         (stage / "checkpoint.tar").write_bytes(b"half")
         raise RuntimeError("killed")
-    assert list(store.staging_root.iterdir()) == [] and store.list("a") == []
+    assert list(store.staging_root.iterdir()) == [] and store.snapshots_of("a") == []
 
 
 def test_staging_of_a_dead_process_is_swept_on_open(tmp_path: Path) -> None:
@@ -64,7 +63,7 @@ def test_latest_is_newest_and_bad_manifests_are_skipped(tmp_path: Path) -> None:
     broken.mkdir()
     (broken / "manifest.json").write_text("{not json")
     assert store.latest("a").manifest.created_at == "2026-03-01T00:00:00"
-    assert len(store.list("a")) == 3
+    assert len(store.snapshots_of("a")) == 3
 
 
 def test_newer_manifest_version_is_refused_clearly(tmp_path: Path) -> None:

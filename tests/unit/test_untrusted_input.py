@@ -112,7 +112,7 @@ def test_symlinked_app_dir_is_neither_listed_nor_pruned(store: SnapshotStore, ou
     snapshot_dir(outside / "fake", app="a")  # a real-looking snapshot tree outside the cache
     os.symlink(outside / "fake" / "snapshots" / "a", store.snapshots / "a")
     before = listing(outside)
-    assert store.list() == [] and store.list("a") == [] and store.broken() == []
+    assert store.snapshots_of() == [] and store.snapshots_of("a") == [] and store.broken() == []
     result = prune(store, keep=0)
     assert result.removed == [] and listing(outside) == before
 
@@ -127,7 +127,7 @@ def test_symlinked_snapshot_entry_is_not_listed_or_removed(store: SnapshotStore,
     before = listing(outside)
     (store.snapshots / "a").mkdir(mode=0o700)
     os.symlink(outside / "victim", store.snapshots / "a" / "t1")
-    assert store.list("a") == [] and store.get("a", "t1") is None
+    assert store.snapshots_of("a") == [] and store.get("a", "t1") is None
     prune(store, keep=0)
     assert listing(outside) == before
 
@@ -146,7 +146,7 @@ def test_symlinked_manifest_is_not_read(store: SnapshotStore, outside: Path) -> 
     d = store.snapshots / "a" / "t1"
     d.mkdir(parents=True, mode=0o700)
     os.symlink(outside / "victim" / "manifest.json", d / "manifest.json")
-    assert store.list("a") == []
+    assert store.snapshots_of("a") == []
     with pytest.raises(ManifestError, match="cannot read snapshot manifest"):
         store.get("a", "t1")
 
@@ -237,7 +237,7 @@ def test_wrong_typed_manifests_do_not_break_listing_and_are_pruned(store: Snapsh
     good = snapshot_dir(store.root, tag="good")
     for tag, bad in [("b1", {"files": "x"}), ("b2", {"host": []}), ("b3", {"created_at": "no"})]:
         snapshot_dir(store.root, tag=tag, **bad)
-    assert [s.path for s in store.list()] == [good]
+    assert [s.path for s in store.snapshots_of()] == [good]
     result = prune(store, keep=5)
     assert sorted(result.broken_removed) == ["a:b1", "a:b2", "a:b3"]
     assert sorted(p.name for p in (store.snapshots / "a").iterdir()) == ["good"]
@@ -252,7 +252,7 @@ def test_unreadable_manifest_is_pruned(store: SnapshotStore) -> None:
 
 def test_verification_cannot_be_switched_off_by_an_empty_file_list(store: SnapshotStore) -> None:
     snapshot_dir(store.root, files={})
-    assert store.list("a") == []  # refused at load, so never restored
+    assert store.snapshots_of("a") == []  # refused at load, so never restored
 
 
 def test_stale_stamp_on_a_full_disk_still_verifies(store: SnapshotStore, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,7 +288,7 @@ def test_malformed_app_records_are_clear_errors(store: SnapshotStore, content: s
         store.load_app("shop")
 
 
-# -- registry references, credentials, artifacts ------------------------------------------------------------------------
+# -- registry references, credentials, artifacts --------------------------------------------------------------------
 
 @pytest.mark.parametrize("ref, message", [
     ("noslash", "expected HOST\\[:PORT\\]/REPOSITORY\\[:TAG\\]"),

@@ -24,7 +24,8 @@ def _digest(value: str) -> str:
 
 def key_inputs(spec: AppSpec, *, image_id: str, engine: EngineInfo, criu_version: str) -> dict[str, Any]:
     def plain(obj: Any) -> Any:
-        return json.loads(json.dumps(dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj))
+        is_instance = dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+        return json.loads(json.dumps(dataclasses.asdict(obj) if is_instance else obj))
 
     return {
         "format": FORMAT_VERSION,

@@ -40,7 +40,7 @@ def prune(
     if keep is not None and keep < 0:
         raise UsageError("--keep must be 0 or more")
     now = time.time()
-    snapshots = store.list(app)  # newest first
+    snapshots = store.snapshots_of(app)  # newest first
     doomed: set[str] = set()
     per_app: dict[str, int] = {}
     for s in snapshots:

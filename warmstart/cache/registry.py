@@ -17,9 +17,9 @@ $WARMSTART_REGISTRY_PASSWORD, else the auth files `podman login` and `docker log
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import json
-import binascii
 import os
 import re
 import shutil
@@ -33,10 +33,11 @@ from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
 from warmstart.errors import ManifestError, RegistryError
 from warmstart.secretenv import raise_if_found, scan, values_named
-from warmstart.signing import SIGNATURE_FILE, TrustPolicy, check
+from warmstart.signing import NO_POLICY, SIGNATURE_FILE, TrustPolicy, check
 
 CONFIG_MEDIA_TYPE = "application/vnd.warmstart.snapshot.config.v1+json"
-TRANSPORT_FILE = "snapshot.tar"  # a sandbox snapshot's files (CRIU images, rootfs.tar, sandbox.json), packed for the trip
+# A sandbox snapshot's files (CRIU images, rootfs.tar, sandbox.json), packed for the trip.
+TRANSPORT_FILE = "snapshot.tar"
 LAYER_MEDIA_TYPES = {
     FILENAME: "application/vnd.warmstart.manifest.v1+json",
     CHECKPOINT_FILE: "application/vnd.warmstart.checkpoint.v1.tar",  # container mode: the engine's archive
@@ -115,7 +116,8 @@ def _auth_files() -> list[Path]:
         files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
     runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/run/containers/{os.getuid()}"
     files += [
-        Path(runtime) / "containers" / "auth.json" if os.environ.get("XDG_RUNTIME_DIR") else Path(runtime) / "auth.json",
+        Path(runtime) / "containers" / "auth.json" if os.environ.get("XDG_RUNTIME_DIR")
+        else Path(runtime) / "auth.json",
         Path.home() / ".config" / "containers" / "auth.json",
         Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json",
     ]
@@ -193,7 +195,8 @@ class Registry:
                                     hint="check the credentials (podman login)") from exc
             if "Not Found" in text or "MANIFEST_UNKNOWN" in text or "manifest unknown" in text:
                 raise RegistryError(f"{action} {self.ref} failed: no such reference in the registry") from exc
-            raise RegistryError(f"{action} {self.ref} failed: {text.splitlines()[0] if text else type(exc).__name__}") from exc
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise RegistryError(f"{action} {self.ref} failed: {first}") from exc
 
     def push(self, snapshot: Snapshot, *, scratch: Path) -> PushResult:
         """Push manifest.json and the payload: the engine's archive (container mode) or, for a sandbox snapshot,
@@ -230,7 +233,7 @@ class Registry:
             digest = resp.headers.get("Docker-Content-Digest", "")
         return PushResult(snapshot=m.ref, reference=str(self.ref), digest=digest, size_bytes=snapshot.size)
 
-    def pull(self, store: SnapshotStore, *, trust: TrustPolicy = TrustPolicy()) -> PullResult:
+    def pull(self, store: SnapshotStore, *, trust: TrustPolicy = NO_POLICY) -> PullResult:
         """Download into staging, verify every blob against the OCI manifest and our manifest and the signature
         against `trust`, then publish."""
         with self._translated("pull from"):

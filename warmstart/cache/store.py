@@ -133,7 +133,8 @@ class SnapshotStore:
         """Create the layout if needed and check it is ours before anything in it is read: every directory a
         real one (no symlink), owned by this user, writable by no one else. Sweep staging dirs of dead builds."""
         if self.root.exists() and not self.root.is_dir():
-            raise CacheError(f"cache dir {self.root} is not a directory", hint="pass --cache-dir or set $WARMSTART_CACHE")
+            raise CacheError(f"cache dir {self.root} is not a directory",
+                             hint="pass --cache-dir or set $WARMSTART_CACHE")
         try:
             self.root.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileExistsError):
@@ -291,7 +292,7 @@ class SnapshotStore:
                                 f"{entry.parent.name}:{entry.name}")
         return Snapshot(entry, manifest)
 
-    def list(self, app: str | None = None) -> list[Snapshot]:
+    def snapshots_of(self, app: str | None = None) -> list[Snapshot]:
         """Snapshots (of one app, or all), newest first; entries with unreadable manifests are skipped (`broken`
         lists them, and prune removes them)."""
         found = []
@@ -325,16 +326,16 @@ class SnapshotStore:
     def resolve(self, ref: str) -> list[Snapshot]:
         """APP:TAG -> that snapshot; APP -> all of the app's, newest first. Raises SnapshotNotFound."""
         app, tag = parse_ref(ref)
-        found = [s for s in ([self.get(app, tag)] if tag else self.list(app)) if s is not None]
+        found = [s for s in ([self.get(app, tag)] if tag else self.snapshots_of(app)) if s is not None]
         if not found:
             raise SnapshotNotFound(f"no snapshot {ref!r} in {self.root}")
         return found
 
     def find_key(self, app: str, key: str) -> Snapshot | None:
-        return next((s for s in self.list(app) if s.manifest.key == key), None)
+        return next((s for s in self.snapshots_of(app) if s.manifest.key == key), None)
 
     def latest(self, app: str) -> Snapshot | None:
-        snaps = self.list(app)
+        snaps = self.snapshots_of(app)
         return snaps[0] if snaps else None
 
     # -- integrity ----------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from warmstart.cli.commands import cache, key
 from warmstart.cli.commands.build import build
 from warmstart.cli.commands.doctor import doctor
 from warmstart.cli.commands.entrypoint import entrypoint
-from warmstart.cli.commands.instance import exec as exec_, logs
+from warmstart.cli.commands.instance import exec as exec_
+from warmstart.cli.commands.instance import logs
 from warmstart.cli.commands.ps import ps
 from warmstart.cli.commands.registry import pull, push
 from warmstart.cli.commands.run import run

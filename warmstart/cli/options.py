@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,23 +11,23 @@ from warmstart.cli import plain
 from warmstart.errors import UsageError
 
 CacheDir = Annotated[
-    Optional[Path],
+    Path | None,
     typer.Option("--cache-dir", help="Snapshot cache directory [default: $WARMSTART_CACHE or /var/lib/warmstart]",
                  show_default=False),
 ]
 EngineOpt = Annotated[
-    Optional[str], typer.Option("--engine", help="Container engine: podman [default: $WARMSTART_ENGINE or auto]")
+    str | None, typer.Option("--engine", help="Container engine: podman [default: $WARMSTART_ENGINE or auto]")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout for scripts.")]
 SpecFile = Annotated[
-    Optional[Path], typer.Option("--file", "-f", help="App spec file [default: ./warmstart.toml if present].")
+    Path | None, typer.Option("--file", "-f", help="App spec file [default: ./warmstart.toml if present].")
 ]
 
 RequireSigned = Annotated[bool, typer.Option(
     "--require-signed", help="Accept only snapshots signed by a trusted key [default: $WARMSTART_REQUIRE_SIGNED].")]
-TrustKey = Annotated[Optional[list[Path]], typer.Option(
+TrustKey = Annotated[list[Path] | None, typer.Option(
     "--trust-key", help="Trusted Ed25519 public key file (repeatable) [default: $WARMSTART_TRUSTED_KEYS].")]
-SignKey = Annotated[Optional[Path], typer.Option(
+SignKey = Annotated[Path | None, typer.Option(
     "--sign-key", help="Sign with this Ed25519 private key file [default: $WARMSTART_SIGNING_KEY].",
     show_default=False)]
 

@@ -11,7 +11,6 @@ import typer
 from rich.console import Console
 
 from warmstart.cli.plain import committed, emit_json, exit_code_for, progress, result
-from warmstart.errors import WarmstartError
 
 __all__ = ["committed", "emit_json", "handle_errors", "progress", "result", "stderr", "stdout"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
-import os
 import json
+import os
 import shutil
 import tarfile
 import threading
@@ -155,7 +155,8 @@ class DockerEngine(Engine):
 
     def logs(self, *, container: str, tail: int = 20) -> str:
         try:
-            return self.api.logs(container, tail=tail).decode(errors="replace").strip()
+            raw: bytes = self.api.logs(container, tail=tail)
+            return raw.decode(errors="replace").strip()
         except self._docker.errors.APIError:
             return ""
 
@@ -331,7 +332,8 @@ def checkpoint_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
 def _create_config(raw: dict[str, Any]) -> dict[str, Any]:
     cfg = raw["Config"]
     return {"image": raw["Image"], "cmd": cfg.get("Cmd"), "entrypoint": cfg.get("Entrypoint"),
-            "env": cfg.get("Env") or [], "labels": cfg.get("Labels") or {}, "working_dir": cfg.get("WorkingDir") or None,
+            "env": cfg.get("Env") or [], "labels": cfg.get("Labels") or {},
+            "working_dir": cfg.get("WorkingDir") or None,
             "user": cfg.get("User") or None, "hostname": cfg.get("Hostname") or None}
 
 

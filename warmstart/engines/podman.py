@@ -54,7 +54,9 @@ class PodmanEngine(Engine):
         self.binary = binary
 
     # -- plumbing -------------------------------------------------------------------------------------------------
-    def _podman(self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def _podman(
+        self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         try:
             proc = run_to_completion([self.binary, *args], timeout=timeout)
         except FileNotFoundError as exc:
@@ -78,7 +80,8 @@ class PodmanEngine(Engine):
         err = self._error_line(proc)
         verb = " ".join(a for a in args[:2] if not a.startswith("-"))
         if "image not known" in err or "no such image" in err.lower():
-            return ImageNotFound(f"image not found locally: {err}", hint="build or import it first (`podman images` lists local images)")
+            return ImageNotFound(f"image not found locally: {err}",
+                                 hint="build or import it first (`podman images` lists local images)")
         return EngineError(f"podman {verb} failed: {err}")
 
     def _static_dir(self, container: str) -> Path | None:
@@ -203,7 +206,8 @@ class PodmanEngine(Engine):
 
     def restore(self, *, archive: Path, name: str, ports: list[PortBinding]) -> str:
         # A new container from the archive: fresh IP and MAC (several restored copies run at once), ports remapped.
-        args = ["container", "restore", "--import", str(archive), "--name", name, "--ignore-static-ip", "--ignore-static-mac"]
+        args = ["container", "restore", "--import", str(archive), "--name", name, "--ignore-static-ip",
+                "--ignore-static-mac"]
         for port in ports:
             args += ["--publish", port.to_engine_arg()]
         proc = self._podman(*args, check=False)
@@ -284,7 +288,8 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         status=state.get("Status", ""),
         running=bool(state.get("Running")),
         exit_code=int(state.get("ExitCode", 0)),
-        restored=bool(state.get("Restored")) or (raw.get("Config", {}).get("Labels") or {}).get(MODE_LABEL) == "restored",
+        restored=bool(state.get("Restored"))
+        or (raw.get("Config", {}).get("Labels") or {}).get(MODE_LABEL) == "restored",
         labels=raw.get("Config", {}).get("Labels") or {},
         ports=ports,
         image=raw.get("ImageName", ""),

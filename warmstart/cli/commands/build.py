@@ -1,32 +1,58 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, progress, result as show
+from warmstart.cli.output import emit_json, handle_errors, progress
+from warmstart.cli.output import result as show
 from warmstart.errors import UsageError
 from warmstart.spec import AppSpec, make_probe, parse_container_port, parse_env, validate_app_name, validate_tag
 
 
 @handle_errors
 def build(
-    command: Annotated[Optional[list[str]], typer.Argument(help="Command to run instead of the image's (after --).")] = None,
-    name: Annotated[Optional[str], typer.Option("--name", help="App to build [default: every app in the spec file].")] = None,
-    image: Annotated[Optional[str], typer.Option("--image", help="Local image to start.")] = None,
-    port: Annotated[Optional[list[str]], typer.Option("-p", "--port", help="Container port the app listens on (repeatable).")] = None,
-    env: Annotated[Optional[list[str]], typer.Option("-e", "--env", help="NAME=VALUE for the app (repeatable).")] = None,
-    ready_http: Annotated[Optional[str], typer.Option("--ready-http", help="Ready when GET PATH answers 2xx.")] = None,
-    ready_tcp: Annotated[Optional[int], typer.Option("--ready-tcp", help="Ready when this container port accepts TCP.")] = None,
-    ready_port: Annotated[Optional[int], typer.Option("--ready-port", help="Container port for --ready-http.")] = None,
+    command: Annotated[
+        list[str] | None, typer.Argument(help="Command to run instead of the image's (after --).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="App to build [default: every app in the spec file].")
+    ] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Local image to start.")] = None,
+    port: Annotated[
+        list[str] | None, typer.Option("-p", "--port", help="Container port the app listens on (repeatable).")
+    ] = None,
+    env: Annotated[list[str] | None, typer.Option("-e", "--env", help="NAME=VALUE for the app (repeatable).")] = None,
+    ready_http: Annotated[str | None, typer.Option("--ready-http", help="Ready when GET PATH answers 2xx.")] = None,
+    ready_tcp: Annotated[
+        int | None, typer.Option("--ready-tcp", help="Ready when this container port accepts TCP.")
+    ] = None,
+    ready_port: Annotated[int | None, typer.Option("--ready-port", help="Container port for --ready-http.")] = None,
     ready_timeout: Annotated[float, typer.Option("--ready-timeout", help="Seconds to wait for readiness.")] = 60.0,
-    uniqueness: Annotated[Optional[str], typer.Option("--uniqueness", help="GET PATH whose answer must differ between two trial clones, or the build fails.")] = None,
-    tag: Annotated[Optional[str], typer.Option("--tag", help="Snapshot tag [default: derived from the cache key].")] = None,
+    uniqueness: Annotated[
+        str | None,
+        typer.Option(
+            "--uniqueness", help="GET PATH whose answer must differ between two trial clones, or the build fails."
+        ),
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option("--tag", help="Snapshot tag [default: derived from the cache key].")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even when an unchanged snapshot is cached.")] = False,
-    compare_trim: Annotated[bool, typer.Option("--compare-trim", help="Also measure the snapshot size before trimming.")] = False,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="sandbox (restore inside a fresh container; the default where available) or container (the engine's whole-container checkpoint) [default: $WARMSTART_MODE or sandbox]", show_default=False)] = None,
+    compare_trim: Annotated[
+        bool, typer.Option("--compare-trim", help="Also measure the snapshot size before trimming.")
+    ] = False,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            help="sandbox (restore inside a fresh container; the default where available) or container (the "
+            "engine's whole-container checkpoint) [default: $WARMSTART_MODE or sandbox]",
+            show_default=False,
+        ),
+    ] = None,
     sign_key: options.SignKey = None,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
@@ -36,10 +62,11 @@ def build(
     """Start the app, wait until it is ready, warm it up, checkpoint it and store the snapshot in the cache."""
     from warmstart import signing, specfile
     from warmstart.build import build as build_snapshot
-    
+
     apps = options.load_spec_file(file)
-    flags_given = any([command, image, port, env, ready_http, ready_tcp is not None, ready_port is not None,
-                       uniqueness])
+    flags_given = any(
+        [command, image, port, env, ready_http, ready_tcp is not None, ready_port is not None, uniqueness]
+    )
     if name is None:
         if not apps:
             raise UsageError(f"give --name and --image, or describe apps in {specfile.DEFAULT_FILE}")
@@ -47,15 +74,39 @@ def build(
             raise UsageError("flags that describe an app need --name (several apps are in the spec file)")
         specs = list(apps.values())
     else:
-        specs = [_spec_from_flags(apps.get(validate_app_name(name)), name=name, image=image, command=command,
-                                  port=port, env=env, ready_http=ready_http, ready_tcp=ready_tcp,
-                                  ready_port=ready_port, ready_timeout=ready_timeout, uniqueness=uniqueness)]
+        specs = [
+            _spec_from_flags(
+                apps.get(validate_app_name(name)),
+                name=name,
+                image=image,
+                command=command,
+                port=port,
+                env=env,
+                ready_http=ready_http,
+                ready_tcp=ready_tcp,
+                ready_port=ready_port,
+                ready_timeout=ready_timeout,
+                uniqueness=uniqueness,
+            )
+        ]
     store = options.open_store(cache_dir)
     eng = options.engine_for(engine)
     if tag is not None:
         validate_tag(tag)
-    results = [build_snapshot(s, engine=eng, store=store, tag=tag, force=force, compare_trim=compare_trim,
-                              mode=mode, sign_key=signing.signing_key(sign_key), progress=progress) for s in specs]
+    results = [
+        build_snapshot(
+            s,
+            engine=eng,
+            store=store,
+            tag=tag,
+            force=force,
+            compare_trim=compare_trim,
+            mode=mode,
+            sign_key=signing.signing_key(sign_key),
+            progress=progress,
+        )
+        for s in specs
+    ]
     if json_output:
         emit_json(results[0] if name else {"builds": [dataclasses.asdict(r) for r in results]})
         return
@@ -74,16 +125,26 @@ def build(
 
 
 def _spec_from_flags(
-    base: AppSpec | None, *, name: str, image: str | None, command: list[str] | None, port: list[str] | None,
-    env: list[str] | None, ready_http: str | None, ready_tcp: int | None, ready_port: int | None,
-    ready_timeout: float, uniqueness: str | None = None,
+    base: AppSpec | None,
+    *,
+    name: str,
+    image: str | None,
+    command: list[str] | None,
+    port: list[str] | None,
+    env: list[str] | None,
+    ready_http: str | None,
+    ready_tcp: int | None,
+    ready_port: int | None,
+    ready_timeout: float,
+    uniqueness: str | None = None,
 ) -> AppSpec:
     """The spec file's app with the given flags laid over it (or an app made from flags alone)."""
     if base is None:
         base = AppSpec(name=name, image=options.require(image, "--image"))
     ports = tuple(parse_container_port(p) for p in port) if port else base.ports
-    probe = make_probe(ready_http=ready_http, ready_tcp=ready_tcp, ports=list(ports), ready_port=ready_port,
-                       timeout=ready_timeout)
+    probe = make_probe(
+        ready_http=ready_http, ready_tcp=ready_tcp, ports=list(ports), ready_port=ready_port, timeout=ready_timeout
+    )
     return dataclasses.replace(
         base,
         image=image or base.image,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
 from warmstart.cache.store import Snapshot
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, result as show
+from warmstart.cli.output import emit_json, handle_errors
+from warmstart.cli.output import result as show
 from warmstart.errors import UsageError
 from warmstart.spec import parse_duration, parse_size
 
@@ -18,19 +19,28 @@ app = typer.Typer(help="List, inspect, remove and prune cached snapshots.", no_a
 
 def _summary(s: Snapshot) -> dict[str, Any]:
     m = s.manifest
-    return {"snapshot": s.ref, "app": m.app, "tag": m.tag, "key": m.key, "created_at": m.created_at,
-            "size_bytes": s.size, "image": m.image.get("ref"), "engine": m.engine.get("name"), "path": str(s.path)}
+    return {
+        "snapshot": s.ref,
+        "app": m.app,
+        "tag": m.tag,
+        "key": m.key,
+        "created_at": m.created_at,
+        "size_bytes": s.size,
+        "image": m.image.get("ref"),
+        "engine": m.engine.get("name"),
+        "path": str(s.path),
+    }
 
 
 @app.command("ls")
 @handle_errors
 def ls(
-    app_name: Annotated[Optional[str], typer.Argument(metavar="[APP]", help="Only this app's snapshots.")] = None,
+    app_name: Annotated[str | None, typer.Argument(metavar="[APP]", help="Only this app's snapshots.")] = None,
     cache_dir: options.CacheDir = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """List snapshots, newest first."""
-    snaps = options.open_store(cache_dir).list(app_name)
+    snaps = options.open_store(cache_dir).snapshots_of(app_name)
     if json_output:
         emit_json({"snapshots": [_summary(s) for s in snaps]})
         return
@@ -54,25 +64,34 @@ def inspect(
     store = options.open_store(cache_dir)
     snap = store.resolve(ref)[0]
     health = store.health(snap)
-    manifest = {**dataclasses.asdict(snap.manifest), "path": str(snap.path), "signed": snap.signature() is not None,
-                "restores": {**health.to_dict(), "circuit": health.circuit()}}
+    manifest = {
+        **dataclasses.asdict(snap.manifest),
+        "path": str(snap.path),
+        "signed": snap.signature() is not None,
+        "restores": {**health.to_dict(), "circuit": health.circuit()},
+    }
     if json_output:
         emit_json(manifest)
         return
     m = snap.manifest
-    show(f"snapshot   {snap.ref}\npath       {snap.path}\ncreated    {m.created_at}\nkey        {m.key}\n"
-                 f"image      {m.image.get('ref')} ({m.image.get('id', '')[:19]})\n"
-                 f"engine     {m.engine.get('name')} {m.engine.get('version')}, {m.engine.get('runtime')} "
-                 f"{m.engine.get('runtime_version')}\nhost       {m.host.get('arch')} {m.host.get('kernel')}, "
-                 f"CRIU {m.host.get('criu_version')}, {m.host.get('cpu_model')}")
+    show(
+        f"snapshot   {snap.ref}\npath       {snap.path}\ncreated    {m.created_at}\nkey        {m.key}\n"
+        f"image      {m.image.get('ref')} ({m.image.get('id', '')[:19]})\n"
+        f"engine     {m.engine.get('name')} {m.engine.get('version')}, {m.engine.get('runtime')} "
+        f"{m.engine.get('runtime_version')}\nhost       {m.host.get('arch')} {m.host.get('kernel')}, "
+        f"CRIU {m.host.get('criu_version')}, {m.host.get('cpu_model')}"
+    )
     for name, f in m.files.items():
         show(f"file       {name} {f['size'] / 1e6:.1f}MB sha256:{f['sha256'][:16]}")
     for name, value in m.timings.items():
         show(f"timing     {name} {value}s")
     show(f"signed     {'yes' if manifest['signed'] else 'no'}")
     circuit = health.circuit()
-    detail = f", {health.consecutive_failures} failed in a row (last: {health.last_error})" \
-        if health.consecutive_failures else ""
+    detail = (
+        f", {health.consecutive_failures} failed in a row (last: {health.last_error})"
+        if health.consecutive_failures
+        else ""
+    )
     show(f"restores   circuit {circuit}{detail}")
 
 
@@ -97,28 +116,35 @@ def rm(
 @app.command()
 @handle_errors
 def prune(
-    keep: Annotated[Optional[int], typer.Option("--keep", help="Keep the newest N snapshots of each app.")] = None,
-    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Keep the newest that fit, e.g. 2G.")] = None,
-    older_than: Annotated[Optional[str], typer.Option("--older-than", help="Remove older than, e.g. 7d, 12h.")] = None,
-    app_name: Annotated[Optional[str], typer.Option("--app", help="Only this app's snapshots.")] = None,
+    keep: Annotated[int | None, typer.Option("--keep", help="Keep the newest N snapshots of each app.")] = None,
+    max_size: Annotated[str | None, typer.Option("--max-size", help="Keep the newest that fit, e.g. 2G.")] = None,
+    older_than: Annotated[str | None, typer.Option("--older-than", help="Remove older than, e.g. 7d, 12h.")] = None,
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app's snapshots.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed.")] = False,
     cache_dir: options.CacheDir = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """Remove old snapshots by count, total size and age (and all quarantined ones)."""
     from warmstart.cache.prune import prune as prune_cache
-    
+
     age = parse_duration(older_than) if older_than is not None else None
     if older_than is not None and (age is None or age <= 0):
         raise UsageError(f"invalid --older-than {older_than!r}: expected e.g. 30m, 12h, 7d")
-    result = prune_cache(options.open_store(cache_dir), keep=keep,
-                         max_size=parse_size(max_size) if max_size is not None else None, older_than=age,
-                         app=app_name, dry_run=dry_run)
+    result = prune_cache(
+        options.open_store(cache_dir),
+        keep=keep,
+        max_size=parse_size(max_size) if max_size is not None else None,
+        older_than=age,
+        app=app_name,
+        dry_run=dry_run,
+    )
     if json_output:
         emit_json(result)
         return
     verb = "would remove" if dry_run else "removed"
     for ref in result.removed:
         show(f"{verb} {ref}")
-    show(f"{verb} {len(result.removed)} snapshots ({result.freed_bytes / 1e6:.1f} MB) and "
-                 f"{result.quarantine_removed} quarantined; kept {len(result.kept)}")
+    show(
+        f"{verb} {len(result.removed)} snapshots ({result.freed_bytes / 1e6:.1f} MB) and "
+        f"{result.quarantine_removed} quarantined; kept {len(result.kept)}"
+    )

@@ -12,16 +12,19 @@ from warmstart.cli.output import emit_json, handle_errors, stdout
 @handle_errors
 def doctor(
     smoke: Annotated[bool, typer.Option("--smoke", help="Also checkpoint and restore a tiny real container.")] = False,
-    smoke_image: Annotated[str, typer.Option("--smoke-image", help="Image for --smoke (needs python3).")] = "localhost/warmstart-base-python:bookworm",
+    smoke_image: Annotated[
+        str, typer.Option("--smoke-image", help="Image for --smoke (needs python3).")
+    ] = "localhost/warmstart-base-python:bookworm",
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """Check that this host can checkpoint and restore; each failure comes with a fix."""
     from warmstart.doctor import run_checks
-    
-    checks = run_checks(engine_choice=engine, cache_dir=cache_dir or default_cache_dir(), smoke=smoke,
-                        smoke_image=smoke_image)
+
+    checks = run_checks(
+        engine_choice=engine, cache_dir=cache_dir or default_cache_dir(), smoke=smoke, smoke_image=smoke_image
+    )
     ok = all(c.ok for c in checks)
     if json_output:
         emit_json({"ok": ok, "checks": [vars(c) for c in checks]})

@@ -6,7 +6,9 @@ import typer
 
 
 def entrypoint(
-    args: Annotated[list[str], typer.Argument(help="[--snapshot-dir DIR] [--ready-http PATH | --ready-tcp] [--port P] -- CMD ...")],
+    args: Annotated[
+        list[str], typer.Argument(help="[--snapshot-dir DIR] [--ready-http PATH | --ready-tcp] [--port P] -- CMD ...")
+    ],
 ) -> None:
     """Container ENTRYPOINT: restore from the snapshot dir, or boot cold and snapshot into it (runs
     warmstart-init entrypoint, which images can also use directly, without Python)."""

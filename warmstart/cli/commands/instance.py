@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import handle_errors, result as show
+from warmstart.cli.output import handle_errors
+from warmstart.cli.output import result as show
 from warmstart.errors import UsageError
 from warmstart.instances import ours
 

@@ -7,11 +7,13 @@ from typing import Annotated
 
 import typer
 
-from warmstart.cli.output import emit_json, handle_errors, result as show
 from warmstart.cli import options
+from warmstart.cli.output import emit_json, handle_errors
+from warmstart.cli.output import result as show
 
-app = typer.Typer(help="Keys that sign snapshots (build/push --sign-key) and verify them (--trust-key).",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="Keys that sign snapshots (build/push --sign-key) and verify them (--trust-key).", no_args_is_help=True
+)
 
 
 @app.command()
@@ -27,5 +29,7 @@ def generate(
     if json_output:
         emit_json({"private_key": str(path), "public_key": str(public), "key_id": key_id})
         return
-    show(f"wrote private key {path} (keep it secret) and public key {public} (key id {key_id}); sign with "
-         f"--sign-key {path}, verify with --trust-key {public}")
+    show(
+        f"wrote private key {path} (keep it secret) and public key {public} (key id {key_id}); sign with "
+        f"--sign-key {path}, verify with --trust-key {public}"
+    )

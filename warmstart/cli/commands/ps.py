@@ -1,17 +1,18 @@
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, result as show
+from warmstart.cli.output import emit_json, handle_errors
+from warmstart.cli.output import result as show
 from warmstart.instances import list_instances
 
 
 @handle_errors
 def ps(
-    app: Annotated[Optional[str], typer.Option("--app", help="Only this app's instances.")] = None,
+    app: Annotated[str | None, typer.Option("--app", help="Only this app's instances.")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the names.")] = False,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,

@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors, result as show
+from warmstart.cli.output import emit_json, handle_errors
+from warmstart.cli.output import result as show
 
 Insecure = Annotated[
     bool, typer.Option("--insecure", help="Plain HTTP (default only for loopback registries, as docker does).")
@@ -17,7 +18,9 @@ Insecure = Annotated[
 @handle_errors
 def push(
     snapshot: Annotated[str, typer.Argument(metavar="APP[:TAG]", help="Snapshot to push (newest without a tag).")],
-    ref: Annotated[str, typer.Argument(metavar="REF", help="HOST[:PORT]/REPOSITORY[:TAG]; the tag defaults to APP-TAG.")],
+    ref: Annotated[
+        str, typer.Argument(metavar="REF", help="HOST[:PORT]/REPOSITORY[:TAG]; the tag defaults to APP-TAG.")
+    ],
     insecure: Insecure = False,
     sign_key: options.SignKey = None,
     cache_dir: options.CacheDir = None,
@@ -38,8 +41,7 @@ def push(
     if json_output:
         emit_json(result)
         return
-    show(f"pushed {result.snapshot} to {result.reference} ({result.size_bytes / 1e6:.1f} MB, "
-                 f"{result.digest})")
+    show(f"pushed {result.snapshot} to {result.reference} ({result.size_bytes / 1e6:.1f} MB, {result.digest})")
 
 
 @handle_errors
@@ -56,10 +58,8 @@ def pull(
     from warmstart.cache.registry import Reference, Registry
 
     trust = options.trust_policy(trust_key, require_signed)
-    result = Registry(Reference.parse(ref), insecure=insecure or None).pull(options.open_store(cache_dir),
-                                                                              trust=trust)
+    result = Registry(Reference.parse(ref), insecure=insecure or None).pull(options.open_store(cache_dir), trust=trust)
     if json_output:
         emit_json(result)
         return
     show(f"pulled {result.reference} as {result.snapshot} ({result.size_bytes / 1e6:.1f} MB)")
-

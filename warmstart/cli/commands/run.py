@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -11,10 +11,24 @@ from warmstart.cli.output import handle_errors
 @handle_errors
 def run(
     app: Annotated[str, typer.Argument(help="App name given to `warmstart build`.")],
-    port: Annotated[Optional[list[str]], typer.Option("-p", "--publish", help="HOST_PORT:CONTAINER_PORT or IP:HOST_PORT:CONTAINER_PORT (repeatable); unpublished ports get a free port on 127.0.0.1.")] = None,
-    no_fallback: Annotated[bool, typer.Option("--no-fallback", help="Fail instead of starting cold when no snapshot can be restored.")] = False,
-    cold: Annotated[bool, typer.Option("--cold", help="Start cold even when a snapshot exists (for comparisons).")] = False,
-    registry: Annotated[Optional[str], typer.Option("--registry", help="Pull from this REF when no snapshot is cached here.")] = None,
+    port: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-p",
+            "--publish",
+            help="HOST_PORT:CONTAINER_PORT or IP:HOST_PORT:CONTAINER_PORT (repeatable); unpublished ports get a "
+            "free port on 127.0.0.1.",
+        ),
+    ] = None,
+    no_fallback: Annotated[
+        bool, typer.Option("--no-fallback", help="Fail instead of starting cold when no snapshot can be restored.")
+    ] = False,
+    cold: Annotated[
+        bool, typer.Option("--cold", help="Start cold even when a snapshot exists (for comparisons).")
+    ] = False,
+    registry: Annotated[
+        str | None, typer.Option("--registry", help="Pull from this REF when no snapshot is cached here.")
+    ] = None,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -23,6 +37,16 @@ def run(
     trust_key: options.TrustKey = None,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
-    plain.run(app=app, ports=port, no_fallback=no_fallback, cold=cold, registry=registry, file=file,
-              cache_dir=cache_dir, engine=engine, json_output=json_output, require_signed=require_signed,
-              trust_key=trust_key)
+    plain.run(
+        app=app,
+        ports=port,
+        no_fallback=no_fallback,
+        cold=cold,
+        registry=registry,
+        file=file,
+        cache_dir=cache_dir,
+        engine=engine,
+        json_output=json_output,
+        require_signed=require_signed,
+        trust_key=trust_key,
+    )

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -18,11 +18,26 @@ def serve(
     idle: Annotated[float, typer.Option("--idle", help="Stop an instance after this many idle seconds.")] = 60.0,
     min_warm: Annotated[int, typer.Option("--min-warm", help="Instances kept ready ahead of demand.")] = 0,
     max_instances: Annotated[int, typer.Option("--max", help="Never run more instances than this.")] = 1,
-    wait_timeout: Annotated[float, typer.Option("--wait-timeout", help="Seconds a connection may wait for an instance.")] = 30.0,
-    port: Annotated[Optional[int], typer.Option("--port", help="Container port to forward to (when the app has several).")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Open connections per instance before another is started (up to --max).")] = 10,
-    conn_idle: Annotated[float, typer.Option("--conn-idle", help="Close a connection with no traffic either way for this many seconds.")] = 300.0,
-    pool: Annotated[int, typer.Option("--pool", help="Pre-started sandboxes kept ready (0 disables): a request from zero then costs only CRIU's restore.")] = 1,
+    wait_timeout: Annotated[
+        float, typer.Option("--wait-timeout", help="Seconds a connection may wait for an instance.")
+    ] = 30.0,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Container port to forward to (when the app has several).")
+    ] = None,
+    concurrency: Annotated[
+        int,
+        typer.Option("--concurrency", help="Open connections per instance before another is started (up to --max)."),
+    ] = 10,
+    conn_idle: Annotated[
+        float, typer.Option("--conn-idle", help="Close a connection with no traffic either way for this many seconds.")
+    ] = 300.0,
+    pool: Annotated[
+        int,
+        typer.Option(
+            "--pool",
+            help="Pre-started sandboxes kept ready (0 disables): a request from zero then costs only CRIU's restore.",
+        ),
+    ] = 1,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -33,12 +48,22 @@ def serve(
     """Scale from zero: restore an instance when a connection arrives, stop it when idle."""
     from warmstart.serve import ServeOptions, parse_listen
     from warmstart.serve import serve as run_front
-    
+
     host, listen_port = parse_listen(listen)
-    opts = ServeOptions(app=app, listen_host=host, listen_port=listen_port, idle=idle, min_warm=min_warm,
-                        max_instances=max_instances, wait_timeout=wait_timeout, container_port=port,
-                        concurrency=concurrency, conn_idle=conn_idle, pool=pool,
-                        trust=options.trust_policy(trust_key, require_signed))
+    opts = ServeOptions(
+        app=app,
+        listen_host=host,
+        listen_port=listen_port,
+        idle=idle,
+        min_warm=min_warm,
+        max_instances=max_instances,
+        wait_timeout=wait_timeout,
+        container_port=port,
+        concurrency=concurrency,
+        conn_idle=conn_idle,
+        pool=pool,
+        trust=options.trust_policy(trust_key, require_signed),
+    )
 
     def emit(event: dict[str, Any]) -> None:
         event = {"time": round(time.time(), 3), **event}
@@ -49,5 +74,10 @@ def serve(
         stderr.print(f"{time.strftime('%H:%M:%S')} {event['event']:<10} {detail}", markup=False)
         sys.stderr.flush()
 
-    run_front(opts, engine=options.engine_for(engine), store=options.open_store(cache_dir),
-              spec=options.load_spec_file(file).get(app), emit=emit)
+    run_front(
+        opts,
+        engine=options.engine_for(engine),
+        store=options.open_store(cache_dir),
+        spec=options.load_spec_file(file).get(app),
+        emit=emit,
+    )

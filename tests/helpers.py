@@ -1,0 +1,89 @@
+"""Helpers shared by the real-engine tests (one home; fixtures live in the conftest files)."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import COUNTER_IMAGE, Cli
+
+
+def http_json(address: str, path: str = "/") -> dict:
+    host, _, port = address.rpartition(":")
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def build(cli: Cli, app: str, *extra: str) -> dict:
+    res = cli("build", "--name", app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
+              "-e", "STARTUP_DELAY=1", "--json", *extra)
+    assert res.returncode == 0, res.stderr
+    return res.json
+
+
+def snapshot_holds_token(snapshot: Path, token: str) -> bool:
+    """Whether the build's process had this boot token: sandbox snapshots hold the process's memory pages (the
+    token is a str object in them); container-mode archives hold the container log it printed at boot."""
+    if (snapshot / "images").is_dir():
+        return any(token.encode() in p.read_bytes() for p in (snapshot / "images").glob("pages-*.img"))
+    with tarfile.open(snapshot / "checkpoint.tar") as tar:
+        log = tar.extractfile("ctr.log").read().decode()  # type: ignore[union-attr]
+    return re.search(r"token=([0-9a-f]+)", log).group(1) == token  # type: ignore[union-attr]
+
+
+def free_port() -> int:
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def corrupt_image(snapshot: Path, image: str) -> str:
+    """Overwrite a CRIU image's data with garbage of the same length (size stays the same): in place in a sandbox
+    snapshot's images/, or as a member of a container-mode archive. Returns the manifest's name of what changed."""
+    if (snapshot / "images").is_dir():
+        path, offset, size = snapshot / "images" / image, 0, (snapshot / "images" / image).stat().st_size
+        name = f"images/{image}"
+    else:
+        path, name = snapshot / "checkpoint.tar", "checkpoint.tar"
+        with tarfile.open(path) as tar:
+            info = tar.getmember(f"checkpoint/{image}")
+        offset, size = info.offset_data, info.size
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(b"\xde\xad\xbe\xef" * (size // 4))
+    return name
+
+
+def reseal(snapshot: Path) -> None:
+    """Make the manifest vouch for the files as they are now: a snapshot intact on disk that CRIU cannot restore."""
+    import hashlib
+
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    for name in manifest["files"]:
+        data = (snapshot / name).read_bytes()
+        manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (snapshot / "manifest.json").write_text(json.dumps(manifest))
+
+
+@dataclass
+class RegistryServer:
+    address: str
+    storage: Path
+    user: str = "warmstart"
+    password: str = "correct horse"
+
+
+def login(registry: RegistryServer, authfile: Path, password: str | None = None) -> None:
+    subprocess.run(["podman", "login", "--tls-verify=false", "--authfile", str(authfile), "-u", registry.user,
+                    "--password-stdin", registry.address], input=password or registry.password, text=True,
+                   capture_output=True, check=True)
+
+
