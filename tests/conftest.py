@@ -3,6 +3,7 @@ everything they create; a session label lets the next run sweep what a killed ru
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ COUNTER_IMAGE = "localhost/warmstart-example-counter:latest"
 BASE_IMAGE = "localhost/warmstart-base-python:bookworm"
 
 
+@functools.cache
 def _podman_ready() -> str | None:
     """None when real-engine tests can run, else the reason they cannot."""
     if os.geteuid() != 0:
@@ -36,8 +38,11 @@ def _podman_ready() -> str | None:
 DOCKER = "/usr/bin/docker"  # Debian's client, matching the daemon scripts/docker-daemon starts
 
 
+@functools.cache
 def _docker_ready() -> str | None:
     """None when docker-engine tests can run, else the reason they cannot."""
+    if not os.path.exists(DOCKER):
+        return "docker not installed: run scripts/setup-host"
     if not os.path.exists("/var/run/docker.sock"):
         return "no docker daemon: scripts/test starts one (scripts/docker-daemon start)"
     probe = subprocess.run([DOCKER, "image", "inspect", COUNTER_IMAGE], capture_output=True)
@@ -46,20 +51,22 @@ def _docker_ready() -> str | None:
     return None
 
 
-DOCKER_SKIP = _docker_ready() if os.path.exists(DOCKER) else "docker not installed: run scripts/setup-host"
+_REAL_ENGINES_COLLECTED = False  # set at collection: the fast layer never asks an engine anything
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    reason = _podman_ready()
+    global _REAL_ENGINES_COLLECTED
     for item in items:
-        if reason and "podman" in item.keywords:
+        if "podman" not in item.keywords and "docker" not in item.keywords:
+            continue
+        _REAL_ENGINES_COLLECTED = True
+        reason = _podman_ready() or ("docker" in item.keywords and _docker_ready())
+        if reason:
             item.add_marker(pytest.mark.skip(reason=reason))
-        elif DOCKER_SKIP and "docker" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason=DOCKER_SKIP))
 
 
 def _engines() -> list[list[str]]:
-    return [["podman"]] + ([[DOCKER]] if DOCKER_SKIP is None else [])
+    return [["podman"]] + ([[DOCKER]] if _docker_ready() is None else [])
 
 
 def _force_remove(cmd: list[str], ids: list[str]) -> None:
@@ -103,7 +110,7 @@ def _remove_ours(session: str | None) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _session_label() -> Iterator[None]:
     os.environ["WARMSTART_SESSION"] = SESSION
-    podman = _podman_ready() is None
+    podman = _REAL_ENGINES_COLLECTED and _podman_ready() is None
     if podman:
         _remove_ours(None)  # leftovers of killed earlier runs
     yield
