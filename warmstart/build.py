@@ -20,12 +20,13 @@ from typing import Any
 from warmstart import __version__, labels, sandbox, signing
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
-from warmstart.cache.store import Snapshot, SnapshotStore, pid_alive
+from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.containers import probe_container, published, remove_quietly
 from warmstart.engines.base import ContainerState, Engine, EngineInfo, criu_log_excerpt
 from warmstart.errors import CheckpointError, UniquenessError, UsageError
 from warmstart.hooks import after_restore_hooks, before_checkpoint_hooks, run_hooks
 from warmstart.host import host_facts
+from warmstart.labels import pid_alive
 from warmstart.ports import reserved
 from warmstart.secretenv import build_env, raise_if_found, run_env, scan, secret_values
 from warmstart.spec import AppSpec, PortBinding
@@ -53,6 +54,7 @@ class BuildResult:
     checkpoint_seconds: float
     reused: bool = False  # an unchanged app: the cached snapshot of the same key was kept
     warmup_requests: int = 0
+    warmup_seconds: float = 0.0
     hooks: list[str] = field(default_factory=list)
     trim: dict[str, str] = field(default_factory=dict)
     untrimmed_size_bytes: int | None = None  # with compare_trim: a checkpoint taken just before trimming
@@ -284,10 +286,10 @@ def _build(
             progress(f"waiting for {spec.probe.describe()}" if spec.probe else "waiting for the container")
             state = probe_container(engine, container=name, probe=spec.probe)
             ready_seconds = time.monotonic() - t  # cold time-to-ready, kept for comparison with restores
-            warmed = 0
+            warmed = None
             if spec.warmup:
                 progress("warming up")
-                warmed = run_warmup(spec.warmup, engine=engine, state=state).requests
+                warmed = run_warmup(spec.warmup, engine=engine, state=state)
             hooks = run_hooks("before_checkpoint", before_checkpoint_hooks(spec), engine=engine, state=state)
             untrimmed = None
             if compare_trim:
@@ -339,7 +341,8 @@ def _build(
         ready_seconds=round(ready_seconds, 3),
         restored_ready_seconds=round(restored_seconds, 3),
         checkpoint_seconds=round(checkpoint_seconds, 3),
-        warmup_requests=warmed,
+        warmup_requests=warmed.requests if warmed else 0,
+        warmup_seconds=warmed.seconds if warmed else 0.0,
         hooks=hooks,
         trim=trimmed,
         untrimmed_size_bytes=untrimmed,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import resource
 import shutil
 import subprocess
@@ -17,16 +16,18 @@ from warmstart.cache.store import SnapshotStore
 from warmstart.containers import remove_quietly
 from warmstart.engines import ResolvedEngine, resolve_engine
 from warmstart.errors import WarmstartError
+from warmstart.host import criu_version, version_tuple
 from warmstart.sandbox import CRIU_PREFIX, INIT
 from warmstart.spec import AppSpec, ProbeSpec
 
 MIN_CRIU = (4, 2)  # older CRIU fails on Linux >= 6.16 (vDSO bounds, SO_PASSCRED on INET sockets)
 SETUP_HINT = "run scripts/setup-host"
-CONTAINERS_CONF = [
-    Path("/usr/share/containers/containers.conf"),
-    Path("/etc/containers/containers.conf"),
-    *sorted(Path("/etc/containers/containers.conf.d").glob("*.conf")),
-]
+
+
+def containers_conf() -> list[Path]:
+    """containers.conf files in the order podman reads them (looked up when asked, not at import)."""
+    return [Path("/usr/share/containers/containers.conf"), Path("/etc/containers/containers.conf"),
+            *sorted(Path("/etc/containers/containers.conf.d").glob("*.conf"))]
 SMOKE_IMAGE = "localhost/warmstart-base-python:bookworm"
 
 
@@ -43,14 +44,9 @@ def _criu() -> Check:
     if not path:
         return Check("criu", False, "criu not found on PATH",
                      f"{SETUP_HINT} (installs CRIU 4.2+ as /usr/local/sbin/criu)")
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return Check("criu", False, f"{path} --version failed: {exc}", SETUP_HINT)
-    m = re.search(r"Version:\s*(\d+)\.(\d+)", out)
-    version = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
-    if version < MIN_CRIU:
-        return Check("criu", False, f"{path} is version {version[0]}.{version[1]}; this kernel needs 4.2 or newer",
+    found = criu_version()
+    if version_tuple(found) < MIN_CRIU:
+        return Check("criu", False, f"{path} is version {found or 'unknown'}; this kernel needs 4.2 or newer",
                      f"{SETUP_HINT} (puts CRIU 4.2+ first on PATH)")
     try:
         proc = subprocess.run([path, "check"], capture_output=True, text=True, timeout=30)
@@ -59,13 +55,13 @@ def _criu() -> Check:
     if proc.returncode != 0:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return Check("criu", False, f"`criu check` failed: {last}", "run `criu check` for details; CRIU needs root")
-    return Check("criu", True, f"{path} {version[0]}.{version[1]}, `criu check` passes")
+    return Check("criu", True, f"{path} {found}, `criu check` passes")
 
 
 def _configured_nofile() -> int | None:
     """The soft=hard nofile podman will give containers, from the containers.conf files (last one wins)."""
     found = None
-    for path in CONTAINERS_CONF:
+    for path in containers_conf():
         try:
             conf = tomllib.loads(path.read_text())
         except (OSError, tomllib.TOMLDecodeError):

@@ -63,7 +63,8 @@ def host_facts() -> HostFacts:
                      criu_version=criu_version())
 
 
-def _version_tuple(v: str) -> tuple[int, ...]:
+def version_tuple(v: str) -> tuple[int, ...]:
+    """"4.2.1" -> (4, 2, 1): how every CRIU version is compared."""
     return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
 
 
@@ -78,6 +79,6 @@ def incompatibilities(snapshot_host: dict[str, Any], here: HostFacts) -> list[st
         problems.append(f"this host's CPU lacks flags the snapshot was made with: {', '.join(missing[:8])}"
                         + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else ""))
     made_with = snapshot_host.get("criu_version") or ""
-    if made_with and (not here.criu_version or _version_tuple(here.criu_version) < _version_tuple(made_with)):
+    if made_with and (not here.criu_version or version_tuple(here.criu_version) < version_tuple(made_with)):
         problems.append(f"CRIU here is {here.criu_version or 'missing'}, the snapshot needs {made_with} or newer")
     return problems

@@ -17,6 +17,8 @@ class Instance:
     container: str
     mode: str  # restored | cold | pooled (a pre-started sandbox still waiting for its trigger)
     status: str
+    image: str
+    created: str  # the engine's ISO 8601 time
     ports: dict[str, str]
 
     @classmethod
@@ -27,6 +29,8 @@ class Instance:
             container=s.id,
             mode=_mode(s),
             status=s.status,
+            image=s.image,
+            created=s.created,
             ports={k: f"{ip or '0.0.0.0'}:{port}" for k, (ip, port) in s.ports.items()},
         )
 

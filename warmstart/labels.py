@@ -33,3 +33,15 @@ def build_name(app: str) -> str:
 
 def instance_name(app: str) -> str:
     return f"{INSTANCE_PREFIX}{app}-{os.urandom(4).hex()}"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether the process that owns something we made (BUILD_PID, OWNER_PID, a staging dir's name) still runs:
+    only what a dead owner left behind is swept."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -212,45 +212,63 @@ def launch(
         if pull_failure and no_fallback:
             raise RegistryError(pull_failure)
     known = known_app(app, store=store, spec=spec, tag=tag)
-    spec = known.spec
-    bindings = resolve_ports(spec, ports)
     if tag and not cold and not pull_failure:
-        try:
-            missing = store.get(app, tag) is None
-        except CacheError:
-            missing = False  # present but unusable: usable_snapshot says why, and the fallback applies
-        if missing:
-            tags = sorted(s.manifest.tag for s in store.snapshots_of(app))
-            raise SnapshotNotFound(f"no snapshot {app}:{tag} in {store.root}",
-                                   hint=f"tags of {app}: {', '.join(tags)}" if tags else
-                                   f"`warmstart cache ls {app}` lists its snapshots")
-    with reserved(bindings, lock_dir=store.locks) as bindings:
+        _require_tag(app, tag, store=store)
+    with reserved(resolve_ports(known.spec, ports), lock_dir=store.locks) as bindings:
         start = time.monotonic()
-        if cold:
-            snapshot, reason = None, "cold start requested (--cold)"
-        else:
-            snapshot, reason = usable_snapshot(spec, engine=engine, store=store, tag=tag, trust=trust)
-            reason = f"{pull_failure}; {reason}" if pull_failure else reason
+        snapshot, reason = _choose(known.spec, cold=cold, engine=engine, store=store, tag=tag, trust=trust)
+        reason = f"{pull_failure}; {reason}" if pull_failure and reason else reason
         if snapshot is None and no_fallback:
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
-        if snapshot is not None:
-            try:
-                restored = _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
-                store.record_restore(snapshot, None)
-                return restored
-            except (EngineError, ReadinessError, HookError, CacheError) as exc:
-                store.record_restore(snapshot, str(exc))
-                if no_fallback:
-                    raise RestoreError(
-                        f"restore of {app!r} from snapshot {snapshot.ref} failed (and --no-fallback forbids a cold "
-                        f"start): {exc}",
-                        details=exc.details,
-                    ) from exc
-                reason = f"restore from snapshot {snapshot.ref} failed: {exc}"
-                progress(f"{reason}; starting cold")
-        if known.cold_blocker:
-            raise UnknownAppError(f"cannot start {app!r} cold ({reason}): {known.cold_blocker}")
-        return _cold(spec, engine=engine, bindings=bindings, start=start, reason=reason, progress=progress)
+        return _restore_or_cold(known, snapshot, reason, engine=engine, store=store, bindings=bindings, start=start,
+                                no_fallback=no_fallback, progress=progress)
+
+
+def _require_tag(app: str, tag: str, *, store: SnapshotStore) -> None:
+    """An explicit APP:TAG that is not here at all is a user error, not a reason to start cold."""
+    try:
+        missing = store.get(app, tag) is None
+    except CacheError:
+        missing = False  # present but unusable: usable_snapshot says why, and the fallback applies
+    if missing:
+        tags = sorted(s.manifest.tag for s in store.snapshots_of(app))
+        raise SnapshotNotFound(f"no snapshot {app}:{tag} in {store.root}",
+                               hint=f"tags of {app}: {', '.join(tags)}" if tags else
+                               f"`warmstart cache ls {app}` lists its snapshots")
+
+
+def _choose(
+    spec: AppSpec, *, cold: bool, engine: Engine, store: SnapshotStore, tag: str | None, trust: TrustPolicy
+) -> tuple[Snapshot | None, str]:
+    if cold:
+        return None, "cold start requested (--cold)"
+    return usable_snapshot(spec, engine=engine, store=store, tag=tag, trust=trust)
+
+
+def _restore_or_cold(
+    known: KnownApp, snapshot: Snapshot | None, reason: str, *, engine: Engine, store: SnapshotStore,
+    bindings: list[PortBinding], start: float, no_fallback: bool, progress: Progress,
+) -> LaunchResult:
+    """Restore `snapshot` (recording the outcome for its circuit), else or on failure start cold, saying why."""
+    spec = known.spec
+    if snapshot is not None:
+        try:
+            restored = _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
+            store.record_restore(snapshot, None)
+            return restored
+        except (EngineError, ReadinessError, HookError, CacheError) as exc:
+            store.record_restore(snapshot, str(exc))
+            if no_fallback:
+                raise RestoreError(
+                    f"restore of {spec.name!r} from snapshot {snapshot.ref} failed (and --no-fallback forbids a cold "
+                    f"start): {exc}",
+                    details=exc.details,
+                ) from exc
+            reason = f"restore from snapshot {snapshot.ref} failed: {exc}"
+            progress(f"{reason}; starting cold")
+    if known.cold_blocker:
+        raise UnknownAppError(f"cannot start {spec.name!r} cold ({reason}): {known.cold_blocker}")
+    return _cold(spec, engine=engine, bindings=bindings, start=start, reason=reason, progress=progress)
 
 
 def _restore(

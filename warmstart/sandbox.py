@@ -19,6 +19,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmstart import criu
+
 SANDBOX, CONTAINER = "sandbox", "container"
 MODES = (SANDBOX, CONTAINER)
 MODE_VAR = "WARMSTART_MODE"  # build's default mode, when --mode is not given
@@ -34,7 +36,7 @@ TRIGGER = "go"  # the FIFO's name in CTL_MOUNT: one byte written there starts th
 META_FILE = "sandbox.json"
 ROOTFS_FILE = "rootfs.tar"
 IMAGES_DIR = "images"
-DUMP_LOG = "dump.log"
+DUMP_LOG = criu.DUMP_LOG  # what our init's `criu dump -o` writes into the staging dir
 
 # The smallest privilege set shown to work for CRIU inside a container here (podman 4.3 / docker 20.10, runc,
 # Linux 6.18): without SYS_PTRACE or with the default seccomp profile the dump fails; without NET_ADMIN the

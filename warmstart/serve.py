@@ -369,7 +369,7 @@ async def _proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
 
 def sweep_pool_orphans(engine: Engine, app: str) -> list[str]:
     """Remove pre-started sandboxes of `app` whose serve process died (SIGKILL leaves them behind)."""
-    from warmstart.cache.store import pid_alive
+    from warmstart.labels import pid_alive
 
     removed = []
     for state in engine.list(labels={labels.MANAGED: "true", labels.APP: app, labels.MODE: "pooled"}):

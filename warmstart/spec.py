@@ -22,6 +22,8 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
 PROTOCOLS = ("tcp", "udp")
 
 
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # a POSIX environment variable name
+
 @dataclass(frozen=True)
 class PortBinding:
     """A container port and where it is published on the host (host_port 0 = pick a free one)."""
@@ -256,7 +258,7 @@ def parse_env(items: list[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+        if not sep or not ENV_NAME_RE.match(key):
             raise UsageError(f"invalid environment variable {item!r}: expected NAME=VALUE")
         env[key] = value
     return env

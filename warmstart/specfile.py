@@ -35,6 +35,7 @@ from typing import Any
 from warmstart.errors import SpecError
 from warmstart.spec import (
     APP_NAME_RE,
+    ENV_NAME_RE,
     AppSpec,
     HookSpec,
     HttpCall,
@@ -184,14 +185,14 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
     if not isinstance(t.get("env", {}), dict):
         raise r.fail(f"{key}.env", f"expected a table of NAME = \"value\", got {_kind(t['env'])}")
     for k, v in t.get("env", {}).items():
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
+        if not ENV_NAME_RE.match(k):
             raise r.fail(f"{key}.env.{k}", "invalid environment variable name")
         if not isinstance(v, str):
             raise r.fail(f"{key}.env.{k}", f"expected a string, got {_kind(v)}")
         env[k] = v
     secret_env = r.strings(t.get("secret_env", []), f"{key}.secret_env")
     for s in secret_env:  # values: from warmstart's own environment at build/run time, else from env
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", s):
+        if not ENV_NAME_RE.match(s):
             raise r.fail(f"{key}.secret_env", f"{s!r} is not an environment variable name")
     if not isinstance(t.get("ports", []), list):
         raise r.fail(f"{key}.ports", f"expected a list of port numbers, got {_kind(t['ports'])}")

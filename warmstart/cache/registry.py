@@ -153,11 +153,8 @@ class Registry:
 
     def __init__(self, ref: Reference, *, insecure: bool | None = None) -> None:
         import oras.client  # imported here: only push/pull need it
-        import oras.logger
         import requests
 
-        # oras-py prints its own error lines to stderr; warmstart reports errors itself, once, in one line.
-        oras.logger.logger.handler = lambda msg: None
         self.ref = ref
         self.insecure = ref.loopback if insecure is None else insecure  # like docker: loopback may be plain HTTP
         scheme = "http" if self.insecure else "https"
@@ -178,8 +175,13 @@ class Registry:
 
     @contextlib.contextmanager
     def _translated(self, action: str) -> Iterator[None]:
+        """oras/requests errors become RegistryError. oras-py also prints its own error lines to stderr, through
+        a process-wide handler: silenced for the call only (warmstart reports errors itself, once)."""
+        import oras.logger
         import requests
 
+        saved = oras.logger.logger.handler
+        oras.logger.logger.handler = lambda msg: None
         try:
             yield
         except RegistryError:
@@ -197,6 +199,8 @@ class Registry:
                 raise RegistryError(f"{action} {self.ref} failed: no such reference in the registry") from exc
             first = text.splitlines()[0] if text else type(exc).__name__
             raise RegistryError(f"{action} {self.ref} failed: {first}") from exc
+        finally:
+            oras.logger.logger.handler = saved
 
     def push(self, snapshot: Snapshot, *, scratch: Path) -> PushResult:
         """Push manifest.json and the payload: the engine's archive (container mode) or, for a sandbox snapshot,
@@ -218,11 +222,11 @@ class Registry:
             with tarfile.open(scratch / TRANSPORT_FILE, "w", format=tarfile.PAX_FORMAT) as tar:
                 for name in sorted(m.files):
                     tar.add(snapshot.path / name, arcname=name, recursive=False, filter=_plain)
-        with self._translated("push to"), _cwd(source):
+        with self._translated("push to"):
             (scratch / "config.json").write_text("{}")
-            resp = self.client.push(
+            resp = self.client.push(  # oras titles each layer with its file's base name
                 target=str(self.ref),
-                files=[f"{name}:{LAYER_MEDIA_TYPES[name]}" for name in
+                files=[f"{source / name}:{LAYER_MEDIA_TYPES[name]}" for name in
                        (FILENAME, payload, *((SIGNATURE_FILE,) if signature is not None else ()))],
                 manifest_config=f"{scratch / 'config.json'}:{CONFIG_MEDIA_TYPE}",
                 manifest_annotations=annotations,
@@ -338,14 +342,3 @@ def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
         raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload (and a signature): found "
                             f"{sorted(layers)}: refused")
     return layers
-
-
-@contextlib.contextmanager
-def _cwd(path: Path) -> Iterator[None]:
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-

@@ -30,6 +30,7 @@ from pathlib import Path
 from warmstart.cache import safefs
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, FileEntry, Manifest
 from warmstart.errors import CacheError, ManifestError, SnapshotCorrupt, SnapshotNotFound, UsageError
+from warmstart.labels import pid_alive
 from warmstart.restorepolicy import Health
 from warmstart.secretenv import stored_spec
 from warmstart.signing import SIGNATURE_FILE
@@ -90,16 +91,6 @@ def _stat_key(path: Path) -> list[int]:
     if not stat.S_ISREG(st.st_mode):
         raise SnapshotCorrupt(f"{path} is not a regular file")
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def parse_ref(ref: str) -> tuple[str, str | None]:

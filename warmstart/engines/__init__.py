@@ -32,16 +32,14 @@ def _make(name: str) -> Engine:
     raise UsageError(f"unknown engine {name!r}: supported engines are {', '.join(ENGINES)}")
 
 
-def resolve_engine(choice: str | None = None, *, spec_engine: str | None = None) -> ResolvedEngine:
-    """Precedence: explicit choice (flag) > $WARMSTART_ENGINE > the spec file > auto-detection (podman on PATH,
-    else a reachable docker daemon)."""
+def resolve_engine(choice: str | None = None) -> ResolvedEngine:
+    """Precedence: explicit choice (flag) > $WARMSTART_ENGINE > auto-detection (podman on PATH, else a reachable
+    docker daemon)."""
     if choice:
         return ResolvedEngine(_make(choice), "--engine flag")
     env = os.environ.get(ENV_VAR)
     if env:
         return ResolvedEngine(_make(env), f"${ENV_VAR}")
-    if spec_engine:
-        return ResolvedEngine(_make(spec_engine), "spec file (engine = ...)")
     from warmstart.engines import docker, podman
 
     if podman.available():

@@ -26,6 +26,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from warmstart.criu import DUMP_LOG, RESTORE_LOG
 from warmstart.engines.base import (
     ContainerState,
     Engine,
@@ -47,8 +48,6 @@ CHECKPOINT_DIR = "checkpoint"  # CRIU images, as Docker wrote them under <root>/
 ROOTFS_DIFF = "rootfs-diff.tar"  # files added or changed in the container's root filesystem (docker diff)
 LOG_MEMBER = "ctr.log"  # the container's output up to the checkpoint (as podman's archive carries it)
 MODE_LABEL = "io.warmstart.mode"  # "restored" on containers made from a snapshot (docker does not record it)
-# CRIU log files runc writes into the checkpoint (work) dir.
-DUMP_LOG, RESTORE_LOG = "dump.log", "restore.log"
 
 
 class DockerEngine(Engine):

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from warmstart.criu import DUMP_LOG, RESTORE_LOG
 from warmstart.engines.base import (
     ContainerState,
     Engine,
@@ -35,11 +36,6 @@ from warmstart.errors import (
 from warmstart.sandbox import RunExtras
 from warmstart.signals import shielded
 from warmstart.spec import PortBinding
-
-# CRIU log files podman writes into the container's userdata dir (podman libpod/container_internal_linux.go,
-# define.DumpLogFile / define.RestoreLogFile).
-DUMP_LOG = "dump.log"
-RESTORE_LOG = "restore.log"
 
 DEFAULT_TIMEOUT = 120.0
 MODE_LABEL = "io.warmstart.mode"  # labels.MODE: set on sandbox-restored instances, which podman sees as plain runs

@@ -114,7 +114,7 @@ def build(
         if r.reused:
             show(f"unchanged: kept snapshot {r.snapshot} ({r.size_bytes / 1e6:.1f} MB); --force rebuilds it")
             continue
-        extra = f", {r.warmup_requests} warm-up requests" if r.warmup_requests else ""
+        extra = f", {r.warmup_requests} warm-up requests in {r.warmup_seconds:.1f}s" if r.warmup_requests else ""
         if r.untrimmed_size_bytes is not None:
             extra += f", {r.untrimmed_size_bytes / 1e6:.1f} MB before trim"
         show(

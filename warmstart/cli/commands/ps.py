@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -29,7 +31,23 @@ def ps(
     if not instances:
         show("no instances")
         return
-    show(f"{'NAME':<28} {'APP':<16} {'MODE':<9} {'STATUS':<9} PORTS")
+    show(f"{'NAME':<28} {'APP':<16} {'MODE':<9} {'STATUS':<9} {'CREATED':<14} {'IMAGE':<40} PORTS")
     for i in instances:
         ports = ", ".join(f"{k}->{v}" for k, v in i.ports.items())
-        show(f"{i.name:<28} {i.app:<16} {i.mode:<9} {i.status:<9} {ports}")
+        show(f"{i.name:<28} {i.app:<16} {i.mode:<9} {i.status:<9} {_ago(i.created):<14} {i.image:<40} {ports}")
+
+
+def _ago(created: str) -> str:
+    """docker ps's "5 minutes ago" from the engine's ISO time (podman gives nanoseconds: cut to micro)."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", created.strip()).replace("Z", "+00:00")
+    text = re.sub(r" ([+-]\d{4}) [A-Z]+$", r"\1", text)  # podman's Go time format: "... +0000 UTC"
+    try:
+        then = datetime.fromisoformat(text)
+    except ValueError:
+        return created[:19] or "?"
+    seconds = int((datetime.now(UTC) - then).total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return f"{max(seconds, 0)} seconds ago"
