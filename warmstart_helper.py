@@ -40,6 +40,8 @@ from collections.abc import Callable
 
 # Secrets: the snapshot is taken without them (the app's `secret_env`); after a restore the container's init
 # serves their values on this abstract socket as NAME=VALUE pairs ended by NUL bytes (sandbox-init/main.go).
+__all__ = ["import_secrets", "install", "register_after_restore", "register_before_checkpoint", "reseed", "trim"]
+
 SECRETS_SOCKET = "\0warmstart-secrets"
 SECRET_NAMES_VAR = "WARMSTART_SECRET_NAMES"
 SOCKET_NAME = "\0warmstart-helper"  # abstract socket: no file to leave behind, private to the network namespace

@@ -1,3 +1,31 @@
-"""warmstart: start services from a warm CRIU snapshot instead of booting them cold."""
+"""warmstart: start services from a warm CRIU snapshot instead of booting them cold.
+
+The library surface (what scripts may import; pinned by tests/unit/test_public_surface.py). Names resolve on first
+use, so `import warmstart` stays cheap for the CLI's restore path."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "AppSpec": "warmstart.spec",
+    "load_spec_file": "warmstart.specfile:load",
+    "SnapshotStore": "warmstart.cache.store",
+    "resolve_engine": "warmstart.engines",
+    "build_snapshot": "warmstart.build:build",  # not `build`/`launch`: those names are the submodules
+    "launch_instance": "warmstart.launch:launch",
+    "TrustPolicy": "warmstart.signing",
+    "WarmstartError": "warmstart.errors",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'warmstart' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr or name)
