@@ -4,6 +4,7 @@
 //	warmstart-init boot [--pid-base N] [--user UID:GID] -- CMD...   start the app cold at a reserved PID (build)
 //	warmstart-init dump --pid N --out DIR                           capture changed files, stdio, CRIU dump (exec'd)
 //	warmstart-init entrypoint --snapshot-dir DIR ... -- CMD...      a container that snapshots itself (entrypoint.go)
+//	warmstart-init crac beforeCheckpoint|afterRestore              trigger the JVM helper's CRaC resources (crac.go)
 //	warmstart-init restore --snapshot DIR [--wait FIFO]             put files back, CRIU restore, supervise (run);
 //	                                                                with --wait, restore only once FIFO is written
 //	                                                                (a pre-started sandbox: serve's pool)
@@ -92,6 +93,8 @@ func main() {
 		restore(os.Args[2:])
 	case "entrypoint":
 		entrypoint(os.Args[2:])
+	case "crac":
+		crac(os.Args[2:])
 	case "noop": // a short-lived child, used to move the PID counter where ns_last_pid is not writable
 		os.Exit(0)
 	default:
@@ -614,6 +617,15 @@ func restore(args []string) {
 	if err := criuRestore(f["snapshot"], meta); err != nil {
 		fail(ExitRestoreFailed, "restore: %v", err)
 	}
+	if os.Getenv(CracPortVar) != "" { // a JVM with warmstart's agent: its resources' afterRestore, then the app runs on
+		if _, err := cracCall("afterRestore", 5*time.Second, 120*time.Second); err != nil {
+			fmt.Fprintf(os.Stderr, "warmstart-init: afterRestore failed: %v\n", err)
+			_ = syscall.Kill(meta.Pid, syscall.SIGKILL)
+			os.Exit(ExitAfterRestoreFail)
+		}
+	}
+	// The line a log readiness probe waits for after a restore (warmstart/sandbox.py RESTORED_LINE): the app
+	// printed its own ready line before the checkpoint and will not print it again.
 	fmt.Fprintf(os.Stderr, "warmstart-init: restored pid %d in %d ms\n", meta.Pid, time.Since(start).Milliseconds())
 	os.Exit(supervise(meta.Pid, signals))
 }

@@ -23,7 +23,7 @@ from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.containers import probe_container, published, remove_quietly
 from warmstart.engines.base import ContainerState, Engine, EngineInfo, criu_log_excerpt
-from warmstart.errors import CheckpointError, UniquenessError, UsageError
+from warmstart.errors import CheckpointError, EngineError, HookError, ReadinessError, UniquenessError, UsageError
 from warmstart.hooks import after_restore_hooks, before_checkpoint_hooks, run_hooks
 from warmstart.host import host_facts
 from warmstart.labels import pid_alive
@@ -306,7 +306,13 @@ def _build(
                 progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
                 uniqueness_gate(spec, engine=engine, store=store, stage=stage, mode=mode)
             progress("trial restore, timed against the cold start")
-            restored_seconds = trial_restore_seconds(spec, engine=engine, store=store, stage=stage, mode=mode)
+            restored_seconds: float | None = None
+            try:
+                restored_seconds = trial_restore_seconds(spec, engine=engine, store=store, stage=stage, mode=mode)
+            except (EngineError, ReadinessError, HookError) as exc:
+                # Kept: the failure may be this host's or this moment's (an after-restore hook reaching a service
+                # that is down); `run` tries, falls back cold and counts failures for the snapshot's circuit.
+                progress(f"the trial restore failed ({exc}); the snapshot is kept without a restore time")
             manifest = Manifest(
                 app=spec.name,
                 tag=tag,
@@ -320,7 +326,7 @@ def _build(
                 host=host,
                 key_inputs=inputs,
                 timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3),
-                         "restored_ready_seconds": round(restored_seconds, 3)},
+                         **({"restored_ready_seconds": round(restored_seconds, 3)} if restored_seconds else {})},
             )
             remove_quietly(engine, name)  # before publishing: the container no longer writes into the snapshot
             signer = (lambda m: signing.sign(m, sign_key)) if sign_key is not None else None
@@ -339,7 +345,7 @@ def _build(
         size_bytes=sum(f["size"] for f in manifest.files.values()),
         build_seconds=round(time.monotonic() - start, 3),
         ready_seconds=round(ready_seconds, 3),
-        restored_ready_seconds=round(restored_seconds, 3),
+        restored_ready_seconds=round(restored_seconds, 3) if restored_seconds else None,
         checkpoint_seconds=round(checkpoint_seconds, 3),
         warmup_requests=warmed.requests if warmed else 0,
         warmup_seconds=warmed.seconds if warmed else 0.0,

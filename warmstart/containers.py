@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 from warmstart import labels, sandbox
@@ -71,6 +72,11 @@ def probe_container(
         raise ReadinessError(f"container {container} is not running ({status})", details=logs)
     if probe is None:
         return state
+    if probe.kind == "log" and state.restored and probe.pattern:
+        # The app printed its ready line before the checkpoint and will not print it again: a sandbox instance is
+        # ready once its init says the app runs (the whole-container path keeps the old log, so the app's own
+        # line is still there).
+        probe = dataclasses.replace(probe, pattern=f"(?:{probe.pattern})|(?:{sandbox.RESTORED_LINE})")
     address = published(state, probe.port) if probe.kind in ("http", "tcp") else None
 
     def alive() -> str | None:

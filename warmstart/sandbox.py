@@ -44,6 +44,10 @@ DUMP_LOG = criu.DUMP_LOG  # what our init's `criu dump -o` writes into the stagi
 CAP_ADD = ("SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "SYS_TIME")
 SECURITY_OPT = ("seccomp=unconfined",)
 
+# What a restoring init logs once the app runs again (main.go restore): a log readiness probe waits for it after a
+# restore, since the app's own ready line was printed before the checkpoint and is not printed again.
+RESTORED_LINE = r"^warmstart-init: restored pid \d+"
+
 # warmstart-init's exit codes (sandbox-init/main.go), as the launcher explains them.
 EXIT_CODES = {
     120: "warmstart-init was called wrongly",
@@ -51,6 +55,7 @@ EXIT_CODES = {
     122: "a PID the snapshot needs is already in use in the new container",
     123: "the app could not be started under warmstart-init",
     124: "the dump failed",
+    125: "the JVM app's CRaC afterRestore failed (see the container log)",
 }
 
 

@@ -49,7 +49,15 @@ def test_each_probe_kind_passes_on_a_real_service(tmp_path: Path, cli: Cli, owne
     res = cli("build", "--name", owned_app, "-f", str(spec(tmp_path, owned_app, GOOD_PROBES[kind])), "--json")
     assert res.returncode == 0, res.stderr
     assert res.json["app"] == owned_app and res.json["size_bytes"] > 0
+    assert res.json["restored_ready_seconds"] > 0  # the trial restore passed the same probe
     assert containers_of(owned_app) == []
+    # After a restore the same probe passes (a log probe cannot see the app's ready line again: it waits for the
+    # init's "restored" line instead, which only a completed restore prints).
+    out = cli("run", owned_app, "-f", str(spec(tmp_path, owned_app, GOOD_PROBES[kind] + "always_restore = true\n")),
+              "--json")
+    assert out.returncode == 0, out.stderr
+    assert out.json["mode"] == "restored", out.json.get("reason")
+    assert cli("stop", out.json["name"]).returncode == 0
 
 
 @pytest.mark.parametrize("kind", list(BROKEN_PROBES))

@@ -29,6 +29,8 @@ def handle_errors(fn: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
+        except typer.Exit:  # a command's own exit code (click's Exit is an Exception too)
+            raise
         except (Exception, KeyboardInterrupt) as exc:
             raise typer.Exit(exit_code_for(exc, bool(kwargs.get("json_output")))) from None
 

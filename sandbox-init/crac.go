@@ -1,0 +1,70 @@
+package main
+
+// The JVM helper's triggers (jvm-helper/, a java agent providing jdk.crac on a stock JDK): one line over TCP to
+// 127.0.0.1:$WARMSTART_CRAC_PORT inside the container, answered by "ok ..." or "error: ...".
+//
+//	warmstart-init crac beforeCheckpoint|afterRestore   exec'd by warmstart (before the dump)
+//
+// and a restoring init sends afterRestore itself right after CRIU's restore (no engine round trip).
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+)
+
+const (
+	CracPortVar          = "WARMSTART_CRAC_PORT" // shared with warmstart/jvmhelper.py
+	ExitAfterRestoreFail = 125                   // the app's afterRestore failed: the restore is not usable
+)
+
+// cracCall sends one command to the agent, retrying the connection until `wait` has passed (a restored JVM's
+// listener is back at once; a booting one may not be up yet), and returns the agent's reply.
+func cracCall(command string, wait, timeout time.Duration) (string, error) {
+	port := os.Getenv(CracPortVar)
+	if port == "" {
+		return "", fmt.Errorf("$%s is not set", CracPortVar)
+	}
+	deadline := time.Now().Add(wait)
+	var conn net.Conn
+	var err error
+	for {
+		conn, err = net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", port), time.Second)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return "", fmt.Errorf("the JVM helper does not answer on 127.0.0.1:%s (%v): is the agent loaded?", port, err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(conn, "%s\n", command); err != nil {
+		return "", err
+	}
+	reply, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("no answer to %s within %s: %v", command, timeout, err)
+	}
+	reply = strings.TrimSpace(reply)
+	if !strings.HasPrefix(reply, "ok") {
+		return reply, fmt.Errorf("%s", strings.TrimPrefix(reply, "error: "))
+	}
+	return reply, nil
+}
+
+func crac(args []string) {
+	if len(args) != 1 || (args[0] != "beforeCheckpoint" && args[0] != "afterRestore") {
+		fail(ExitUsage, "usage: warmstart-init crac beforeCheckpoint|afterRestore")
+	}
+	reply, err := cracCall(args[0], 2*time.Second, 120*time.Second)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "warmstart-init: %s failed: %v\n", args[0], err)
+		os.Exit(1)
+	}
+	fmt.Printf("warmstart-init: %s: %s\n", args[0], reply)
+}
