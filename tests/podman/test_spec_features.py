@@ -53,7 +53,7 @@ def test_each_probe_kind_passes_on_a_real_service(tmp_path: Path, cli: Cli, owne
     assert containers_of(owned_app) == []
     # After a restore the same probe passes (a log probe cannot see the app's ready line again: it waits for the
     # init's "restored" line instead, which only a completed restore prints).
-    out = cli("run", owned_app, "-f", str(spec(tmp_path, owned_app, GOOD_PROBES[kind] + "always_restore = true\n")),
+    out = cli("run", owned_app, "-f", str(spec(tmp_path, owned_app, GOOD_PROBES[kind] + "\nalways_restore = true\n")),
               "--json")
     assert out.returncode == 0, out.stderr
     assert out.json["mode"] == "restored", out.json.get("reason")
