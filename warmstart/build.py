@@ -8,6 +8,7 @@ becomes visible in the cache.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import time
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from warmstart import __version__, labels, sandbox, signing
+from warmstart import __version__, jvmhelper, labels, sandbox, signing
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore
@@ -129,7 +130,8 @@ def _trial_clone(
             start = time.monotonic()
             if mode == sandbox.SANDBOX:
                 cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(),
-                                 env=_trial_env(spec), ports=bindings,
+                                 env={**_trial_env(spec), **jvmhelper.restore_env(spec.to_dict())},
+                                 ports=bindings,
                                  labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
                                          labels.INIT: "warmstart-init"},
                                  volumes=(*spec.volumes, *sandbox.tool_mounts(),
@@ -139,7 +141,8 @@ def _trial_clone(
                 cid = engine.restore(archive=stage / CHECKPOINT_FILE, name=name, ports=bindings)
         state = started_state(cid, name, bindings, restored=True)
         run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
-        state = probe_container(engine, container=name, probe=spec.probe, known=state)
+        state = probe_container(engine, container=name, probe=spec.probe, known=state,
+                                after_init=mode == sandbox.SANDBOX and bool(spec.jvm_helper))
         yield state, time.monotonic() - start
     finally:
         remove_quietly(engine, name)
@@ -243,6 +246,9 @@ def build(
     if sign_key is not None:
         signing.load_signing_key(sign_key)  # a bad key fails now, not after the build
     image_id = prepare_image(spec, engine=engine, progress=progress)
+    if mode == sandbox.SANDBOX or spec.jvm_helper:
+        command = list(spec.command) or list(engine.image_config(image=spec.image).command)
+        spec = dataclasses.replace(spec, jvm_helper=jvmhelper.resolve(spec, command=command, mode=mode))
     info = engine.info()
     host = host_facts()
     inputs = {**key_inputs(spec, image_id=image_id, engine=info, criu_version=host.criu_version), "mode": mode}

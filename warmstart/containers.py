@@ -59,13 +59,16 @@ def published(state: ContainerState, port: int) -> tuple[str, int]:
 
 
 def probe_container(
-    engine: Engine, *, container: str, probe: ProbeSpec | None, known: ContainerState | None = None
+    engine: Engine, *, container: str, probe: ProbeSpec | None, known: ContainerState | None = None,
+    after_init: bool = False,
 ) -> ContainerState:
     """Wait until a started container passes `probe` (or just runs, without one); returns its state then.
 
     `known` (what the caller already knows of a container it just started) saves an engine round trip on the
-    restore path; without it the container is inspected first. Raises ReadinessError with the container's status
-    and last log lines."""
+    restore path; without it the container is inspected first. `after_init`: a restored sandbox whose init runs
+    the app's afterRestore (the JVM helper) is ready only once the init says it is done, since the app may answer
+    its probe before (an app that keeps its server open across the checkpoint). Raises ReadinessError with the
+    container's status and last log lines."""
     state = known if known is not None and probe is not None else engine.inspect(container=container)
     if state is None or not state.running:
         status, logs = status_and_logs(engine, container)
@@ -84,5 +87,15 @@ def probe_container(
         return None if s is not None and s.running else describe_status(s)
 
     check = make_check(probe, engine=engine, container=container, address=address)
+    if after_init:
+        init_done = make_check(ProbeSpec(kind="log", pattern=sandbox.RESTORED_LINE), engine=engine,
+                               container=container, address=None)
+        app_check, seen = check, list[bool]()
+
+        def check() -> None:
+            if not seen:
+                init_done()
+                seen.append(True)
+            app_check()
     wait_ready(probe, check=check, alive=alive, diagnostics=lambda: status_and_logs(engine, container))
     return state

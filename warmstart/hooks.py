@@ -3,6 +3,7 @@ reopen and reseed after a restore. Each runs with its own timeout; the first fai
 
 from __future__ import annotations
 
+from warmstart import jvmhelper
 from warmstart.containers import published
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.errors import EngineError, HookError
@@ -19,8 +20,10 @@ HELPER_AFTER = HookSpec(kind="signal", signal=HELPER_SIGNAL)
 
 
 def before_checkpoint_hooks(spec: AppSpec) -> tuple[HookSpec, ...]:
-    """The app's own hooks, then the helper's (it closes what the app registered, last)."""
-    return spec.before_checkpoint + ((HELPER_BEFORE,) if spec.python_helper else ())
+    """The app's own hooks, then the helpers' (they close what the app registered, last; the JVM's CRaC resources
+    may stop the web server the app's HTTP hooks need)."""
+    return (spec.before_checkpoint + ((HELPER_BEFORE,) if spec.python_helper else ())
+            + ((jvmhelper.BEFORE_CHECKPOINT,) if spec.jvm_helper else ()))
 
 
 def after_restore_hooks(spec: AppSpec) -> tuple[HookSpec, ...]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmstart import labels, sandbox, signing
+from warmstart import jvmhelper, labels, sandbox, signing
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine
@@ -282,7 +282,8 @@ def _restore(
             # A fresh container of the app's image whose PID 1 (our init) restores the app from the snapshot dir,
             # mounted read-only: nothing is copied or unpacked per launch.
             container = engine.run(
-                name=name, image=spec.image, command=sandbox.restore_command(), env=run_env(spec), ports=bindings,
+                name=name, image=spec.image, command=sandbox.restore_command(),
+                env={**run_env(spec), **jvmhelper.restore_env(snapshot.manifest.spec)}, ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "restored", labels.INIT: "warmstart-init"},
                 volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro"),
                 extras=sandbox.RunExtras(),
@@ -291,7 +292,8 @@ def _restore(
             container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
         state = started_state(container, name, bindings, restored=True)
         run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
-        return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref)
+        return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref,
+                      after_init=_runs_after_restore(snapshot))
 
 
 @dataclass(frozen=True)
@@ -317,7 +319,8 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
     try:
         with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings, removed_on_failure(engine, name):
             container = engine.run(
-                name=name, image=spec.image, command=sandbox.restore_command(wait=True), env=run_env(spec),
+                name=name, image=spec.image, command=sandbox.restore_command(wait=True),
+                env={**run_env(spec), **jvmhelper.restore_env(snapshot.manifest.spec)},
                 ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
                         labels.OWNER_PID: str(os.getpid()),
@@ -342,6 +345,7 @@ def activate(pre: Prestarted, *, engine: Engine, trigger_timeout: float = 10.0) 
             shutil.rmtree(pre.ctl, ignore_errors=True)
         run_hooks("after_restore", after_restore_hooks(pre.spec), engine=engine, state=pre.state)
         return _ready(pre.spec, engine=engine, state=pre.state, mode="restored", start=start,
+                      after_init=_runs_after_restore(pre.snapshot),
                       snapshot=pre.snapshot.ref)
 
 
@@ -378,11 +382,16 @@ def _cold(
         return _ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)
 
 
+def _runs_after_restore(snapshot: Snapshot) -> bool:
+    """Whether the restoring init runs the app's afterRestore before it is ready (the JVM helper)."""
+    return snapshot.manifest.mode == sandbox.SANDBOX and bool(jvmhelper.restore_env(snapshot.manifest.spec))
+
+
 def _ready(
     spec: AppSpec, *, engine: Engine, state: ContainerState, mode: str, start: float,
-    snapshot: str | None = None, reason: str | None = None,
+    snapshot: str | None = None, reason: str | None = None, after_init: bool = False,
 ) -> LaunchResult:
-    probe_container(engine, container=state.name, probe=spec.probe, known=state)
+    probe_container(engine, container=state.name, probe=spec.probe, known=state, after_init=after_init)
     ready_seconds = round(time.monotonic() - start, 3)
     ports = {key: f"{ip or '0.0.0.0'}:{port}" for key, (ip, port) in state.ports.items()}
     return LaunchResult(

@@ -81,7 +81,9 @@ def missing() -> str:
 def tool_mounts() -> list[str]:
     """The init and the CRIU prefix, read-only at the same paths as on the host (CRIU's interpreter path is
     absolute)."""
-    return [f"{INIT}:{INIT}:ro", f"{CRIU_PREFIX}:{CRIU_PREFIX}:ro"]
+    from warmstart import jvmhelper
+
+    return [f"{INIT}:{INIT}:ro", f"{CRIU_PREFIX}:{CRIU_PREFIX}:ro", *jvmhelper.mounts()]
 
 
 def boot_command(app_command: list[str], *, user: str = "") -> list[str]:

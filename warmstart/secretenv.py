@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from warmstart import jvmhelper
 from warmstart.errors import SecretLeakError, UsageError
 from warmstart.spec import AppSpec
 
@@ -80,9 +81,10 @@ def public_env(spec: AppSpec) -> dict[str, str]:
 
 def build_env(spec: AppSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """What the build container gets: no secret unless the app opted in to secrets during warm-up."""
+    helper = jvmhelper.build_env(spec)
     if spec.secrets_during_warmup:
-        return {**public_env(spec), **secret_values(spec, environ), **_names(spec)}
-    return {**public_env(spec), **_names(spec)}
+        return {**public_env(spec), **secret_values(spec, environ), **_names(spec), **helper}
+    return {**public_env(spec), **_names(spec), **helper}
 
 
 def run_env(spec: AppSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:

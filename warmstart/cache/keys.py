@@ -41,6 +41,7 @@ def key_inputs(spec: AppSpec, *, image_id: str, engine: EngineInfo, criu_version
         "after_restore": [plain(h) for h in spec.after_restore],
         "trim": plain(spec.trim),
         "python_helper": spec.python_helper,
+        "jvm_helper": spec.jvm_helper,
         "uniqueness": spec.uniqueness,  # a gated snapshot is not an ungated one
         "engine": f"{engine.name} {engine.version}",
         "runtime": f"{engine.runtime} {engine.runtime_version}",
