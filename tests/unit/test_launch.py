@@ -16,6 +16,11 @@ from warmstart.errors import RestoreError, SnapshotNotFound, UnknownAppError, Us
 from warmstart.launch import launch
 from warmstart.spec import AppSpec, PortBinding, ProbeSpec
 
+
+def _probed(engine: object, *, container: str, probe: object, known: object = None, after_init: bool = False) -> object:
+    """Stands in for probe_container: the fake engine's containers are ready at once."""
+    return known
+
 SPEC = AppSpec(name="app", image="img", ports=(8080,))
 
 
@@ -25,7 +30,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, 
     store = SnapshotStore(tmp_path / "c").open()
     # build() insists on a probe, which the fake cannot answer: build with the probe stubbed, run without one.
     with monkeypatch.context() as m:
-        m.setattr(warmstart.build, "probe_container", lambda engine, container, probe, known=None: known)
+        m.setattr(warmstart.build, "probe_container", _probed)
         build(AppSpec(name="app", image="img", ports=(8080,), probe=ProbeSpec(kind="tcp", port=8080)),
               engine=engine, store=store)
     store.save_app(SPEC)
@@ -94,7 +99,7 @@ def test_snapshot_needing_a_cpu_flag_this_host_lacks_is_refused(setup: tuple[Fak
 def test_unchanged_app_reuses_its_snapshot_unless_forced(setup: tuple[FakeEngine, SnapshotStore],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     engine, store = setup
-    monkeypatch.setattr(warmstart.build, "probe_container", lambda engine, container, probe, known=None: known)
+    monkeypatch.setattr(warmstart.build, "probe_container", _probed)
     spec = AppSpec(name="app", image="img", ports=(8080,), probe=ProbeSpec(kind="tcp", port=8080))
     first = store.latest("app")
     again = build(spec, engine=engine, store=store)
