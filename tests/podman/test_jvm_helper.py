@@ -6,6 +6,7 @@ off nothing is called and the snapshot still restores."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,28 @@ def test_with_the_helper_off_nothing_is_called_and_it_still_restores(
                                                                  'jvm_helper = false\nuniqueness = "/random"\n')))
     assert gated.returncode == 1 and "answered GET /random identically" in gated.stderr
     assert containers_of(owned_app) == []
+
+
+def test_spring_boot_suspends_its_pool_and_web_server_around_the_snapshot(cli: Cli) -> None:
+    """The Spring Boot example (web, JSON, HikariCP on H2, org.crac) on a stock JDK: Spring's own CRaC support
+    stops Tomcat and suspends and empties the pool before the dump, and restarts both after each restore."""
+    spec = Path(__file__).resolve().parents[2] / "images/examples/spring-catalog/warmstart.toml"
+    try:
+        built = cli("build", "-f", str(spec), "--json", timeout=600)
+        assert built.returncode == 0, built.stderr
+        out = cli("run", "spring-catalog", "-f", str(spec), "--json")
+        assert out.returncode == 0, out.stderr
+        assert out.json["mode"] == "restored", out.json.get("reason")
+        address = out.json["ports"]["8080/tcp"]
+        assert http_json(address, "/products/123")["ID"] == 123  # a query through the resumed pool
+        stats = http_json(address, "/stats")
+        # The app's own CRaC resource, notified after Spring's before the dump: the pool was empty then.
+        assert stats["crac"] == {"before": 1, "after": 1, "pool_total_at_checkpoint": 0}
+        assert stats["pool"]["total"] >= 1  # refilled after the restore
+        log = subprocess.run(["podman", "logs", out.json["name"]], capture_output=True, text=True).stdout
+        assert "Resuming Hikari pool" in log and "Tomcat started on port 8080" in log
+        assert cli("stop", out.json["name"]).returncode == 0
+    finally:
+        for name in containers_of("spring-catalog"):
+            subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+    assert containers_of("spring-catalog") == []

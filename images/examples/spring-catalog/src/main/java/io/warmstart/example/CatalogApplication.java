@@ -35,10 +35,36 @@ public class CatalogApplication {
     public CatalogApplication(JdbcTemplate jdbc, HikariDataSource pool) {
         this.jdbc = jdbc;
         this.pool = pool;
+        CracEvents.INSTANCE.pool = pool;
     }
 
     public static void main(String[] args) {
+        // Registered before Spring's own CRaC resource: notified last before a checkpoint (once Spring has stopped
+        // the web server and emptied the pool) and first after a restore (before Spring restarts them).
+        org.crac.Core.getGlobalContext().register(CracEvents.INSTANCE);
         SpringApplication.run(CatalogApplication.class, args);
+    }
+
+    /** What the CRaC API did to this JVM: calls seen, and the pool's connections at the checkpoint. */
+    static final class CracEvents implements org.crac.Resource {
+        static final CracEvents INSTANCE = new CracEvents();
+        final AtomicLong before = new AtomicLong();
+        final AtomicLong after = new AtomicLong();
+        volatile int poolAtCheckpoint = -1;
+        volatile HikariDataSource pool;
+
+        @Override
+        public void beforeCheckpoint(org.crac.Context<? extends org.crac.Resource> context) {
+            before.incrementAndGet();
+            if (pool != null) {
+                poolAtCheckpoint = pool.getHikariPoolMXBean().getTotalConnections();
+            }
+        }
+
+        @Override
+        public void afterRestore(org.crac.Context<? extends org.crac.Resource> context) {
+            after.incrementAndGet();
+        }
     }
 
     @EventListener(ApplicationReadyEvent.class)
@@ -84,9 +110,12 @@ public class CatalogApplication {
 
     @GetMapping("/stats")
     public Map<String, Object> stats() {
+        CracEvents crac = CracEvents.INSTANCE;
         return Map.of("boot_token", BOOT_TOKEN, "count", requests.incrementAndGet(), "products", index.size(),
                 "pool", Map.of("active", pool.getHikariPoolMXBean().getActiveConnections(),
                         "idle", pool.getHikariPoolMXBean().getIdleConnections(),
-                        "total", pool.getHikariPoolMXBean().getTotalConnections()));
+                        "total", pool.getHikariPoolMXBean().getTotalConnections()),
+                "crac", Map.of("before", crac.before.get(), "after", crac.after.get(),
+                        "pool_total_at_checkpoint", crac.poolAtCheckpoint));
     }
 }
