@@ -128,6 +128,11 @@ class Result:
     def json(self) -> dict:
         return json.loads(self.stdout)
 
+    @property
+    def error(self) -> str:
+        """The one error line (progress lines may come before it on stderr)."""
+        return next((ln for ln in self.stderr.splitlines() if ln.startswith("warmstart: error: ")), "")
+
 
 class Cli:
     """Runs the real `warmstart` command against a private cache dir."""

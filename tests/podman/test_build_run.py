@@ -143,7 +143,7 @@ def test_unrestorable_snapshot_falls_back_cold_or_fails_with_no_fallback(cli: Cl
 
     refused = cli("run", owned_app, "--no-fallback")
     assert refused.returncode == 1
-    first_line = refused.stderr.splitlines()[0]
+    first_line = refused.error
     assert first_line.startswith("warmstart: error: restore of") and "--no-fallback" in first_line
     assert containers_of(owned_app) == []  # the failed restore left nothing
 
@@ -160,7 +160,7 @@ def test_never_ready_service_fails_build_with_diagnostics_and_leaves_nothing(cli
     res = cli("build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
               "-e", "NEVER_READY=1", "--ready-timeout", "3")
     assert res.returncode == 1
-    first = res.stderr.splitlines()[0]
+    first = res.error
     assert "not ready after 3s" in first and "GET /healthz" in first and "HTTP 503" in first
     assert "container status: running" in first
     assert "log: counter listening" in res.stderr  # the app's last log lines
@@ -245,5 +245,5 @@ def test_unusable_cache_dir_is_a_clear_error(tmp_path: Path, owned_app: str) -> 
     not_a_dir.write_text("x")
     res = Cli(not_a_dir)("build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/")
     assert res.returncode == 1
-    assert res.stderr.splitlines()[0] == f"warmstart: error: cache dir {not_a_dir} is not a directory"
+    assert res.error == f"warmstart: error: cache dir {not_a_dir} is not a directory"
     assert containers_of(owned_app) == []

@@ -158,7 +158,7 @@ def test_wrong_password_is_a_clear_error_and_caches_nothing(tmp_path: Path, cli:
     for args in (["pull", ref], ["push", built["snapshot"], ref]):
         res = (other if args[0] == "pull" else cli)(*args, env={"REGISTRY_AUTH_FILE": str(bad)})
         assert res.returncode == 1
-        assert res.stderr.splitlines()[0].endswith("failed: authentication refused"), res.stderr
+        assert res.error.endswith("failed: authentication refused"), res.stderr
     assert other("cache", "ls", "--json").json["snapshots"] == []
     none = other("pull", ref, env={"REGISTRY_AUTH_FILE": str(tmp_path / "missing.json")})
     assert none.returncode == 1 and "needs credentials and none were found" in none.stderr

@@ -83,7 +83,7 @@ def test_a_secret_that_reaches_memory_anyway_fails_the_build_naming_where(
     spec = _spec(tmp_path, owned_app, f'env = {{ USE_HELPER = "1", API_KEY_COPY = "{secret}" }}\n')
     res = cli("build", "--name", owned_app, "-f", str(spec), env={"API_KEY": secret})
     assert res.returncode == 1
-    first = res.stderr.splitlines()[0]
+    first = res.error
     assert f"the snapshot of {owned_app!r} holds a secret in clear: " in first
     assert "the value of secret API_KEY in images/pages-" in first
     assert "(process " in first and ", address 0x" in first

@@ -65,7 +65,7 @@ def test_each_probe_kind_times_out_clearly(tmp_path: Path, cli: Cli, owned_app: 
     body, seen = BROKEN_PROBES[kind]
     res = cli("build", "--name", owned_app, "-f", str(spec(tmp_path, owned_app, body, ports="[8080, 8081]")))
     assert res.returncode == 1
-    first = res.stderr.splitlines()[0]
+    first = res.error
     assert "not ready after 2s" in first and seen in first and "container status: running" in first, first
     assert containers_of(owned_app) == []
     assert not (cli.cache / "snapshots" / owned_app).exists()
@@ -114,7 +114,7 @@ def test_failing_before_checkpoint_hook_fails_the_build_and_leaves_nothing(
             'exec = "sh -c \'echo closing failed; exit 4\'"\n')
     res = cli("build", "--name", owned_app, "-f", str(spec(tmp_path, owned_app, body)))
     assert res.returncode == 1
-    assert res.stderr.splitlines()[0] == (
+    assert res.error == (
         "warmstart: error: before_checkpoint hook #1 (exec sh -c 'echo closing failed; exit 4') exited with 4")
     assert "out: closing failed" in res.stderr
     assert containers_of(owned_app) == []

@@ -21,7 +21,8 @@ app = typer.Typer(
     name="warmstart",
     help="Start services from a warm CRIU snapshot instead of booting them cold.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for bash, zsh, fish
+    rich_markup_mode=None,  # help text is plain: "[default: ...]" must show, not be read as rich markup
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +43,16 @@ def emit_json(obj: Any) -> None:
 DEBUG_ENV = "WARMSTART_DEBUG"  # "1": an internal error shows its traceback instead of one line
 INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE (sysexits.h): a bug, not bad input or a failed operation
 
+_STARTED = time.monotonic()
+
+
 def progress(message: str) -> None:
-    """Progress goes to stderr, and only on a terminal: scripts read stdout and want it clean."""
+    """Progress goes to stderr (stdout is for results): on a terminal with the time since the command started, else
+    as timestamped log lines (CI logs, `2>build.log`)."""
     if sys.stderr.isatty():
-        print(f"… {message}", file=sys.stderr, flush=True)
+        print(f"… [{time.monotonic() - _STARTED:5.1f}s] {message}", file=sys.stderr, flush=True)
+    else:
+        print(f"{time.strftime('%H:%M:%S')} warmstart: {message}", file=sys.stderr, flush=True)
 
 
 def report(exc: WarmstartError, as_json: bool) -> None:

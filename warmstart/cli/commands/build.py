@@ -74,6 +74,9 @@ def build(
             raise UsageError("flags that describe an app need --name (several apps are in the spec file)")
         specs = list(apps.values())
     else:
+        if apps and validate_app_name(name) not in apps and not image:
+            raise UsageError(f"app {name!r} is not in the spec file (it describes {', '.join(sorted(apps))})",
+                             hint="give --image (and --port, --ready-http ...) to describe it with flags")
         specs = [
             _spec_from_flags(
                 apps.get(validate_app_name(name)),

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import sys
 from typing import Annotated, Any
 
 import typer
 
 from warmstart.cache.store import Snapshot
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors
+from warmstart.cli.output import emit_json, handle_errors, progress
 from warmstart.cli.output import result as show
 from warmstart.errors import UsageError
 from warmstart.spec import parse_duration, parse_size
 
-app = typer.Typer(help="List, inspect, remove and prune cached snapshots.", no_args_is_help=True)
+app = typer.Typer(help="List, inspect, remove and prune cached snapshots.", no_args_is_help=True,
+                  rich_markup_mode=None)
 
 
 def _summary(s: Snapshot) -> dict[str, Any]:
@@ -121,23 +124,32 @@ def prune(
     older_than: Annotated[str | None, typer.Option("--older-than", help="Remove older than, e.g. 7d, 12h.")] = None,
     app_name: Annotated[str | None, typer.Option("--app", help="Only this app's snapshots.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (a terminal is asked before removing).")] = False,
     cache_dir: options.CacheDir = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """Remove old snapshots by count, total size and age (and all quarantined ones)."""
     from warmstart.cache.prune import prune as prune_cache
 
-    age = parse_duration(older_than) if older_than is not None else None
+    # Units required: "--older-than 7" once removed 598 MB of snapshots older than 7 seconds.
+    age = parse_duration(older_than) if older_than is not None and re.search(r"[a-z]\s*$", older_than) else None
     if older_than is not None and (age is None or age <= 0):
-        raise UsageError(f"invalid --older-than {older_than!r}: expected e.g. 30m, 12h, 7d")
-    result = prune_cache(
-        options.open_store(cache_dir),
-        keep=keep,
-        max_size=parse_size(max_size) if max_size is not None else None,
-        older_than=age,
-        app=app_name,
-        dry_run=dry_run,
-    )
+        raise UsageError(f"invalid --older-than {older_than!r}: expected a duration with a unit, e.g. 30m, 12h, 7d")
+    store = options.open_store(cache_dir)
+    size = parse_size(max_size, unit_required=True) if max_size is not None else None
+    ask = not dry_run and not yes and not json_output and sys.stdin.isatty() and sys.stderr.isatty()
+    if ask:
+        plan = prune_cache(store, keep=keep, max_size=size, older_than=age, app=app_name, dry_run=True)
+        if not plan.removed and not plan.quarantine_removed:
+            show("nothing to remove")
+            return
+        for ref in plan.removed:
+            show(f"would remove {ref}")
+        if not typer.confirm(f"remove {len(plan.removed)} snapshots ({plan.freed_bytes / 1e6:.1f} MB) and "
+                             f"{plan.quarantine_removed} quarantined?", err=True):
+            progress("nothing removed")
+            return
+    result = prune_cache(store, keep=keep, max_size=size, older_than=age, app=app_name, dry_run=dry_run)
     if json_output:
         emit_json(result)
         return

@@ -12,7 +12,8 @@ from warmstart.cli.output import emit_json, handle_errors
 from warmstart.cli.output import result as show
 
 app = typer.Typer(
-    help="Keys that sign snapshots (build/push --sign-key) and verify them (--trust-key).", no_args_is_help=True
+    help="Keys that sign snapshots (build/push --sign-key) and verify them (--trust-key).", no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
