@@ -19,6 +19,9 @@ class Instance:
     status: str
     image: str
     created: str  # the engine's ISO 8601 time
+    snapshot: str  # APP:TAG it was restored from ("" for cold starts and container-mode restores)
+    exit_code: int
+    labels: dict[str, str]
     ports: dict[str, str]
 
     @classmethod
@@ -31,6 +34,9 @@ class Instance:
             status=s.status,
             image=s.image,
             created=s.created,
+            snapshot=s.labels.get(labels.SNAPSHOT, ""),
+            exit_code=s.exit_code,
+            labels=dict(s.labels),
             ports={k: f"{ip or '0.0.0.0'}:{port}" for k, (ip, port) in s.ports.items()},
         )
 
@@ -50,6 +56,15 @@ def list_instances(*, engine: Engine, app: str | None = None) -> list[Instance]:
         (Instance.from_state(s) for s in states if s.name.startswith(labels.INSTANCE_PREFIX)),
         key=lambda i: (i.app, i.name),
     )
+
+
+def inspect_instance(*, engine: Engine, name: str) -> Instance:
+    """One of our instances, or UsageError when the name is not one."""
+    ours(engine=engine, names=[name])
+    state = engine.inspect(container=name)
+    if state is None:
+        raise UsageError(f"instance {name} is gone")
+    return Instance.from_state(state)
 
 
 def ours(*, engine: Engine, names: list[str], app: str | None = None) -> list[str]:

@@ -284,7 +284,8 @@ def _restore(
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(),
                 env={**run_env(spec), **jvmhelper.restore_env(snapshot.manifest.spec)}, ports=bindings,
-                labels={**labels.labels_for(spec.name), labels.MODE: "restored", labels.INIT: "warmstart-init"},
+                labels={**labels.labels_for(spec.name), labels.MODE: "restored", labels.INIT: "warmstart-init",
+                        labels.SNAPSHOT: snapshot.ref},
                 volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro"),
                 extras=sandbox.RunExtras(),
             )
@@ -323,6 +324,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
                 env={**run_env(spec), **jvmhelper.restore_env(snapshot.manifest.spec)},
                 ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
+                        labels.SNAPSHOT: snapshot.ref,
                         labels.OWNER_PID: str(os.getpid()),
                         labels.TRIGGER: str(ctl / sandbox.TRIGGER)},
                 volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro",

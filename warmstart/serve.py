@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import shutil
 import signal
@@ -79,13 +80,16 @@ class ServeOptions:
     pool: int = 1  # pre-started sandboxes kept ready
     conn_idle: float = 300.0  # close a proxied connection with no traffic either way for this long
     trust: TrustPolicy = NO_POLICY  # which snapshots' signatures are accepted
+    admin: tuple[str, int] | None = None  # where /healthz and /metrics are served (none by default)
+    drain: float = 30.0  # on SIGTERM: seconds open connections may take to finish before instances are removed
 
 
-def parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str, *, flag: str = "--listen") -> tuple[str, int]:
+    """HOST:PORT. ":PORT" binds every interface, as docker's -p does (`127.0.0.1:PORT` for loopback only)."""
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"invalid --listen {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080")
-    return host or "127.0.0.1", int(port)
+        raise UsageError(f"invalid {flag} {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8080 or :8080 (all interfaces)")
+    return host or "0.0.0.0", int(port)
 
 
 class Front:
@@ -101,6 +105,8 @@ class Front:
             raise UsageError("--concurrency must be at least 1")
         if opts.pool < 0:
             raise UsageError("--pool must be 0 or more")
+        if opts.drain < 0:
+            raise UsageError("--drain must be 0 or more")
         self.opts = opts
         self.engine = engine
         self.store = store
@@ -120,6 +126,8 @@ class Front:
         self.backoff_until = 0.0
         self.pool: list[Prestarted] = []
         self.refilling = False
+        self.draining = False
+        self.metrics = Metrics()
 
     # -- scaling ------------------------------------------------------------------------------------------------------
     def _ready(self) -> Instance | None:
@@ -199,11 +207,13 @@ class Front:
                 await asyncio.to_thread(remove_quietly, self.engine, result.name)
                 return None
             self.instances.append(instance)
+            self.metrics.started(result.mode, result.ready_seconds)
             self.backoff = 0.0
             self.emit({"event": "started", "instance": result.name, "mode": result.mode,
                        "ready_seconds": result.ready_seconds, "reason": result.reason,
                        "seconds_since_request": round(time.monotonic() - t, 3), "instances": len(self.instances)})
         except WarmstartError as exc:
+            self.metrics.start_failures.inc()
             self.backoff = min(BACKOFF_MAX, self.backoff * 2 or BACKOFF_FIRST)
             self.backoff_until = time.monotonic() + self.backoff
             self.emit({"event": "start_failed", "error": str(exc), "retry_in_seconds": self.backoff})
@@ -257,10 +267,13 @@ class Front:
                 await asyncio.wait_for(writer.drain(), timeout=CONNECT_TIMEOUT)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted = time.monotonic()
+        self.metrics.connections.inc()
         inst = await self._acquire()
         up_writer: asyncio.StreamWriter | None = None
         try:
             if inst is None:
+                self.metrics.rejected.inc()
                 self.emit({"event": "rejected", "reason": f"no instance ready within {self.opts.wait_timeout:g}s"})
                 await self._reject(writer)
                 return
@@ -275,8 +288,10 @@ class Front:
             inst.served += 1
             assert up_writer is not None
             answered = await _proxy(reader, writer, up_reader, up_writer, first_byte=self.opts.wait_timeout,
-                                    idle=self.opts.conn_idle)
+                                    idle=self.opts.conn_idle,
+                                    on_first_byte=lambda: self.metrics.first_byte.observe(time.monotonic() - accepted))
             if not answered:
+                self.metrics.rejected.inc()
                 self.emit({"event": "rejected", "instance": inst.result.name,
                            "reason": f"no answer from the instance within {self.opts.wait_timeout:g}s"})
                 await self._reject(writer)
@@ -293,6 +308,39 @@ class Front:
                         await asyncio.wait_for(w.wait_closed(), timeout=1.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
+    async def _drain(self, server: asyncio.Server) -> None:
+        """SIGTERM: stop accepting, let open connections finish (up to `drain` seconds), then shut down. /healthz
+        answers 503 meanwhile, so a load balancer takes this front out first."""
+        self.draining = True
+        server.close()
+        busy = sum(i.active for i in self.instances)
+        self.emit({"event": "draining", "open_connections": busy, "timeout_seconds": self.opts.drain})
+        deadline = time.monotonic() + self.opts.drain
+        while sum(i.active for i in self.instances) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def _admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """GET /healthz (200 serving, 503 draining) and GET /metrics (Prometheus text format)."""
+        try:
+            request = await asyncio.wait_for(reader.readline(), timeout=5)
+            path = request.decode(errors="replace").split(" ")[1] if request.count(b" ") >= 2 else ""
+            if path == "/healthz":
+                status = "503 Service Unavailable" if self.draining else "200 OK"
+                body = json.dumps({"status": "draining" if self.draining else "serving",
+                                   "instances": len(self.instances), "pool": len(self.pool)}).encode()
+                ctype = "application/json"
+            elif path == "/metrics":
+                status, body, ctype = "200 OK", self.metrics.render(self), self.metrics.content_type
+            else:
+                status, body, ctype = "404 Not Found", b"not found: try /healthz or /metrics\n", "text/plain"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                         f"Connection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (TimeoutError, OSError, IndexError):
+            pass
+        finally:
+            writer.close()
+
     async def run(self) -> None:
         server = await asyncio.start_server(self._handle, self.opts.listen_host, self.opts.listen_port,
                                             reuse_address=True)
@@ -300,8 +348,12 @@ class Front:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        admin = None
+        if self.opts.admin is not None:
+            admin = await asyncio.start_server(self._admin, *self.opts.admin, reuse_address=True)
         self.emit({"event": "listening", "address": f"{self.opts.listen_host}:{self.opts.listen_port}",
-                   "app": self.opts.app, "container_port": self.port})
+                   "app": self.opts.app, "container_port": self.port,
+                   "admin": f"{self.opts.admin[0]}:{self.opts.admin[1]}" if self.opts.admin else None})
         await asyncio.to_thread(sweep_pool_orphans, self.engine, self.opts.app)
         reaper = loop.create_task(self._reaper())
         self._refill()
@@ -309,9 +361,12 @@ class Front:
             self._maybe_start()
         try:
             await stop.wait()
+            await self._drain(server)
         finally:
             self.stopping = True
             server.close()
+            if admin is not None:
+                admin.close()
             reaper.cancel()
             if self.starting is not None:
                 with contextlib.suppress(Exception):
@@ -330,7 +385,8 @@ class Front:
 
 
 async def _proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, up_r: asyncio.StreamReader,
-                 up_w: asyncio.StreamWriter, *, first_byte: float, idle: float) -> bool:
+                 up_w: asyncio.StreamWriter, *, first_byte: float, idle: float,
+                 on_first_byte: Callable[[], None] = lambda: None) -> bool:
     """Copy both ways until either side ends or nothing moves for `idle` seconds. Returns False when the client
     sent something and the upstream sent no first byte within `first_byte` seconds (nothing reached the client,
     so it can still be answered with a 503)."""
@@ -343,6 +399,8 @@ async def _proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
         try:
             while data := await src.read(65536):
                 last = time.monotonic()
+                if upstream and not got_answer.is_set():
+                    on_first_byte()
                 (got_answer if upstream else client_spoke).set()
                 dst.write(data)
                 await dst.drain()
@@ -365,6 +423,48 @@ async def _proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Metrics:
+    """The front's Prometheus metrics (prometheus_client, in a registry of its own): instances by mode, starts by
+    mode with their time-to-ready, failed starts, connections, rejections, and time to the first byte."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        buckets = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+        self.instances = Gauge("warmstart_serve_instances", "Running instances by mode", ["mode"], registry=r)
+        self.pool = Gauge("warmstart_serve_pool_sandboxes", "Pre-started sandboxes waiting", registry=r)
+        self.starts = Counter("warmstart_serve_starts", "Instances started, by mode", ["mode"], registry=r)
+        self.start_seconds = Histogram("warmstart_serve_start_ready_seconds", "Time-to-ready of started instances",
+                                       ["mode"], buckets=buckets, registry=r)
+        self.start_failures = Counter("warmstart_serve_start_failures", "Failed instance starts", registry=r)
+        self.connections = Counter("warmstart_serve_connections", "Connections accepted", registry=r)
+        self.open = Gauge("warmstart_serve_open_connections", "Connections being proxied", registry=r)
+        self.rejected = Counter("warmstart_serve_rejected", "Connections answered 503 or closed unserved", registry=r)
+        self.first_byte = Histogram("warmstart_serve_first_byte_seconds", "From accepting a connection to the "
+                                    "instance's first byte", buckets=buckets, registry=r)
+        self.content_type = CONTENT_TYPE_LATEST
+        for mode in ("restored", "cold"):
+            self.instances.labels(mode).set(0)
+            self.starts.labels(mode)
+
+    def started(self, mode: str, ready_seconds: float) -> None:
+        self.starts.labels(mode).inc()
+        self.start_seconds.labels(mode).observe(ready_seconds)
+
+    def render(self, front: Front) -> bytes:
+        from prometheus_client import generate_latest
+
+        for mode in ("restored", "cold"):
+            self.instances.labels(mode).set(sum(1 for i in front.instances if i.result.mode == mode))
+        self.pool.set(len(front.pool))
+        self.open.set(sum(i.active for i in front.instances))
+        data: bytes = generate_latest(self.registry)
+        return data
 
 
 def sweep_pool_orphans(engine: Engine, app: str) -> list[str]:

@@ -208,3 +208,56 @@ def test_min_warm_keeps_an_instance_ready_and_bad_options_are_refused(
     busy = cli("serve", owned_app, "--listen", f"127.0.0.1:{taken.getsockname()[1]}")
     taken.close()
     assert busy.returncode == 2 and "cannot listen on" in busy.stderr
+
+
+def _scrape(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics:\n{text}")
+
+
+def test_admin_endpoint_metrics_while_scaling_and_a_drain_on_sigterm(
+    cli: Cli, owned_app: str, front_factory: Any
+) -> None:
+    """/metrics scraped as the front scales from zero; SIGTERM with a request in flight: /healthz turns 503, the
+    request still completes, then the instances are removed."""
+    build(cli, owned_app)
+    admin = free_port()
+    front = front_factory(cli, owned_app, "--pool", "0", "--admin", f"127.0.0.1:{admin}", "--drain", "20")
+    assert _scrape(admin, "/healthz") == (200, '{"status": "serving", "instances": 0, "pool": 0}')
+    text = _scrape(admin, "/metrics")[1]
+    assert _metric(text, 'warmstart_serve_instances{mode="restored"}') == 0
+    assert _metric(text, 'warmstart_serve_starts_total{mode="restored"}') == 0
+
+    assert front.get("/")[0] == 200  # from zero: a restore
+    text = _scrape(admin, "/metrics")[1]
+    assert _metric(text, 'warmstart_serve_instances{mode="restored"}') == 1
+    assert _metric(text, 'warmstart_serve_starts_total{mode="restored"}') == 1
+    assert _metric(text, "warmstart_serve_connections_total") == 1
+    assert _metric(text, "warmstart_serve_first_byte_seconds_count") == 1
+    assert _metric(text, 'warmstart_serve_start_ready_seconds_count{mode="restored"}') == 1
+
+    slow: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: slow.update(result=front.get("/slow?seconds=3")))
+    t.start()
+    deadline = time.monotonic() + 10
+    while _metric(_scrape(admin, "/metrics")[1], "warmstart_serve_open_connections") < 1:
+        assert time.monotonic() < deadline, "the slow request never reached the instance"
+        time.sleep(0.05)
+    front.proc.send_signal(signal.SIGTERM)
+    front.wait_for("draining")
+    assert _scrape(admin, "/healthz")[0] == 503
+    t.join(timeout=30)
+    assert slow["result"][0] == 200 and b'"slow": true' in slow["result"][1]  # finished, not cut off
+    assert front.proc.wait(timeout=60) == 0
+    front.wait_for("shutdown")
+    assert containers_of(owned_app) == []

@@ -10,7 +10,7 @@ from warmstart.cli.commands.build import build
 from warmstart.cli.commands.doctor import doctor
 from warmstart.cli.commands.entrypoint import entrypoint
 from warmstart.cli.commands.instance import exec as exec_
-from warmstart.cli.commands.instance import logs
+from warmstart.cli.commands.instance import inspect, logs
 from warmstart.cli.commands.ps import ps
 from warmstart.cli.commands.registry import pull, push
 from warmstart.cli.commands.run import run
@@ -32,6 +32,7 @@ app.command()(ps)
 app.command()(stop)
 app.command()(logs)
 app.command(name="exec")(exec_)
+app.command()(inspect)
 app.command()(doctor)
 app.command()(serve)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(entrypoint)

@@ -3,7 +3,7 @@
 
 STARTUP_DELAY (seconds) simulates an expensive boot; NEVER_READY=1 keeps /healthz at 503 forever.
 GET /random returns random.random() and uuid4() (clones of one snapshot must differ), GET /seeded only
-random.random(); GET /secret the SHA-256 of $API_KEY as the app sees it now (never the value); GET /events lists the
+random.random(); GET /slow?seconds=N answers after N seconds; GET /secret the SHA-256 of $API_KEY as the app sees it now (never the value); GET /events lists the
 warmstart_helper hooks that ran (the app registers them when USE_HELPER=1).
 """
 
@@ -49,6 +49,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/secret":
             value = os.environ.get("API_KEY")
             self._send(200, {"sha256": hashlib.sha256(value.encode()).hexdigest() if value is not None else None})
+            return
+        if self.path.startswith("/slow"):  # a request that takes a while: GET /slow?seconds=2
+            time.sleep(float(self.path.partition("seconds=")[2] or "2"))
+            self._send(200, {"slow": True})
             return
         if self.path == "/events":
             self._send(200, {"events": STATE["events"]})

@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import handle_errors
+from warmstart.cli.output import emit_json, handle_errors
 from warmstart.cli.output import result as show
 from warmstart.errors import UsageError
-from warmstart.instances import ours
+from warmstart.instances import inspect_instance, ours
 
 
 @handle_errors
@@ -22,6 +22,27 @@ def logs(
     """Print an instance's log (a restored one's starts at its restore: the build's output is not in it)."""
     eng = options.engine_for(engine)
     eng.stream_logs(container=ours(engine=eng, names=[name])[0], follow=follow)
+
+
+@handle_errors
+def inspect(
+    name: Annotated[str, typer.Argument(help="Instance name (see `warmstart ps`).")],
+    engine: options.EngineOpt = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Show one instance: app, mode, snapshot, status, image, ports, labels."""
+    instance = inspect_instance(engine=options.engine_for(engine), name=name)
+    if json_output:
+        emit_json(instance)
+        return
+    ports = ", ".join(f"{k} -> {v}" for k, v in instance.ports.items()) or "none"
+    show(f"name       {instance.name}\napp        {instance.app}\nmode       {instance.mode}\n"
+         f"snapshot   {instance.snapshot or '-'}\nstatus     {instance.status}"
+         f"{f' (exit code {instance.exit_code})' if instance.status == 'exited' else ''}\n"
+         f"image      {instance.image}\ncreated    {instance.created}\ncontainer  {instance.container}\n"
+         f"ports      {ports}")
+    for key, value in sorted(instance.labels.items()):
+        show(f"label      {key}={value}")
 
 
 @handle_errors

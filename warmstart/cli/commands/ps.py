@@ -26,15 +26,16 @@ def ps(
             show("\n".join(i.name for i in instances))
         return
     if json_output:
-        emit_json({"instances": [vars(i) for i in instances]})
+        emit_json({"instances": [vars(i) for i in instances]})  # image, created, labels: here, not in the table
         return
     if not instances:
         show("no instances")
         return
-    show(f"{'NAME':<28} {'APP':<16} {'MODE':<9} {'STATUS':<9} {'CREATED':<14} {'IMAGE':<40} PORTS")
+    show(f"{'NAME':<28} {'APP':<16} {'MODE':<9} {'SNAPSHOT':<30} {'STATUS':<9} {'CREATED':<15} PORTS")
     for i in instances:
         ports = ", ".join(f"{k}->{v}" for k, v in i.ports.items())
-        show(f"{i.name:<28} {i.app:<16} {i.mode:<9} {i.status:<9} {_ago(i.created):<14} {i.image:<40} {ports}")
+        show(f"{i.name:<28} {i.app:<16} {i.mode:<9} {i.snapshot or '-':<30} {i.status:<9} {_ago(i.created):<15} "
+             f"{ports}")
 
 
 def _ago(created: str) -> str:

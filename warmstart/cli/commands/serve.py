@@ -38,6 +38,14 @@ def serve(
             help="Pre-started sandboxes kept ready (0 disables): a request from zero then costs only CRIU's restore.",
         ),
     ] = 1,
+    admin: Annotated[
+        str | None,
+        typer.Option("--admin", help="HOST:PORT serving /healthz (503 while draining) and Prometheus /metrics."),
+    ] = None,
+    drain: Annotated[
+        float,
+        typer.Option("--drain", help="On SIGTERM, seconds open connections may take to finish before shutdown."),
+    ] = 30.0,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -63,6 +71,8 @@ def serve(
         conn_idle=conn_idle,
         pool=pool,
         trust=options.trust_policy(trust_key, require_signed),
+        admin=parse_listen(admin, flag="--admin") if admin else None,
+        drain=drain,
     )
 
     def emit(event: dict[str, Any]) -> None:
