@@ -191,3 +191,20 @@ def test_pulled_snapshot_with_a_corrupted_blob_is_refused(tmp_path: Path, cli: C
     assert other("cache", "ls", "--json").json["snapshots"] == []
     assert list((other.cache / ".staging").iterdir()) == []
     assert os.listdir(other.cache / "snapshots") == []
+
+
+def test_pull_without_a_tag_takes_the_only_one_or_lists_them(tmp_path: Path, cli: Cli, owned_app: str,
+                                                               registry: RegistryServer) -> None:
+    authfile = tmp_path / "auth.json"
+    login(registry, authfile)
+    env = {"REGISTRY_AUTH_FILE": str(authfile)}
+    built = build(cli, owned_app)
+    repo = f"{registry.address}/warmstart/{owned_app}"
+    assert cli("push", built["snapshot"], f"{repo}:one", env=env).returncode == 0
+    other = Cli(tmp_path / "other-cache")
+    pulled = other("pull", repo, "--json", env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    assert pulled.json["reference"] == f"{repo}:one"
+    assert cli("push", built["snapshot"], f"{repo}:two", env=env).returncode == 0
+    res = other("pull", repo, env=env)
+    assert res.returncode == 1 and f"{repo} has 2 tags (one, two): give one as {repo}:TAG" in res.error

@@ -63,9 +63,9 @@ class Reference:
     tag: str
 
     @classmethod
-    def parse(cls, ref: str, *, default_tag: str | None = None) -> Reference:
+    def parse(cls, ref: str, *, default_tag: str | None = None, untagged: bool = False) -> Reference:
         """HOST[:PORT]/REPOSITORY[:TAG], each part checked against the OCI distribution grammar (a reference is
-        user input, and its parts end up in URLs)."""
+        user input, and its parts end up in URLs). `untagged`: a missing tag is left empty (pull resolves it)."""
         if "/" not in ref:
             raise RegistryError(f"invalid registry reference {ref[:200]!r}: expected HOST[:PORT]/REPOSITORY[:TAG]")
         registry, _, rest = ref.partition("/")
@@ -78,6 +78,8 @@ class Reference:
         if not _REPOSITORY_RE.match(repository) or len(repository) > 255:
             raise RegistryError(f"invalid registry reference {ref[:200]!r}: repository {repository[:100]!r} must be "
                                 "lowercase path components of letters, digits and separators (. _ __ -)")
+        if not tag and untagged:
+            return cls(registry, repository, "")
         if not tag:
             raise RegistryError(f"invalid registry reference {ref[:200]!r}: no tag")
         if not _TAG_RE.match(tag):
@@ -237,9 +239,25 @@ class Registry:
             digest = resp.headers.get("Docker-Content-Digest", "")
         return PushResult(snapshot=m.ref, reference=str(self.ref), digest=digest, size_bytes=snapshot.size)
 
+    def resolve_tag(self) -> None:
+        """A reference without a tag (`pull HOST/REPO`): its only tag, or an error listing the tags there are (a
+        snapshot's tag names the app and key it holds; there is no meaningful "latest")."""
+        if self.ref.tag:
+            return
+        repo = f"{self.ref.registry}/{self.ref.repository}"
+        with self._translated("listing tags of"):
+            tags = sorted(t for t in self.client.get_tags(f"{repo}:x") if isinstance(t, str) and _TAG_RE.match(t))
+        if not tags:
+            raise RegistryError(f"{repo} has no tags: nothing to pull")
+        if len(tags) > 1:
+            shown = ", ".join(tags[:10]) + (f" (+{len(tags) - 10} more)" if len(tags) > 10 else "")
+            raise RegistryError(f"{repo} has {len(tags)} tags ({shown}): give one as {repo}:TAG")
+        self.ref = Reference(self.ref.registry, self.ref.repository, tags[0])
+
     def pull(self, store: SnapshotStore, *, trust: TrustPolicy = NO_POLICY) -> PullResult:
         """Download into staging, verify every blob against the OCI manifest and our manifest and the signature
         against `trust`, then publish."""
+        self.resolve_tag()
         with self._translated("pull from"):
             oci = self.client.get_manifest(str(self.ref))
         layers = _snapshot_layers(oci, str(self.ref))
