@@ -58,7 +58,8 @@ def pull(
     from warmstart.cache.registry import Reference, Registry
 
     trust = options.trust_policy(trust_key, require_signed)
-    result = Registry(Reference.parse(ref, untagged=True), insecure=insecure or None).pull(options.open_store(cache_dir), trust=trust)
+    registry = Registry(Reference.parse(ref, untagged=True), insecure=insecure or None)
+    result = registry.pull(options.open_store(cache_dir), trust=trust)
     if json_output:
         emit_json(result)
         return
