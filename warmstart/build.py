@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from warmstart import __version__, jvmhelper, labels, sandbox, signing
+from warmstart import __version__, crypt, jvmhelper, labels, sandbox, signing
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
-from warmstart.cache.store import Snapshot, SnapshotStore
+from warmstart.cache.store import Snapshot, SnapshotStore, snapshot_files
 from warmstart.containers import probe_container, published, remove_quietly
 from warmstart.engines.base import ContainerState, Engine, EngineInfo, criu_log_excerpt
 from warmstart.errors import CheckpointError, EngineError, HookError, ReadinessError, UniquenessError, UsageError
@@ -224,6 +224,7 @@ def build(
     compare_trim: bool = False,
     mode: str | None = None,
     sign_key: Path | None = None,
+    encryption_key_file: Path | None = None,
     progress: Progress = lambda _: None,
 ) -> BuildResult:
     """Build (or, for an unchanged app, reuse) the snapshot of `spec`. One build per key at a time: a second
@@ -239,10 +240,17 @@ def build(
     if spec.secret_env and mode == sandbox.CONTAINER:
         raise UsageError(f"app {spec.name!r} has secret_env, which needs a sandbox-mode build: a container-mode "
                          "checkpoint saves the container's environment, secrets included")
+    encryption_key = None
     if spec.secrets_during_warmup:
-        raise UsageError(f"app {spec.name!r}: secrets_during_warmup = true puts secret values in the snapshot, and "
-                         "this warmstart cannot encrypt snapshots yet",
-                         hint="read secrets after the restore (the helper hands them over) and drop the opt-in")
+        if mode != sandbox.SANDBOX:
+            raise UsageError(f"app {spec.name!r}: secrets_during_warmup needs a sandbox-mode build")
+        path = crypt.key_file(encryption_key_file)
+        if path is None:
+            raise UsageError(f"app {spec.name!r}: secrets_during_warmup = true puts secret values in the snapshot, "
+                             "which is then encrypted: give a key",
+                             hint=f"--encryption-key FILE or ${crypt.KEY_ENV} (`warmstart key encryption FILE` "
+                                  "writes one)")
+        encryption_key = crypt.load_key(path)
     if sign_key is not None:
         signing.load_signing_key(sign_key)  # a bad key fails now, not after the build
     image_id = prepare_image(spec, engine=engine, progress=progress)
@@ -274,21 +282,23 @@ def build(
             )
         return _build(spec, engine=engine, store=store, tag=tag, key=key, inputs=inputs, image_id=image_id,
                       info=info, host=host.to_dict(), compare_trim=compare_trim, start=start, progress=progress,
-                      mode=mode, sign_key=sign_key)
+                      mode=mode, sign_key=sign_key, encryption_key=encryption_key)
 
 
 def _build(
     spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str, key: str, inputs: dict[str, Any],
     image_id: str, info: EngineInfo, host: dict[str, Any], compare_trim: bool, start: float, progress: Progress,
-    mode: str, sign_key: Path | None,
+    mode: str, sign_key: Path | None, encryption_key: bytes | None,
 ) -> BuildResult:
     name = labels.build_name(spec.name)
     try:
         # The staging dir exists from the start: a sandbox build container dumps into it (mounted at OUT_MOUNT).
-        with store.staging(spec.name) as stage:
+        # A snapshot that will hold secrets is dumped to a tmpfs instead and reaches the staging dir encrypted.
+        with store.staging(spec.name) as stage, \
+                (crypt.plain_dir("build") if encryption_key else contextlib.nullcontext(stage)) as work:
             progress(f"starting {spec.image} as {name}" + (" under warmstart-init" if mode == sandbox.SANDBOX else ""))
             t = time.monotonic()
-            _start(spec, engine=engine, name=name, mode=mode, stage=stage)
+            _start(spec, engine=engine, name=name, mode=mode, stage=work)
             progress(f"waiting for {spec.probe.describe()}" if spec.probe else "waiting for the container")
             state = probe_container(engine, container=name, probe=spec.probe)
             ready_seconds = time.monotonic() - t  # cold time-to-ready, kept for comparison with restores
@@ -300,21 +310,22 @@ def _build(
             untrimmed = None
             if compare_trim:
                 progress("checkpointing once untrimmed, for comparison")
-                untrimmed = _checkpoint(engine, name, stage, mode=mode, sub="untrimmed", keep=False)
+                untrimmed = _checkpoint(engine, name, work, mode=mode, sub="untrimmed", keep=False)
             trimmed = trim(spec.trim, engine=engine, container=name)
             progress("checkpointing")
             t = time.monotonic()
-            _checkpoint(engine, name, stage, mode=mode)
+            _checkpoint(engine, name, work, mode=mode)
             checkpoint_seconds = time.monotonic() - t
-            progress("scanning the snapshot for secrets")
-            raise_if_found(scan(stage, secret_values(spec, required=False)), app=spec.name)
+            if not encryption_key:  # an encrypted snapshot holds its secrets on purpose, and never in clear
+                progress("scanning the snapshot for secrets")
+                raise_if_found(scan(work, secret_values(spec, required=False)), app=spec.name)
             if spec.uniqueness:
                 progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
-                uniqueness_gate(spec, engine=engine, store=store, stage=stage, mode=mode)
+                uniqueness_gate(spec, engine=engine, store=store, stage=work, mode=mode)
             progress("trial restore, timed against the cold start")
             restored_seconds: float | None = None
             try:
-                restored_seconds = trial_restore_seconds(spec, engine=engine, store=store, stage=stage, mode=mode)
+                restored_seconds = trial_restore_seconds(spec, engine=engine, store=store, stage=work, mode=mode)
             except (EngineError, ReadinessError, HookError) as exc:
                 # Kept: the failure may be this host's or this moment's (an after-restore hook reaching a service
                 # that is down); `run` tries, falls back cold and counts failures for the snapshot's circuit.
@@ -335,6 +346,10 @@ def _build(
                          **({"restored_ready_seconds": round(restored_seconds, 3)} if restored_seconds else {})},
             )
             remove_quietly(engine, name)  # before publishing: the container no longer writes into the snapshot
+            if encryption_key:
+                progress("encrypting the snapshot")
+                crypt.encrypt_tree(work, stage, snapshot_files(work), key=encryption_key)
+                manifest.encryption = {"algorithm": crypt.ALGORITHM, "key_id": crypt.key_id(encryption_key)}
             signer = (lambda m: signing.sign(m, sign_key)) if sign_key is not None else None
             snapshot: Snapshot = store.publish(stage, manifest, signer=signer)
         store.save_app(spec)

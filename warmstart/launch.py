@@ -6,15 +6,16 @@ service, unless they asked for restore-or-fail (`no_fallback`).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmstart import jvmhelper, labels, sandbox, signing
+from warmstart import crypt, jvmhelper, labels, sandbox, signing
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine
@@ -117,6 +118,11 @@ def usable_snapshot(
         if skip:
             reasons.append(skip)
             continue
+        if m.encryption:
+            problem = _key_problem(m.encryption)
+            if problem:
+                reasons.append(f"snapshot {snap.ref} is encrypted: {problem}")
+                continue
         try:
             store.verify(snap)
         except SnapshotCorrupt as exc:
@@ -277,7 +283,7 @@ def _restore(
     name = labels.instance_name(spec.name)
     progress(f"restoring {name} from snapshot {snapshot.ref} ({snapshot.manifest.mode} mode)")
     preload()
-    with removed_on_failure(engine, name):
+    with removed_on_failure(engine, name), _readable(snapshot) as source:
         if snapshot.manifest.mode == sandbox.SANDBOX:
             # A fresh container of the app's image whose PID 1 (our init) restores the app from the snapshot dir,
             # mounted read-only: nothing is copied or unpacked per launch.
@@ -286,7 +292,7 @@ def _restore(
                 env={**run_env(spec), **jvmhelper.restore_env(snapshot.manifest.spec)}, ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "restored", labels.INIT: "warmstart-init",
                         labels.SNAPSHOT: snapshot.ref},
-                volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro"),
+                volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro"),
                 extras=sandbox.RunExtras(),
             )
         else:
@@ -310,6 +316,9 @@ class Prestarted:
 
 def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: SnapshotStore) -> Prestarted:
     """Start a sandbox for `snapshot` that waits to be activated (sandbox-mode snapshots only)."""
+    if snapshot.manifest.encryption:
+        raise UsageError(f"snapshot {snapshot.ref} is encrypted: it is not pre-started (its clear text would wait "
+                         "in memory for a request)")
     if snapshot.manifest.mode != sandbox.SANDBOX:
         raise UsageError(f"snapshot {snapshot.ref} is a {snapshot.manifest.mode}-mode snapshot: only sandbox "
                          "snapshots can be pre-started")
@@ -382,6 +391,34 @@ def _cold(
         )
         state = started_state(container, name, bindings, restored=False)
         return _ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)
+
+
+@contextlib.contextmanager
+def _readable(snapshot: Snapshot) -> Iterator[Path]:
+    """The dir to mount for a restore: the snapshot itself, or (encrypted) its files decrypted into a tmpfs for the
+    time of the launch (CRIU has read them once the instance is ready)."""
+    if not snapshot.manifest.encryption:
+        yield snapshot.path
+        return
+    path = crypt.key_file()
+    if path is None:
+        raise CacheError(f"snapshot {snapshot.ref} is encrypted: set ${crypt.KEY_ENV} to its key file")
+    with crypt.decrypted(snapshot.path, list(snapshot.manifest.files), key=crypt.load_key(path)) as plain:
+        yield plain
+
+
+def _key_problem(encryption: dict[str, str]) -> str:
+    """Why this process cannot decrypt a snapshot encrypted as `encryption` says ("" when it can)."""
+    path = crypt.key_file()
+    if path is None:
+        return f"set ${crypt.KEY_ENV} to its key file"
+    try:
+        key = crypt.load_key(path)
+    except UsageError as exc:
+        return str(exc)
+    if crypt.key_id(key) != encryption.get("key_id"):
+        return f"{path} is key {crypt.key_id(key)}, the snapshot was encrypted with {encryption.get('key_id')}"
+    return ""
 
 
 def _runs_after_restore(snapshot: Snapshot) -> bool:

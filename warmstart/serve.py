@@ -167,9 +167,9 @@ class Front:
         try:
             snap, why = await asyncio.to_thread(usable_snapshot, self.spec, engine=self.engine, store=self.store,
                                                    trust=self.opts.trust)
-            if snap is None or snap.manifest.mode != sandbox.SANDBOX:
+            if snap is None or snap.manifest.mode != sandbox.SANDBOX or snap.manifest.encryption:
                 self.emit({"event": "pool_unavailable", "reason": why or f"snapshot {snap.ref if snap else ''} is "
-                           "not a sandbox snapshot"})
+                           "not a sandbox snapshot, or is encrypted (its clear text would wait in memory)"})
                 return
             pre = await asyncio.to_thread(prestart, self.spec, snap, engine=self.engine, store=self.store)
             if self.stopping:

@@ -5,6 +5,7 @@ the restored app sees it after the restore; a secret that reaches memory anyway 
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from pathlib import Path
 
@@ -99,3 +100,46 @@ def test_a_secret_that_reaches_memory_anyway_fails_the_build_naming_where(
     assert "holds a secret in clear: a GitHub token in images/pages-" in res.stderr
     assert cli("cache", "ls", owned_app, "--json").json["snapshots"] == []
     assert not any((cli.cache / ".staging").iterdir())  # nothing half-written left behind
+
+
+def test_a_secret_needed_during_warm_up_is_only_stored_encrypted(tmp_path: Path, cli: Cli, owned_app: str) -> None:
+    from warmstart import crypt
+
+    secret = f"sk-test-{uuid.uuid4().hex}"
+    key = tmp_path / "snapshot.key"
+    assert cli("key", "encryption", str(key)).returncode == 0
+    spec = _spec(tmp_path, owned_app, 'env = { USE_HELPER = "1" }\nsecrets_during_warmup = true\n')
+    refused = cli("build", "--name", owned_app, "-f", str(spec), env={"API_KEY": secret})
+    assert refused.returncode == 2 and "which is then encrypted: give a key" in refused.error
+    assert containers_of(owned_app) == []
+
+    built = cli("build", "--name", owned_app, "-f", str(spec), "--encryption-key", str(key), "--json",
+                env={"API_KEY": secret})
+    assert built.returncode == 0, built.stderr
+    snap = Path(built.json["snapshot_path"])
+    assert _files_holding(cli.cache, secret.encode()) == []  # at rest: only ciphertext
+    # ...of memory that does hold it: the app had the secret during warm-up.
+    manifest = json.loads((snap / "manifest.json").read_text())
+    assert manifest["encryption"]["key_id"] == crypt.key_id(crypt.load_key(key))
+    pages = next(n for n in manifest["files"] if n.startswith("images/pages-"))
+    crypt.decrypt_file(snap / pages, tmp_path / "pages.img", name=pages, key=crypt.load_key(key))
+    assert secret.encode() in (tmp_path / "pages.img").read_bytes()
+
+    env = {"API_KEY": secret, "WARMSTART_SNAPSHOT_KEY_FILE": str(key)}
+    before = set(Path("/dev/shm").glob("warmstart-restore-*"))
+    out = cli("run", owned_app, "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.json["mode"] == "restored", out.json["reason"]
+    assert http_json(out.json["ports"]["8080/tcp"], "/secret")["sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+    assert set(Path("/dev/shm").glob("warmstart-restore-*")) == before  # the clear copy is gone once it runs
+    assert cli("stop", out.json["name"]).returncode == 0
+
+    cold = cli("run", owned_app, "--json", env={"API_KEY": secret})
+    assert cold.json["mode"] == "cold" and "is encrypted: set $WARMSTART_SNAPSHOT_KEY_FILE" in cold.json["reason"]
+    assert cli("stop", cold.json["name"]).returncode == 0
+    wrong = tmp_path / "wrong.key"
+    assert cli("key", "encryption", str(wrong)).returncode == 0
+    cold = cli("run", owned_app, "--json", env={"API_KEY": secret, "WARMSTART_SNAPSHOT_KEY_FILE": str(wrong)})
+    assert cold.json["mode"] == "cold" and "the snapshot was encrypted with" in cold.json["reason"]
+    assert cli("stop", cold.json["name"]).returncode == 0
+    assert containers_of(owned_app) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -200,3 +201,56 @@ def test_the_store_records_failures_and_clears_them_on_success(tmp_path: Path) -
     assert (snap.path / ".health").stat().st_mode & 0o777 == 0o600
     store.record_restore(snap, None)
     assert store.health(snap) == Health() and not (snap.path / ".health").exists()
+
+
+# -- encryption at rest -----------------------------------------------------------------------------------------------
+
+def test_encrypted_files_round_trip_and_refuse_tampering(tmp_path: Path) -> None:
+    from warmstart import crypt
+    from warmstart.errors import CacheError
+
+    key_path = tmp_path / "k"
+    crypt.generate(key_path)
+    key = crypt.load_key(key_path)
+    data = os.urandom(crypt.CHUNK * 2 + 123)  # three chunks, the last short
+    (tmp_path / "plain").write_bytes(data)
+    crypt.encrypt_file(tmp_path / "plain", tmp_path / "enc", name="images/pages-1.img", key=key)
+    blob = (tmp_path / "enc").read_bytes()
+    assert data[:64] not in blob and (tmp_path / "enc").stat().st_mode & 0o777 == 0o600
+    crypt.decrypt_file(tmp_path / "enc", tmp_path / "back", name="images/pages-1.img", key=key)
+    assert (tmp_path / "back").read_bytes() == data
+
+    def refused(variant: bytes, name: str = "images/pages-1.img", k: bytes = key) -> None:
+        (tmp_path / "bad").write_bytes(variant)
+        (tmp_path / "out").unlink(missing_ok=True)
+        with pytest.raises(CacheError, match="does not decrypt"):
+            crypt.decrypt_file(tmp_path / "bad", tmp_path / "out", name=name, key=k)
+
+    block = crypt.CHUNK + crypt.TAG
+    refused(blob[:16 + block])  # truncated to its first chunk: that chunk is not marked final
+    refused(blob[:16] + blob[16 + block:16 + 2 * block] + blob[16:16 + block] + blob[16 + 2 * block:])  # reordered
+    refused(blob, name="images/pages-2.img")  # moved to another file
+    refused(blob, k=os.urandom(32))  # another key
+    flipped = bytearray(blob)
+    flipped[100] ^= 1
+    refused(bytes(flipped))
+
+
+def test_empty_files_and_key_file_rules(tmp_path: Path) -> None:
+    from warmstart import crypt
+
+    key = os.urandom(32)
+    (tmp_path / "empty").write_bytes(b"")
+    crypt.encrypt_file(tmp_path / "empty", tmp_path / "enc", name="rootfs.tar", key=key)
+    crypt.decrypt_file(tmp_path / "enc", tmp_path / "back", name="rootfs.tar", key=key)
+    assert (tmp_path / "back").read_bytes() == b""
+    loose = tmp_path / "loose.key"
+    loose.write_text(key.hex())
+    loose.chmod(0o644)
+    with pytest.raises(UsageError, match="readable by others"):
+        crypt.load_key(loose)
+    loose.chmod(0o600)
+    assert crypt.load_key(loose) == key
+    loose.write_text("short")
+    with pytest.raises(UsageError, match="is not 32 bytes"):
+        crypt.load_key(loose)

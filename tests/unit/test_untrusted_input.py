@@ -205,7 +205,7 @@ def test_symlinked_cache_subdir_is_refused(tmp_path: Path, outside: Path) -> Non
     ("app", "../../x", "invalid app name"),
     ("tag", "../../../somewhere", "invalid tag"),
     ("app", None, "app: expected a string, got NoneType"),
-    ("engine", {"name": 1}, "engine and image must hold strings only"),
+    ("engine", {"name": 1}, "engine, image and encryption must hold strings only"),
     ("timings", {"x": "slow"}, "timings: expected an object of numbers"),
     ("spec", "x", "spec: expected an object, got str"),
     ("schema_version", "1", "has no integer schema_version"),

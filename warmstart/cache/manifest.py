@@ -49,6 +49,7 @@ class Manifest:
     key_inputs: dict[str, Any] = field(default_factory=dict)
     files: dict[str, FileEntry] = field(default_factory=dict)  # every stored file but this one
     timings: dict[str, float] = field(default_factory=dict)
+    encryption: dict[str, str] = field(default_factory=dict)  # algorithm and key_id when the files are encrypted
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -99,11 +100,12 @@ class Manifest:
         for name in ("engine", "image", "spec"):
             if not isinstance(raw.get(name), dict):
                 raise bad(name, "an object")
-        for name in ("host", "key_inputs", "files", "timings"):
+        for name in ("host", "key_inputs", "files", "timings", "encryption"):
             if not isinstance(raw.get(name, {}), dict):
                 raise bad(name, "an object")
-        if not all(isinstance(v, str) for d in (raw["engine"], raw["image"]) for v in d.values()):
-            raise ManifestError(f"snapshot manifest {source}: engine and image must hold strings only")
+        if not all(isinstance(v, str) for d in (raw["engine"], raw["image"], raw.get("encryption", {}))
+                   for v in d.values()):
+            raise ManifestError(f"snapshot manifest {source}: engine, image and encryption must hold strings only")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.get("timings", {}).values()):
             raise bad("timings", "an object of numbers")
         try:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -54,6 +55,11 @@ def build(
         ),
     ] = None,
     sign_key: options.SignKey = None,
+    encryption_key: Annotated[
+        Path | None,
+        typer.Option("--encryption-key", help="Key file for apps with secrets_during_warmup (their snapshot is "
+                     "encrypted) [default: $WARMSTART_SNAPSHOT_KEY_FILE]", show_default=False),
+    ] = None,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -106,6 +112,7 @@ def build(
             compare_trim=compare_trim,
             mode=mode,
             sign_key=signing.signing_key(sign_key),
+            encryption_key_file=encryption_key,
             progress=progress,
         )
         for s in specs
