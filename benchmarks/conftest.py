@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port  # noqa: F401  (one home for it; the benchmark modules import it from here)
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 WARMSTART = str(Path(sys.executable).with_name("warmstart"))
@@ -25,14 +27,6 @@ COLLECTED: dict[str, dict[str, Any]] = {}  # app -> metric -> value
 
 def record(app: str, **metrics: Any) -> None:
     COLLECTED.setdefault(app, {}).update(metrics)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def outside_ttr(argv: list[str], *, port: int, path: str = "/healthz", timeout: float = 180,
