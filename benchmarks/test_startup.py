@@ -189,10 +189,12 @@ def test_raw_podman_restore(benchmark: Any, built: dict[str, Any], cache: Path) 
 def test_criu_restore_in_a_started_container(benchmark: Any, built: dict[str, Any], cache: Path) -> None:
     """The floor: the container is already up (network, ports published; `sleep` as PID 1, untimed), and only the
     restore is timed, triggered with `podman exec` of the same init and CRIU on the same snapshot dir."""
-    from warmstart import sandbox
+    from warmstart import jvmhelper, sandbox
 
     snapshot = Path(built["snapshot_path"])
-    image = json.loads((snapshot / "manifest.json").read_text())["image"]["ref"]
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    image = manifest["image"]["ref"]
+    helper_env = [f"--env={k}={v}" for k, v in jvmhelper.restore_env(manifest["spec"]).items()]
     pending: list[tuple[str, int]] = []
 
     def launch() -> tuple[dict[str, Any], str]:
@@ -206,7 +208,8 @@ def test_criu_restore_in_a_started_container(benchmark: Any, built: dict[str, An
         mounts = [f"--volume={m}" for m in [*sandbox.tool_mounts(), f"{snapshot}:{sandbox.SNAPSHOT_MOUNT}:ro"]]
         privileges = [f"--cap-add={c}" for c in sandbox.CAP_ADD] + [f"--security-opt={o}" for o in sandbox.SECURITY_OPT]
         subprocess.run(["podman", "run", "-d", "--name", name, "--label", f"io.warmstart.session={SESSION}",
-                        *mounts, *privileges, "-p", f"127.0.0.1:{port}:8080", "--entrypoint", "sleep", image,
+                        *mounts, *privileges, *helper_env, "-p", f"127.0.0.1:{port}:8080", "--entrypoint", "sleep",
+                        image,
                         "infinity"], check=True, capture_output=True)
         pending.append((name, port))
 
