@@ -18,10 +18,11 @@ and `python_helper = true` in the app's warmstart.toml. Before the checkpoint wa
 `python3 -m warmstart_helper before_checkpoint` in the container, which asks the app (over an abstract Unix
 socket) to run the before-hooks and waits for them; with `trim.python = true` it then runs
 `python3 -m warmstart_helper trim`: `gc.collect()` plus glibc's `malloc_trim(0)` inside the app. After a restore
-warmstart sends SIGUSR2, whose handler runs the after-restore hooks. The first
-after-restore steps are always `import_secrets` (the values of `secret_env`, which the snapshot never held,
-from the new container's init) and `reseed`: clones of one snapshot would otherwise share the state of `random` (and of
-numpy's global generator) and produce the same "random" numbers. `uuid.uuid4()` and `secrets` read the kernel's
+the new container's init asks the app over the same socket to run the after-restore steps and waits for them
+before the instance counts as ready (a whole-container restore, which has no init of ours, sends SIGUSR2
+instead). The first after-restore steps are always `import_secrets` (the values of `secret_env`, which the snapshot
+never held, from the init) and `reseed`: clones of one snapshot would otherwise share the state of `random` (and
+of numpy's global generator) and produce the same "random" numbers. `uuid.uuid4()` and `secrets` read the kernel's
 generator and need nothing.
 """
 

@@ -189,12 +189,13 @@ def test_raw_podman_restore(benchmark: Any, built: dict[str, Any], cache: Path) 
 def test_criu_restore_in_a_started_container(benchmark: Any, built: dict[str, Any], cache: Path) -> None:
     """The floor: the container is already up (network, ports published; `sleep` as PID 1, untimed), and only the
     restore is timed, triggered with `podman exec` of the same init and CRIU on the same snapshot dir."""
-    from warmstart import jvmhelper, sandbox
+    from warmstart import sandbox
+    from warmstart.hooks import init_env
 
     snapshot = Path(built["snapshot_path"])
     manifest = json.loads((snapshot / "manifest.json").read_text())
     image = manifest["image"]["ref"]
-    helper_env = [f"--env={k}={v}" for k, v in jvmhelper.restore_env(manifest["spec"]).items()]
+    helper_env = [f"--env={k}={v}" for k, v in init_env(manifest["spec"]).items()]
     pending: list[tuple[str, int]] = []
 
     def launch() -> tuple[dict[str, Any], str]:

@@ -10,6 +10,7 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -17,9 +18,46 @@ import (
 )
 
 const (
-	CracPortVar          = "WARMSTART_CRAC_PORT" // shared with warmstart/jvmhelper.py
-	ExitAfterRestoreFail = 125                   // the app's afterRestore failed: the restore is not usable
+	CracPortVar          = "WARMSTART_CRAC_PORT"     // shared with warmstart/jvmhelper.py
+	PyHelperVar          = "WARMSTART_PYTHON_HELPER" // "1": the app uses warmstart_helper (warmstart/hooks.py)
+	PyHelperSocket       = "@warmstart-helper"       // warmstart_helper.SOCKET_NAME
+	ExitAfterRestoreFail = 125                       // the app's afterRestore failed: the restore is not usable
 )
+
+// pyAfterRestore asks the Python helper in the restored app to run its after-restore steps (secrets, reseeding,
+// the app's hooks) and waits for them, as `python3 -m warmstart_helper after_restore` would, without an exec.
+func pyAfterRestore(wait, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(wait)
+	var conn net.Conn
+	var err error
+	for {
+		conn, err = net.DialTimeout("unix", PyHelperSocket, time.Second)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return "", fmt.Errorf("the app's warmstart_helper does not answer (%v): does it call warmstart_helper.install()?", err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := conn.Write([]byte("after_restore")); err != nil {
+		return "", err
+	}
+	if uc, ok := conn.(*net.UnixConn); ok {
+		_ = uc.CloseWrite()
+	}
+	reply, err := io.ReadAll(conn)
+	if err != nil {
+		return "", err
+	}
+	text := strings.TrimSpace(string(reply))
+	if text != "ok" {
+		return text, fmt.Errorf("%s", text)
+	}
+	return text, nil
+}
 
 // cracCall sends one command to the agent, retrying the connection until `wait` has passed (a restored JVM's
 // listener is back at once; a booting one may not be up yet), and returns the agent's reply.

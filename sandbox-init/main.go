@@ -624,6 +624,11 @@ func restore(args []string) {
 			os.Exit(ExitAfterRestoreFail)
 		}
 	}
+	if os.Getenv(PyHelperVar) == "1" { // a Python app with warmstart_helper: failures are reported, never fatal
+		if _, err := pyAfterRestore(5*time.Second, 60*time.Second); err != nil {
+			fmt.Fprintf(os.Stderr, "warmstart-init: warmstart_helper after_restore failed: %v\n", err)
+		}
+	}
 	// The line a log readiness probe waits for after a restore (warmstart/sandbox.py RESTORED_LINE): the app
 	// printed its own ready line before the checkpoint and will not print it again.
 	fmt.Fprintf(os.Stderr, "warmstart-init: restored pid %d in %d ms\n", meta.Pid, time.Since(start).Milliseconds())

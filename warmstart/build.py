@@ -25,7 +25,7 @@ from warmstart.cache.store import Snapshot, SnapshotStore, snapshot_files
 from warmstart.containers import probe_container, published, remove_quietly
 from warmstart.engines.base import ContainerState, Engine, EngineInfo, criu_log_excerpt
 from warmstart.errors import CheckpointError, EngineError, HookError, ReadinessError, UniquenessError, UsageError
-from warmstart.hooks import after_restore_hooks, before_checkpoint_hooks, run_hooks
+from warmstart.hooks import after_restore_hooks, before_checkpoint_hooks, init_env, run_hooks
 from warmstart.host import host_facts
 from warmstart.labels import pid_alive
 from warmstart.ports import reserved
@@ -130,7 +130,7 @@ def _trial_clone(
             start = time.monotonic()
             if mode == sandbox.SANDBOX:
                 cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(),
-                                 env={**_trial_env(spec), **jvmhelper.restore_env(spec.to_dict())},
+                                 env={**_trial_env(spec), **init_env(spec.to_dict())},
                                  ports=bindings,
                                  labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
                                          labels.INIT: "warmstart-init"},
@@ -140,9 +140,10 @@ def _trial_clone(
             else:
                 cid = engine.restore(archive=stage / CHECKPOINT_FILE, name=name, ports=bindings)
         state = started_state(cid, name, bindings, restored=True)
-        run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
+        by_init = mode == sandbox.SANDBOX
+        run_hooks("after_restore", after_restore_hooks(spec, by_init=by_init), engine=engine, state=state)
         state = probe_container(engine, container=name, probe=spec.probe, known=state,
-                                after_init=mode == sandbox.SANDBOX and bool(spec.jvm_helper))
+                                after_init=by_init and bool(init_env(spec.to_dict())))
         yield state, time.monotonic() - start
     finally:
         remove_quietly(engine, name)

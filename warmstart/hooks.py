@@ -3,6 +3,8 @@ reopen and reseed after a restore. Each runs with its own timeout; the first fai
 
 from __future__ import annotations
 
+from typing import Any
+
 from warmstart import jvmhelper
 from warmstart.containers import published
 from warmstart.engines.base import ContainerState, Engine
@@ -26,9 +28,23 @@ def before_checkpoint_hooks(spec: AppSpec) -> tuple[HookSpec, ...]:
             + ((jvmhelper.BEFORE_CHECKPOINT,) if spec.jvm_helper else ()))
 
 
-def after_restore_hooks(spec: AppSpec) -> tuple[HookSpec, ...]:
-    """The helper first (reseed before anything else runs), then the app's own hooks."""
-    return ((HELPER_AFTER,) if spec.python_helper else ()) + spec.after_restore
+def after_restore_hooks(spec: AppSpec, *, by_init: bool = False) -> tuple[HookSpec, ...]:
+    """The helper first (secrets and reseeding before anything else runs), then the app's own hooks. `by_init`: a
+    sandbox restore, whose init has already run the helpers' after-restore steps (init_env) and waited for them."""
+    return ((HELPER_AFTER,) if spec.python_helper and not by_init else ()) + spec.after_restore
+
+
+PYTHON_HELPER_VAR = "WARMSTART_PYTHON_HELPER"  # sandbox-init/crac.go PyHelperVar
+
+
+def init_env(snapshot_spec: dict[str, Any]) -> dict[str, str]:
+    """What a restoring sandbox's init needs to run the helpers' after-restore steps itself, right after CRIU's
+    restore and before the instance counts as ready (no engine round trip, no race with the first request). It
+    depends on how the snapshot was built (its manifest's spec)."""
+    env = jvmhelper.restore_env(snapshot_spec)
+    if snapshot_spec.get("python_helper") is True:
+        env[PYTHON_HELPER_VAR] = "1"
+    return env
 
 
 def run_hooks(phase: str, hooks: tuple[HookSpec, ...], *, engine: Engine, state: ContainerState) -> list[str]:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmstart import crypt, jvmhelper, labels, sandbox, signing
+from warmstart import crypt, labels, sandbox, signing
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine
@@ -34,7 +34,7 @@ from warmstart.errors import (
     UsageError,
     WarmstartError,
 )
-from warmstart.hooks import after_restore_hooks, run_hooks
+from warmstart.hooks import after_restore_hooks, init_env, run_hooks
 from warmstart.host import host_facts, incompatibilities
 from warmstart.ports import reserved
 from warmstart.probes import preload
@@ -289,7 +289,7 @@ def _restore(
             # mounted read-only: nothing is copied or unpacked per launch.
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(),
-                env={**run_env(spec), **jvmhelper.restore_env(snapshot.manifest.spec)}, ports=bindings,
+                env={**run_env(spec), **init_env(snapshot.manifest.spec)}, ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "restored", labels.INIT: "warmstart-init",
                         labels.SNAPSHOT: snapshot.ref},
                 volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro"),
@@ -298,7 +298,8 @@ def _restore(
         else:
             container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
         state = started_state(container, name, bindings, restored=True)
-        run_hooks("after_restore", after_restore_hooks(spec), engine=engine, state=state)
+        by_init = snapshot.manifest.mode == sandbox.SANDBOX
+        run_hooks("after_restore", after_restore_hooks(spec, by_init=by_init), engine=engine, state=state)
         return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref,
                       after_init=_runs_after_restore(snapshot))
 
@@ -330,7 +331,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
         with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings, removed_on_failure(engine, name):
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(wait=True),
-                env={**run_env(spec), **jvmhelper.restore_env(snapshot.manifest.spec)},
+                env={**run_env(spec), **init_env(snapshot.manifest.spec)},
                 ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
                         labels.SNAPSHOT: snapshot.ref,
@@ -354,7 +355,7 @@ def activate(pre: Prestarted, *, engine: Engine, trigger_timeout: float = 10.0) 
             _trigger(pre.ctl / sandbox.TRIGGER, timeout=trigger_timeout)
         finally:
             shutil.rmtree(pre.ctl, ignore_errors=True)
-        run_hooks("after_restore", after_restore_hooks(pre.spec), engine=engine, state=pre.state)
+        run_hooks("after_restore", after_restore_hooks(pre.spec, by_init=True), engine=engine, state=pre.state)
         return _ready(pre.spec, engine=engine, state=pre.state, mode="restored", start=start,
                       after_init=_runs_after_restore(pre.snapshot),
                       snapshot=pre.snapshot.ref)
@@ -423,7 +424,7 @@ def _key_problem(encryption: dict[str, str]) -> str:
 
 def _runs_after_restore(snapshot: Snapshot) -> bool:
     """Whether the restoring init runs the app's afterRestore before it is ready (the JVM helper)."""
-    return snapshot.manifest.mode == sandbox.SANDBOX and bool(jvmhelper.restore_env(snapshot.manifest.spec))
+    return snapshot.manifest.mode == sandbox.SANDBOX and bool(init_env(snapshot.manifest.spec))
 
 
 def _ready(

@@ -195,7 +195,7 @@ def parse_size(text: str, *, unit_required: bool = False) -> int:
     """Bytes from "1048576", "500M", "2G", "1.5GiB" (binary multiples). On the command line (`unit_required`) a
     bare number is refused: "--max-size 500" is more likely a slip than 500 bytes."""
     m = _SIZE_RE.match(text)
-    if not m or (unit_required and not m.group(2)):
+    if not m or (unit_required and not re.search(r"[a-zA-Z]\s*$", text)):
         raise UsageError(f"invalid size {text!r}: expected a number with a unit, e.g. 500M, 2G" if unit_required
                          else f"invalid size {text!r}: expected a number of bytes or e.g. 500M, 2G")
     return int(float(m.group(1)) * 1024 ** "_KMGT".index((m.group(2) or "_").upper()))

@@ -174,7 +174,7 @@ def test_cache_trees_are_read_and_pruned_without_leaving_the_cache(
             (store.snapshots / "trap-entry").mkdir(mode=0o700)
             os.symlink(outside / "victim", store.snapshots / "trap-entry" / "t1")
         before = sorted(p.name for p in outside.rglob("*"))
-        for call in (store.list, store.broken, lambda: [store.resolve(f"{a}:{t}") for a, t, _, _ in entries],
+        for call in (store.snapshots_of, store.broken, lambda: [store.resolve(f"{a}:{t}") for a, t, _, _ in entries],
                      lambda: [store.load_app(a) for a, _, _, _ in entries],
                      lambda: [store.verify(s) for s in store.snapshots_of()], lambda: prune(store, keep=0)):
             try:

@@ -103,7 +103,7 @@ def test_prune_by_count_size_and_age(cli: Cli, owned_app: str) -> None:
     dry = cli("cache", "prune", "--keep", "1", "--dry-run", "--json").json
     assert set(dry["removed"]) >= set(snaps[:2]) and dry["dry_run"]
     assert len(cli("cache", "ls", owned_app, "--json").json["snapshots"]) == 3
-    by_size = cli("cache", "prune", "--app", owned_app, "--max-size", str(int(size * 2.5)), "--json").json
+    by_size = cli("cache", "prune", "--app", owned_app, "--max-size", f"{int(size * 2.5)}B", "--json").json
     assert by_size["removed"] == [snaps[0]] and by_size["kept"] == [snaps[2], snaps[1]]
     assert cli("cache", "prune", "--app", owned_app, "--older-than", "1h", "--json").json["removed"] == []
     time.sleep(1.1)
