@@ -208,3 +208,32 @@ def test_pull_without_a_tag_takes_the_only_one_or_lists_them(tmp_path: Path, cli
     assert cli("push", built["snapshot"], f"{repo}:two", env=env).returncode == 0
     res = other("pull", repo, env=env)
     assert res.returncode == 1 and f"{repo} has 2 tags (one, two): give one as {repo}:TAG" in res.error
+
+
+def test_credentials_come_from_a_docker_credential_helper(tmp_path: Path, cli: Cli, owned_app: str,
+                                                          registry: RegistryServer) -> None:
+    """docker's config names a credential helper for the registry (credHelpers): warmstart runs it with the
+    helper protocol (`get`, the server on stdin, JSON on stdout), as docker does."""
+    bin_dir, config_dir = tmp_path / "bin", tmp_path / "docker"
+    bin_dir.mkdir()
+    config_dir.mkdir()
+    helper = bin_dir / "docker-credential-testvault"
+    answer = json.dumps({"Username": registry.user, "Secret": registry.password})
+    helper.write_text(f"""#!/bin/sh
+read server
+case "$server" in
+  *{registry.address}) echo '{answer}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+""")
+    helper.chmod(0o755)
+    (config_dir / "config.json").write_text(json.dumps({"credHelpers": {registry.address: "testvault"}}))
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "DOCKER_CONFIG": str(config_dir),
+           "REGISTRY_AUTH_FILE": str(tmp_path / "none.json")}
+    built = build(cli, owned_app)
+    pushed = cli("push", built["snapshot"], f"{registry.address}/warmstart/{owned_app}:v1", env=env)
+    assert pushed.returncode == 0, pushed.stderr
+
+    (config_dir / "config.json").write_text(json.dumps({"credsStore": "missing"}))
+    res = cli("push", built["snapshot"], f"{registry.address}/warmstart/{owned_app}:v2", env=env)
+    assert res.returncode == 1 and "credential helper docker-credential-missing is not on PATH" in res.error

@@ -127,14 +127,24 @@ def _auth_files() -> list[Path]:
 
 
 def credentials(registry: str) -> tuple[str, str] | None:
-    """(user, password) for `registry`: from the environment, else the first auth file with an entry for it."""
+    """(user, password) for `registry`: from the environment, else the first auth file with an entry for it, or
+    whose credential helper (`credHelpers` for the host, else `credsStore`: docker's config) has one."""
     if os.environ.get(USER_ENV) and os.environ.get(PASSWORD_ENV):
         return os.environ[USER_ENV], os.environ[PASSWORD_ENV]
     for path in _auth_files():
         try:
-            auths = json.loads(path.read_text()).get("auths", {})
+            config = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
+        if not isinstance(config, dict):
+            continue
+        helpers = config.get("credHelpers")
+        helper = (helpers.get(registry) if isinstance(helpers, dict) else None) or config.get("credsStore")
+        if isinstance(helper, str) and helper:
+            found = _from_helper(helper, registry)
+            if found is not None:
+                return found
+        auths = config.get("auths", {})
         if not isinstance(auths, dict):
             continue
         entry = auths.get(registry) or auths.get(f"https://{registry}") or auths.get(f"http://{registry}")
@@ -147,6 +157,36 @@ def credentials(registry: str) -> tuple[str, str] | None:
                 raise RegistryError(f"the credentials for {registry} in {path} are malformed (expected base64 of "
                                     "USER:PASSWORD)", hint=f"log in again: podman login {registry}")
             return user, password
+    return None
+
+
+def _from_helper(helper: str, registry: str) -> tuple[str, str] | None:
+    """Ask docker-credential-HELPER for `registry` (the docker credential helper protocol: `get`, the server URL on
+    stdin, {"Username", "Secret"} on stdout). None when it has nothing for the host; an error when it fails."""
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", helper):
+        raise RegistryError(f"credential helper name {helper[:60]!r} is not a plain program name")
+    program = shutil.which(f"docker-credential-{helper}")
+    if program is None:
+        raise RegistryError(f"credential helper docker-credential-{helper} is not on PATH",
+                            hint=f"install it, or set ${USER_ENV} and ${PASSWORD_ENV}")
+    import subprocess
+
+    for server in (registry, f"https://{registry}"):
+        try:
+            proc = subprocess.run([program, "get"], input=server, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise RegistryError(f"credential helper docker-credential-{helper} failed: {exc}") from exc
+        if proc.returncode != 0:
+            if "credentials not found" in (proc.stdout + proc.stderr).lower():
+                continue
+            raise RegistryError(f"credential helper docker-credential-{helper} failed for {registry}: "
+                                f"{(proc.stderr or proc.stdout).strip()[:200]}")
+        try:
+            answer = json.loads(proc.stdout)
+            return str(answer["Username"]), str(answer["Secret"])
+        except (ValueError, KeyError, TypeError):
+            raise RegistryError(f"credential helper docker-credential-{helper} answered something else than "
+                                '{"Username": ..., "Secret": ...}') from None
     return None
 
 
