@@ -53,7 +53,8 @@ def list_instances(*, engine: Engine, app: str | None = None) -> list[Instance]:
         wanted[labels.APP] = app
     states = engine.list(labels=wanted)
     return sorted(
-        (Instance.from_state(s) for s in states if s.name.startswith(labels.INSTANCE_PREFIX)),
+        (Instance.from_state(s) for s in states
+         if s.name.startswith(labels.INSTANCE_PREFIX) or s.labels.get(labels.INSTANCE) == "true"),
         key=lambda i: (i.app, i.name),
     )
 

@@ -4,6 +4,7 @@ find exactly what is ours and nothing else (the testcontainers `labels.py` idea)
 from __future__ import annotations
 
 import os
+import re
 
 PREFIX = "io.warmstart"
 MANAGED = f"{PREFIX}.managed"  # "true" on every container warmstart creates
@@ -18,6 +19,8 @@ SESSION = f"{PREFIX}.session"  # $WARMSTART_SESSION when set: lets a test run or
 
 BUILD_PREFIX = "wsb-"  # build containers; restored instances inherit the build's labels, so names tell them apart
 INSTANCE_PREFIX = "ws-"
+INSTANCE = f"{PREFIX}.instance"  # "true" on sandbox and cold instances (named or not); restored whole containers
+#                                   keep their build's labels, so those are known by the INSTANCE_PREFIX of their name
 
 
 def labels_for(app: str) -> dict[str, str]:
@@ -46,3 +49,31 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # what docker and podman accept as a container name
+
+
+def validate_instance_name(name: str) -> str:
+    """A `run --name`: a container name the engines accept that is not one of our build containers'."""
+    from warmstart.errors import UsageError
+
+    if not NAME_RE.match(name) or name.startswith(BUILD_PREFIX):
+        raise UsageError(f"invalid instance name {name[:80]!r}: letters, digits, '_', '.', '-' (up to 128), not "
+                         f"starting with {BUILD_PREFIX!r}")
+    return name
+
+
+def user_labels(pairs: list[str]) -> dict[str, str]:
+    """`run --label KEY=VALUE` pairs; our own io.warmstart.* keys cannot be set or overridden."""
+    from warmstart.errors import UsageError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or "\n" in pair:
+            raise UsageError(f"invalid --label {pair[:80]!r}: expected KEY=VALUE")
+        if key.startswith(PREFIX + "."):
+            raise UsageError(f"--label {key}: the {PREFIX}.* labels are warmstart's own")
+        out[key] = value
+    return out

@@ -204,6 +204,8 @@ def launch(
     spec: AppSpec | None = None,
     registry: str | None = None,
     trust: TrustPolicy = NO_POLICY,
+    name: str | None = None,
+    extra_labels: dict[str, str] | None = None,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
     """Start one instance of `app` (APP or APP:TAG): pull (with `registry`, when missing here) -> choose a usable
@@ -218,6 +220,9 @@ def launch(
         if pull_failure and no_fallback:
             raise RegistryError(pull_failure)
     known = known_app(app, store=store, spec=spec, tag=tag)
+    if name is not None and engine.inspect(container=labels.validate_instance_name(name)) is not None:
+        # Refused before anything starts: a failed launch removes its container by name, which must be ours.
+        raise UsageError(f"a container named {name} already exists", hint="choose another --name, or stop it first")
     if tag and not cold and not pull_failure:
         _require_tag(app, tag, store=store)
     with reserved(resolve_ports(known.spec, ports), lock_dir=store.locks) as bindings:
@@ -226,8 +231,9 @@ def launch(
         reason = f"{pull_failure}; {reason}" if pull_failure and reason else reason
         if snapshot is None and no_fallback:
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
+        placement = Placement(name or labels.instance_name(known.spec.name), extra_labels or {})
         return _restore_or_cold(known, snapshot, reason, engine=engine, store=store, bindings=bindings, start=start,
-                                no_fallback=no_fallback, progress=progress)
+                                no_fallback=no_fallback, placement=placement, progress=progress)
 
 
 def _require_tag(app: str, tag: str, *, store: SnapshotStore) -> None:
@@ -253,13 +259,14 @@ def _choose(
 
 def _restore_or_cold(
     known: KnownApp, snapshot: Snapshot | None, reason: str, *, engine: Engine, store: SnapshotStore,
-    bindings: list[PortBinding], start: float, no_fallback: bool, progress: Progress,
+    bindings: list[PortBinding], start: float, no_fallback: bool, placement: Placement, progress: Progress,
 ) -> LaunchResult:
     """Restore `snapshot` (recording the outcome for its circuit), else or on failure start cold, saying why."""
     spec = known.spec
     if snapshot is not None:
         try:
-            restored = _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress)
+            restored = _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress,
+                                placement=placement)
             store.record_restore(snapshot, None)
             return restored
         except (EngineError, ReadinessError, HookError, CacheError) as exc:
@@ -274,13 +281,24 @@ def _restore_or_cold(
             progress(f"{reason}; starting cold")
     if known.cold_blocker:
         raise UnknownAppError(f"cannot start {spec.name!r} cold ({reason}): {known.cold_blocker}")
-    return _cold(spec, engine=engine, bindings=bindings, start=start, reason=reason, progress=progress)
+    return _cold(spec, engine=engine, bindings=bindings, start=start, reason=reason, progress=progress,
+                 placement=placement)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the user names about a new instance: its container name and extra labels (`run --name/--label`)."""
+
+    name: str
+    labels: dict[str, str]
 
 
 def _restore(
-    spec: AppSpec, snapshot: Snapshot, *, engine: Engine, bindings: list[PortBinding], start: float, progress: Progress
+    spec: AppSpec, snapshot: Snapshot, *, engine: Engine, bindings: list[PortBinding], start: float, progress: Progress,
+    placement: Placement | None = None,
 ) -> LaunchResult:
-    name = labels.instance_name(spec.name)
+    placement = placement or Placement(labels.instance_name(spec.name), {})
+    name = placement.name
     progress(f"restoring {name} from snapshot {snapshot.ref} ({snapshot.manifest.mode} mode)")
     preload()
     with removed_on_failure(engine, name), _readable(snapshot) as source:
@@ -290,8 +308,8 @@ def _restore(
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(),
                 env={**run_env(spec), **init_env(snapshot.manifest.spec)}, ports=bindings,
-                labels={**labels.labels_for(spec.name), labels.MODE: "restored", labels.INIT: "warmstart-init",
-                        labels.SNAPSHOT: snapshot.ref},
+                labels={**placement.labels, **labels.labels_for(spec.name), labels.MODE: "restored",
+                        labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
                 volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro"),
                 extras=sandbox.RunExtras(),
             )
@@ -381,14 +399,17 @@ def _trigger(fifo: Path, *, timeout: float) -> None:
 
 
 def _cold(
-    spec: AppSpec, *, engine: Engine, bindings: list[PortBinding], start: float, reason: str, progress: Progress
+    spec: AppSpec, *, engine: Engine, bindings: list[PortBinding], start: float, reason: str, progress: Progress,
+    placement: Placement | None = None,
 ) -> LaunchResult:
-    name = labels.instance_name(spec.name)
+    placement = placement or Placement(labels.instance_name(spec.name), {})
+    name = placement.name
     progress(f"starting {name} cold: {reason}")
     with removed_on_failure(engine, name):
         container = engine.run(
             name=name, image=spec.image, command=list(spec.command), env=run_env(spec), ports=bindings,
-            labels=labels.labels_for(spec.name), volumes=spec.volumes,
+            labels={**placement.labels, **labels.labels_for(spec.name), labels.INSTANCE: "true"},
+            volumes=spec.volumes,
         )
         state = started_state(container, name, bindings, restored=False)
         return _ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)

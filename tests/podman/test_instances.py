@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
-from tests.conftest import Cli, containers_of
+from tests.conftest import BASE_IMAGE, Cli, containers_of
 from tests.helpers import build
 
 pytestmark = pytest.mark.podman
@@ -38,3 +40,32 @@ def test_stop_at_once_by_default(cli: Cli, owned_app: str) -> None:
     assert cli("stop", name, "--json").json == {"stopped": [name], "exit_codes": {name: None}}
     assert containers_of(owned_app) == []
     assert cli("stop", "-t", "-1", "--all").returncode == 2
+
+
+def test_run_with_a_name_and_labels_and_a_name_that_is_taken(cli: Cli, owned_app: str) -> None:
+    build(cli, owned_app)
+    name = f"shop-{owned_app}"
+    out = cli("run", owned_app, "--name", name, "--label", "team=payments", "--json")
+    assert out.returncode == 0, out.stderr
+    assert out.json["name"] == name and out.json["mode"] == "restored"
+    shown = cli("inspect", name, "--json").json
+    assert shown["labels"]["team"] == "payments" and shown["snapshot"].startswith(f"{owned_app}:")
+    assert name in [i["name"] for i in cli("ps", "--app", owned_app, "--json").json["instances"]]
+
+    # A taken name is refused before anything starts, and the container that has it is left alone.
+    again = cli("run", owned_app, "--name", name)
+    assert again.returncode == 2 and f"a container named {name} already exists" in again.error
+    stranger = f"not-ours-{owned_app}"
+    subprocess.run(["podman", "run", "-d", "--name", stranger, "--label", f"io.warmstart.app={owned_app}",
+                    BASE_IMAGE, "sleep", "60"], check=True, capture_output=True)
+    try:
+        taken = cli("run", owned_app, "--name", stranger)
+        assert taken.returncode == 2 and "already exists" in taken.error
+        assert subprocess.run(["podman", "container", "exists", stranger]).returncode == 0
+        assert cli("stop", stranger).returncode == 2  # not one of ours: stop refuses it too
+    finally:
+        subprocess.run(["podman", "rm", "-f", "-t", "0", stranger], capture_output=True)
+    assert cli("run", owned_app, "--label", "io.warmstart.app=x").returncode == 2
+    assert cli("run", owned_app, "--name", "wsb-sneaky").returncode == 2
+    assert cli("stop", name).returncode == 0
+    assert containers_of(owned_app) == []

@@ -126,7 +126,8 @@ def trust_policy(keys: list[Path] | None, require: bool) -> Any:
 
 def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, registry: str | None,
         file: Path | None, cache_dir: Path | None, engine: str | None, json_output: bool,
-        require_signed: bool = False, trust_key: list[Path] | None = None) -> None:
+        require_signed: bool = False, trust_key: list[Path] | None = None, name: str | None = None,
+        label: list[str] | None = None) -> None:
     """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
     from warmstart.launch import launch
 
@@ -134,8 +135,11 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
     trust = trust_policy(trust_key, require_signed)
     spec = load_spec_file(file).get(app)
     store = open_store(cache_dir)
+    from warmstart.labels import user_labels
+
     launched = launch(app, engine=engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
-                      cold=cold, spec=spec, registry=registry, trust=trust, progress=progress)
+                      cold=cold, spec=spec, registry=registry, trust=trust, name=name,
+                      extra_labels=user_labels(label or []), progress=progress)
     if json_output:
         emit_json(launched)
         return
@@ -172,6 +176,8 @@ def run_parser() -> Any:
     p.add_argument("--json", action="store_true", dest="json_output")
     p.add_argument("--require-signed", action="store_true")
     p.add_argument("--trust-key", action="append", type=Path)
+    p.add_argument("--name")
+    p.add_argument("--label", action="append")
     return p
 
 

@@ -35,6 +35,12 @@ def run(
     json_output: options.JsonOpt = False,
     require_signed: options.RequireSigned = False,
     trust_key: options.TrustKey = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Container name of the instance [default: ws-APP-RANDOM].")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="KEY=VALUE label on the instance's container (repeatable).")
+    ] = None,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
     plain.run(
@@ -49,4 +55,6 @@ def run(
         json_output=json_output,
         require_signed=require_signed,
         trust_key=trust_key,
+        name=name,
+        label=label,
     )
