@@ -69,3 +69,41 @@ def test_run_with_a_name_and_labels_and_a_name_that_is_taken(cli: Cli, owned_app
     assert cli("run", owned_app, "--name", "wsb-sneaky").returncode == 2
     assert cli("stop", name).returncode == 0
     assert containers_of(owned_app) == []
+
+
+def test_progress_shows_on_a_terminal_with_elapsed_time_and_as_timestamped_lines_elsewhere(
+    cli: Cli, owned_app: str
+) -> None:
+    import os
+    import pty
+    import re
+
+    from tests.conftest import COUNTER_IMAGE
+
+    argv = cli.argv("build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
+                    "-e", "STARTUP_DELAY=1")
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower, env=cli.env(), close_fds=True)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    text = seen.decode(errors="replace")
+    assert re.search(r"… \[\s*\d+\.\d+s\] waiting for HTTP GET /healthz", text), text
+    assert re.search(r"… \[\s*\d+\.\d+s\] checkpointing", text), text
+    assert "built snapshot" in text
+
+    plain = cli("build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
+                "-e", "STARTUP_DELAY=1", "--force")
+    assert plain.returncode == 0
+    assert re.search(r"^\d\d:\d\d:\d\d warmstart: checkpointing$", plain.stderr, re.MULTILINE), plain.stderr
+    assert "…" not in plain.stderr and plain.stdout.startswith("built snapshot")
+    assert containers_of(owned_app) == []
