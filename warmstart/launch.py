@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmstart import crypt, labels, sandbox, signing
+from warmstart import labels, sandbox, signing
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine
@@ -422,6 +422,8 @@ def _readable(snapshot: Snapshot) -> Iterator[Path]:
     if not snapshot.manifest.encryption:
         yield snapshot.path
         return
+    from warmstart import crypt  # only for encrypted snapshots: off the common restore path
+
     path = crypt.key_file()
     if path is None:
         raise CacheError(f"snapshot {snapshot.ref} is encrypted: set ${crypt.KEY_ENV} to its key file")
@@ -431,6 +433,8 @@ def _readable(snapshot: Snapshot) -> Iterator[Path]:
 
 def _key_problem(encryption: dict[str, str]) -> str:
     """Why this process cannot decrypt a snapshot encrypted as `encryption` says ("" when it can)."""
+    from warmstart import crypt
+
     path = crypt.key_file()
     if path is None:
         return f"set ${crypt.KEY_ENV} to its key file"
