@@ -416,7 +416,8 @@ def test_env_values_never_appear_on_a_command_line(cli: Cli, owned_app: str, tmp
     secret = f"s3cret-{owned_app}"
     spec = tmp_path / "warmstart.toml"
     spec.write_text(f'[apps.{owned_app}]\nimage = "localhost/warmstart-example-counter:latest"\nports = [8080]\n'
-                    f'env = {{ API_KEY = "{secret}" }}\nsecret_env = ["API_KEY"]\nready = {{ http = "/healthz" }}\n')
+                    f'env = {{ API_KEY = "{secret}" }}\nsecret_env = ["API_KEY"]\nready = {{ http = "/healthz" }}\n'
+                    'always_restore = true\n')  # a fast-booting app: restored whatever the trial measured
     seen: list[str] = []
     stop = threading.Event()
 

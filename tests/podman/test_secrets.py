@@ -21,7 +21,7 @@ COUNTER = "localhost/warmstart-example-counter:latest"
 def _spec(tmp_path: Path, app: str, extra: str = "") -> Path:
     spec = tmp_path / "warmstart.toml"
     spec.write_text(f'[apps.{app}]\nimage = "{COUNTER}"\nports = [8080]\nready = {{ http = "/healthz" }}\n'
-                    f'python_helper = true\nsecret_env = ["API_KEY"]\n{extra}')
+                    f'python_helper = true\nsecret_env = ["API_KEY"]\nalways_restore = true\n{extra}')
     return spec
 
 
