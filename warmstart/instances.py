@@ -47,14 +47,17 @@ def _mode(s: ContainerState) -> str:
     return "restored" if s.restored else "cold"
 
 
-def list_instances(*, engine: Engine, app: str | None = None) -> list[Instance]:
+def list_instances(*, engine: Engine, app: str | None = None, cache: str | None = None) -> list[Instance]:
+    """Our instances (of `app`; launched from the cache dir `cache`, when given: instances that predate the cache
+    label, and restored whole containers, which keep their build's labels, count as every cache's)."""
     wanted = {labels.MANAGED: "true"}
     if app:
         wanted[labels.APP] = app
     states = engine.list(labels=wanted)
     return sorted(
         (Instance.from_state(s) for s in states
-         if s.name.startswith(labels.INSTANCE_PREFIX) or s.labels.get(labels.INSTANCE) == "true"),
+         if (s.name.startswith(labels.INSTANCE_PREFIX) or s.labels.get(labels.INSTANCE) == "true")
+         and (cache is None or s.labels.get(labels.CACHE, cache) == cache)),
         key=lambda i: (i.app, i.name),
     )
 

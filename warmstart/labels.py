@@ -14,6 +14,7 @@ OWNER_PID = f"{PREFIX}.owner-pid"  # on pre-started sandboxes: the serve process
 TRIGGER = f"{PREFIX}.trigger"  # on pre-started sandboxes: the host path of the trigger FIFO (gone once activated)
 MODE = f"{PREFIX}.mode"  # "restored" on instances started from a snapshot (their engine may not record it)
 INIT = f"{PREFIX}.init"  # "warmstart-init" on sandbox containers: their exit codes 120-124 are the init's
+CACHE = f"{PREFIX}.cache"  # the cache dir an instance was launched from: `ps` shows this cache's instances
 SNAPSHOT = f"{PREFIX}.snapshot"  # APP:TAG on sandbox instances: the snapshot they were restored from
 SESSION = f"{PREFIX}.session"  # $WARMSTART_SESSION when set: lets a test run or CI job remove its own leftovers
 

@@ -231,7 +231,8 @@ def launch(
         reason = f"{pull_failure}; {reason}" if pull_failure and reason else reason
         if snapshot is None and no_fallback:
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
-        placement = Placement(name or labels.instance_name(known.spec.name), extra_labels or {})
+        placement = Placement(name or labels.instance_name(known.spec.name),
+                              {**(extra_labels or {}), labels.CACHE: str(store.root)})
         return _restore_or_cold(known, snapshot, reason, engine=engine, store=store, bindings=bindings, start=start,
                                 no_fallback=no_fallback, placement=placement, progress=progress)
 
@@ -352,6 +353,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
                 env={**run_env(spec), **init_env(snapshot.manifest.spec)},
                 ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
+                        labels.CACHE: str(store.root),
                         labels.SNAPSHOT: snapshot.ref,
                         labels.OWNER_PID: str(os.getpid()),
                         labels.TRIGGER: str(ctl / sandbox.TRIGGER)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -107,3 +108,14 @@ def test_progress_shows_on_a_terminal_with_elapsed_time_and_as_timestamped_lines
     assert re.search(r"^\d\d:\d\d:\d\d warmstart: checkpointing$", plain.stderr, re.MULTILINE), plain.stderr
     assert "…" not in plain.stderr and plain.stdout.startswith("built snapshot")
     assert containers_of(owned_app) == []
+
+
+def test_ps_shows_this_caches_instances_unless_asked_for_all(cli: Cli, owned_app: str, tmp_path: Path) -> None:
+    build(cli, owned_app)
+    out = cli("run", owned_app, "--json").json
+    other = Cli(tmp_path / "other-cache")
+    assert [i["name"] for i in cli("ps", "--app", owned_app, "--json").json["instances"]] == [out["name"]]
+    assert other("ps", "--app", owned_app, "--json").json["instances"] == []
+    assert [i["name"] for i in other("ps", "--app", owned_app, "--all-caches", "--json").json["instances"]] == [
+        out["name"]]
+    assert cli("stop", out["name"]).returncode == 0

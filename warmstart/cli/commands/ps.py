@@ -16,11 +16,17 @@ from warmstart.instances import list_instances
 def ps(
     app: Annotated[str | None, typer.Option("--app", help="Only this app's instances.")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only the names.")] = False,
+    all_caches: Annotated[bool, typer.Option("--all-caches", help="Also instances launched from other cache dirs.")]
+    = False,
+    cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """List the instances warmstart started (mode: restored, cold, or pooled: a pre-started sandbox)."""
-    instances = list_instances(engine=options.engine_for(engine), app=app)
+    from warmstart.cache.store import SnapshotStore, default_cache_dir
+
+    cache = None if all_caches else str(SnapshotStore(cache_dir or default_cache_dir()).root)
+    instances = list_instances(engine=options.engine_for(engine), app=app, cache=cache)
     if quiet and not json_output:
         if instances:
             show("\n".join(i.name for i in instances))
