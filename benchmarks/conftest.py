@@ -121,7 +121,10 @@ def _table() -> str:
     return "\n".join(rows + (extra if len(extra) > 3 else []))
 
 
-def _chart(path: Path) -> None:
+def _chart(path: Path, stamp: str) -> None:
+    """Two panels a reader understands at a glance: time to ready per app and launch path, with the restored/cold
+    ratio over each app and "n/a" where a path could not be measured (not a silent gap); and the first request's
+    latency cold vs restored (the warm-JIT effect). Machine and date in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,17 +134,43 @@ def _chart(path: Path) -> None:
     series = [("cold", "cold_ttr", "#c0504d"), ("raw podman restore --import", "raw_ttr", "#9bbb59"),
               ("warmstart run (restored)", "restored_ttr", "#4f81bd"),
               ("CRIU restore in a started container (floor)", "floor_ttr", "#8064a2")]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig, (ax, lat) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [3, 1.3]})
     width = 0.8 / len(series)
     for i, (label, key, colour) in enumerate(series):
         xs = [x + i * width for x, a in enumerate(apps) if key in COLLECTED[a]]
         values = [COLLECTED[a][key] for a in apps if key in COLLECTED[a]]
         bars = ax.bar(xs, values, width, label=label, color=colour)
-        ax.bar_label(bars, fmt="%.2f s", fontsize=8)
-    ax.set_xticks([x + width for x in range(len(apps))], [a.replace(" (", "\n(") for a in apps], fontsize=9)
+        ax.bar_label(bars, fmt="%.2f s", fontsize=7)
+        for x, a in enumerate(apps):
+            if key not in COLLECTED[a]:
+                ax.text(x + i * width, 0.02, "n/a", ha="center", va="bottom", fontsize=7, color=colour, rotation=90)
+    top = max((COLLECTED[a]["cold_ttr"] for a in apps), default=1.0)
+    for x, a in enumerate(apps):
+        ratio = COLLECTED[a]["restored_ttr"] / COLLECTED[a]["cold_ttr"]
+        ax.text(x + 1.5 * width, top * 1.06, f"restored:\n{ratio:.0%} of cold", ha="center", fontsize=8,
+                fontweight="bold")
+    ax.set_ylim(0, top * 1.25)
+    ax.set_xticks([x + 1.5 * width for x in range(len(apps))], [a.replace(" (", "\n(") for a in apps], fontsize=8)
     ax.set_ylabel("time to ready (s), seen by an outside client")
-    ax.set_title(f"Launch command to first HTTP 200 polled from outside (median of rounds)\n{_machine()}", fontsize=9)
-    ax.legend()
+    ax.set_title("Launch command to first HTTP 200 polled from outside (median of rounds, one instance at a time)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.84))
+    first = [a for a in apps if "first_cold_ms" in COLLECTED[a] and "first_restored_ms" in COLLECTED[a]]
+    ys = range(len(first))
+    lat.barh([y + 0.2 for y in ys], [COLLECTED[a]["first_cold_ms"] for a in first], 0.4, color="#c0504d",
+             label="cold")
+    lat.barh([y - 0.2 for y in ys], [COLLECTED[a]["first_restored_ms"] for a in first], 0.4, color="#4f81bd",
+             label="restored")
+    for y, a in zip(ys, first, strict=True):
+        lat.text(COLLECTED[a]["first_cold_ms"], y + 0.2, f" {COLLECTED[a]['first_cold_ms']:.1f} ms", va="center",
+                 fontsize=7)
+        lat.text(COLLECTED[a]["first_restored_ms"], y - 0.2, f" {COLLECTED[a]['first_restored_ms']:.1f} ms",
+                 va="center", fontsize=7)
+    lat.set_yticks(list(ys), first, fontsize=8)
+    lat.set_xlabel("first request after ready (ms)")
+    lat.set_title("First request after ready: restored JVMs are JIT-warm", fontsize=9)
+    lat.legend(fontsize=7)
+    fig.suptitle(f"last run {stamp} (apps not in that run keep their earlier numbers), {_machine()}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -167,7 +196,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
           "All variants of an app were measured in one run, one instance at a time.\n\n" + _table() + "\n")
     (RESULTS / "latest.md").write_text(md)
     try:
-        _chart(RESULTS / "latest.png")
+        _chart(RESULTS / "latest.png", stamp)
     except ImportError:
         pass
     readme = ROOT / "README.md"
