@@ -18,7 +18,7 @@ from pathlib import Path
 from warmstart import labels, sandbox, signing
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.containers import probe_container, removed_on_failure
-from warmstart.engines.base import ContainerState, Engine
+from warmstart.engines.base import ContainerState, Engine, Limits
 from warmstart.errors import (
     CacheError,
     EngineError,
@@ -206,6 +206,7 @@ def launch(
     trust: TrustPolicy = NO_POLICY,
     name: str | None = None,
     extra_labels: dict[str, str] | None = None,
+    limits: Limits | None = None,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
     """Start one instance of `app` (APP or APP:TAG): pull (with `registry`, when missing here) -> choose a usable
@@ -232,7 +233,7 @@ def launch(
         if snapshot is None and no_fallback:
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
         placement = Placement(name or labels.instance_name(known.spec.name),
-                              {**(extra_labels or {}), labels.CACHE: str(store.root)})
+                              {**(extra_labels or {}), labels.CACHE: str(store.root)}, limits)
         return _restore_or_cold(known, snapshot, reason, engine=engine, store=store, bindings=bindings, start=start,
                                 no_fallback=no_fallback, placement=placement, progress=progress)
 
@@ -288,10 +289,12 @@ def _restore_or_cold(
 
 @dataclass(frozen=True)
 class Placement:
-    """What the user names about a new instance: its container name and extra labels (`run --name/--label`)."""
+    """What the user says about a new instance: its container name, extra labels and resource limits
+    (`run --name/--label/--memory/--cpus`)."""
 
     name: str
     labels: dict[str, str]
+    limits: Limits | None = None
 
 
 def _restore(
@@ -312,7 +315,7 @@ def _restore(
                 labels={**placement.labels, **labels.labels_for(spec.name), labels.MODE: "restored",
                         labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
                 volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro"),
-                extras=sandbox.RunExtras(),
+                extras=sandbox.RunExtras(), limits=placement.limits,
             )
         else:
             container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
@@ -411,7 +414,7 @@ def _cold(
         container = engine.run(
             name=name, image=spec.image, command=list(spec.command), env=run_env(spec), ports=bindings,
             labels={**placement.labels, **labels.labels_for(spec.name), labels.INSTANCE: "true"},
-            volumes=spec.volumes,
+            volumes=spec.volumes, limits=placement.limits,
         )
         state = started_state(container, name, bindings, restored=False)
         return _ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)

@@ -119,3 +119,20 @@ def test_ps_shows_this_caches_instances_unless_asked_for_all(cli: Cli, owned_app
     assert [i["name"] for i in other("ps", "--app", owned_app, "--all-caches", "--json").json["instances"]] == [
         out["name"]]
     assert cli("stop", out["name"]).returncode == 0
+
+
+def test_run_with_memory_and_cpu_limits(cli: Cli, owned_app: str) -> None:
+    import json
+
+    build(cli, owned_app)
+    out = cli("run", owned_app, "--memory", "256M", "--cpus", "0.5", "--json")
+    assert out.returncode == 0, out.stderr
+    assert out.json["mode"] == "restored"  # CRIU restores into the limited container
+    host = json.loads(subprocess.run(["podman", "container", "inspect", out.json["name"]], capture_output=True,
+                                     text=True, check=True).stdout)[0]["HostConfig"]
+    assert host["Memory"] == 256 * 1024 * 1024 and host["NanoCpus"] == 500_000_000
+    assert cli("stop", out.json["name"]).returncode == 0
+    bad = cli("run", owned_app, "--memory", "256")
+    assert bad.returncode == 2 and "expected a number with a unit" in bad.error
+    assert cli("run", owned_app, "--cpus", "0").returncode == 2
+    assert containers_of(owned_app) == []

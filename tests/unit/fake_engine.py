@@ -41,7 +41,8 @@ class FakeEngine(Engine):
         )
         return f"id-{name}"
 
-    def run(self, *, name, image, command, env, ports, labels, volumes=(), log_max_bytes=None, extras=None) -> str:  # type: ignore[no-untyped-def]
+    def run(self, *, name, image, command, env, ports, labels, volumes=(), log_max_bytes=None, extras=None,  # type: ignore[no-untyped-def]
+            limits=None) -> str:
         self.image_id(image=image)
         self.mounts[name] = {v.split(":")[1]: Path(v.split(":")[0]) for v in volumes}
         if extras is not None and command[:1] == ["restore"]:  # a sandbox restore: the init restores the app

@@ -118,6 +118,22 @@ def port_bindings(values: list[str] | None) -> list[Any]:
 
 # -- run ---------------------------------------------------------------------------------------------------------------
 
+def limits_from(memory: str | None, cpus: float | None) -> Any:
+    """`--memory 512M --cpus 1.5` as engine limits (None when neither is given)."""
+    if memory is None and cpus is None:
+        return None
+    from warmstart.engines.base import Limits
+    from warmstart.errors import UsageError
+    from warmstart.spec import parse_size
+
+    if cpus is not None and not 0 < cpus <= 1024:
+        raise UsageError(f"invalid --cpus {cpus:g}: expected a number of CPUs greater than 0")
+    size = parse_size(memory, unit_required=True) if memory is not None else None
+    if size is not None and size < 6 * 1024 * 1024:
+        raise UsageError(f"invalid --memory {memory}: below the 6M a container needs")
+    return Limits(memory_bytes=size, cpus=cpus)
+
+
 def trust_policy(keys: list[Path] | None, require: bool) -> Any:
     from warmstart.signing import TrustPolicy
 
@@ -127,7 +143,7 @@ def trust_policy(keys: list[Path] | None, require: bool) -> Any:
 def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, registry: str | None,
         file: Path | None, cache_dir: Path | None, engine: str | None, json_output: bool,
         require_signed: bool = False, trust_key: list[Path] | None = None, name: str | None = None,
-        label: list[str] | None = None) -> None:
+        label: list[str] | None = None, memory: str | None = None, cpus: float | None = None) -> None:
     """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
     from warmstart.launch import launch
 
@@ -139,7 +155,7 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
 
     launched = launch(app, engine=engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
                       cold=cold, spec=spec, registry=registry, trust=trust, name=name,
-                      extra_labels=user_labels(label or []), progress=progress)
+                      extra_labels=user_labels(label or []), limits=limits_from(memory, cpus), progress=progress)
     if json_output:
         emit_json(launched)
         return
@@ -178,6 +194,8 @@ def run_parser() -> Any:
     p.add_argument("--trust-key", action="append", type=Path)
     p.add_argument("--name")
     p.add_argument("--label", action="append")
+    p.add_argument("--memory")
+    p.add_argument("--cpus", type=float)
     return p
 
 

@@ -11,6 +11,14 @@ from warmstart.spec import PortBinding
 
 
 @dataclass(frozen=True)
+class Limits:
+    """Resource limits of a container (`run --memory/--cpus`, as docker's flags)."""
+
+    memory_bytes: int | None = None
+    cpus: float | None = None
+
+
+@dataclass(frozen=True)
 class ContainerState:
     """What warmstart needs to know about one container."""
 
@@ -107,6 +115,7 @@ class Engine(abc.ABC):
         volumes: tuple[str, ...] = (),
         log_max_bytes: int | None = None,
         extras: RunExtras | None = None,
+        limits: Limits | None = None,
     ) -> str:
         """Create and start a detached container; returns its ID. `log_max_bytes` caps the container's log file
         (build containers: the log is part of the checkpoint, and a chatty app's would be stored and restored);

@@ -33,6 +33,7 @@ from warmstart.engines.base import (
     EngineInfo,
     ExecResult,
     ImageConfig,
+    Limits,
     criu_log_excerpt,
     published_ports,
 )
@@ -108,12 +109,16 @@ class DockerEngine(Engine):
     def _create(self, *, name: str, image: str, command: list[str] | None, env: dict[str, str] | list[str],
                 ports: list[PortBinding], labels: dict[str, str], volumes: tuple[str, ...] = (),
                 extra: dict[str, Any] | None = None, log_max_bytes: int | None = None,
-                extras: RunExtras | None = None) -> str:
+                extras: RunExtras | None = None, limits: Limits | None = None) -> str:
         log_config = {"Type": "json-file", "Config": {"max-size": str(log_max_bytes)}} if log_max_bytes else None
         privileges: dict[str, Any] = {}
         if extras:
             privileges = {"cap_add": list(extras.cap_add), "security_opt": list(extras.security_opt)}
             extra = {**(extra or {}), "entrypoint": [extras.entrypoint], "user": extras.user}
+        if limits and limits.memory_bytes:
+            privileges["mem_limit"] = limits.memory_bytes
+        if limits and limits.cpus:
+            privileges["nano_cpus"] = int(limits.cpus * 1e9)
         host_config = self.api.create_host_config(
             port_bindings={p.key: (p.host_ip, p.host_port or None) for p in ports}, binds=list(volumes) or None,
             log_config=log_config, **privileges)
@@ -135,10 +140,10 @@ class DockerEngine(Engine):
 
     def run(self, *, name: str, image: str, command: list[str], env: dict[str, str], ports: list[PortBinding],
             labels: dict[str, str], volumes: tuple[str, ...] = (), log_max_bytes: int | None = None,
-            extras: RunExtras | None = None) -> str:
+            extras: RunExtras | None = None, limits: Limits | None = None) -> str:
         self.image_id(image=image)
         cid = self._create(name=name, image=image, command=command, env=env, ports=ports, labels=labels,
-                           volumes=volumes, log_max_bytes=log_max_bytes, extras=extras)
+                           volumes=volumes, log_max_bytes=log_max_bytes, extras=extras, limits=limits)
         with self._translated("start"):
             self.api.start(cid)
         return cid

@@ -22,6 +22,7 @@ from warmstart.engines.base import (
     EngineInfo,
     ExecResult,
     ImageConfig,
+    Limits,
     criu_log_excerpt,
     published_ports,
 )
@@ -125,8 +126,13 @@ class PodmanEngine(Engine):
         volumes: tuple[str, ...] = (),
         log_max_bytes: int | None = None,
         extras: RunExtras | None = None,
+        limits: Limits | None = None,
     ) -> str:
         args = ["run", "--detach", "--pull=never", "--name", name]
+        if limits and limits.memory_bytes:
+            args += ["--memory", str(limits.memory_bytes)]
+        if limits and limits.cpus:
+            args += ["--cpus", f"{limits.cpus:g}"]
         if log_max_bytes:
             args += ["--log-opt", f"max-size={log_max_bytes}"]
         if extras:

@@ -41,6 +41,8 @@ def run(
     label: Annotated[
         list[str] | None, typer.Option("--label", help="KEY=VALUE label on the instance's container (repeatable).")
     ] = None,
+    memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 512M, 2G.")] = None,
+    cpus: Annotated[float | None, typer.Option("--cpus", help="CPU limit, e.g. 1.5.")] = None,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
     plain.run(
@@ -57,4 +59,6 @@ def run(
         trust_key=trust_key,
         name=name,
         label=label,
+        memory=memory,
+        cpus=cpus,
     )
