@@ -3,8 +3,10 @@ usage errors) must accept exactly the same options and mean the same by them."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import typer.main
 
@@ -34,3 +36,16 @@ def test_run_does_not_import_typer_or_rich() -> None:
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
+
+
+def test_usage_errors_read_like_every_other_error() -> None:
+    """click's own "Usage: ... Error: ..." block is replaced by the one error style (and a JSON object with --json)."""
+    warmstart = str(Path(sys.executable).with_name("warmstart"))
+    res = subprocess.run([warmstart, "run", "--bogus", "x"], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert res.stderr.startswith("warmstart: error: No such option: --bogus")
+    assert "hint: `warmstart run --help` lists the options" in res.stderr
+    res = subprocess.run([warmstart, "cache", "prune", "--keep", "--json"], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("warmstart: error: ")
+    assert json.loads(res.stdout)["error"]["exit_code"] == 2
+    assert "Traceback" not in res.stderr

@@ -77,6 +77,8 @@ def exit_code_for(exc: BaseException, as_json: bool) -> int:
         interrupted = Interrupted("interrupted; everything this command created has been removed")
         report(interrupted, as_json)
         return interrupted.exit_code
+    if isinstance(exc, BrokenPipeError):  # stdout closed early (`| head`): the entry point ends quietly
+        raise exc
     if isinstance(exc, Exception) and not os.environ.get(DEBUG_ENV):
         text = str(exc).splitlines()[0][:300] if str(exc) else ""
         report(WarmstartError(f"internal error: {type(exc).__name__}{': ' + text if text else ''}",
