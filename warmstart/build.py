@@ -307,6 +307,7 @@ def _build(
             if spec.warmup:
                 progress("warming up")
                 warmed = run_warmup(spec.warmup, engine=engine, state=state)
+                progress(f"warmed up: {warmed.requests} requests in {warmed.seconds:.1f}s")
             hooks = run_hooks("before_checkpoint", before_checkpoint_hooks(spec), engine=engine, state=state)
             untrimmed = None
             if compare_trim:

@@ -41,7 +41,7 @@ from warmstart.probes import preload
 from warmstart.restorepolicy import skip_reason
 from warmstart.secretenv import run_env
 from warmstart.signing import NO_POLICY, TrustPolicy
-from warmstart.spec import AppSpec, PortBinding
+from warmstart.spec import AppSpec, PortBinding, validate_volume
 
 Progress = Callable[[str], None]
 
@@ -187,7 +187,7 @@ def pull_if_missing(app: str, tag: str | None, *, store: SnapshotStore, registry
     from warmstart.cache.registry import Reference, Registry  # only when pulling: it brings oras and requests
 
     try:
-        Registry(Reference.parse(registry)).pull(store, trust=trust)
+        Registry(Reference.parse(registry)).pull(store, trust=trust, progress=progress)
     except WarmstartError as exc:
         return f"pull from {registry} failed: {exc}"
     return ""
@@ -207,6 +207,7 @@ def launch(
     name: str | None = None,
     extra_labels: dict[str, str] | None = None,
     limits: Limits | None = None,
+    volumes: tuple[str, ...] = (),
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
     """Start one instance of `app` (APP or APP:TAG): pull (with `registry`, when missing here) -> choose a usable
@@ -233,7 +234,8 @@ def launch(
         if snapshot is None and no_fallback:
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
         placement = Placement(name or labels.instance_name(known.spec.name),
-                              {**(extra_labels or {}), labels.CACHE: str(store.root)}, limits)
+                              {**(extra_labels or {}), labels.CACHE: str(store.root)}, limits,
+                              tuple(validate_volume(v) for v in volumes))
         return _restore_or_cold(known, snapshot, reason, engine=engine, store=store, bindings=bindings, start=start,
                                 no_fallback=no_fallback, placement=placement, progress=progress)
 
@@ -295,6 +297,7 @@ class Placement:
     name: str
     labels: dict[str, str]
     limits: Limits | None = None
+    volumes: tuple[str, ...] = ()  # beside the spec's: a restored process never opened them, so any can be added
 
 
 def _restore(
@@ -314,7 +317,8 @@ def _restore(
                 env={**run_env(spec), **init_env(snapshot.manifest.spec)}, ports=bindings,
                 labels={**placement.labels, **labels.labels_for(spec.name), labels.MODE: "restored",
                         labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
-                volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro"),
+                volumes=(*spec.volumes, *placement.volumes, *sandbox.tool_mounts(),
+                         f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro"),
                 extras=sandbox.RunExtras(), limits=placement.limits,
             )
         else:
@@ -414,7 +418,7 @@ def _cold(
         container = engine.run(
             name=name, image=spec.image, command=list(spec.command), env=run_env(spec), ports=bindings,
             labels={**placement.labels, **labels.labels_for(spec.name), labels.INSTANCE: "true"},
-            volumes=spec.volumes, limits=placement.limits,
+            volumes=(*spec.volumes, *placement.volumes), limits=placement.limits,
         )
         state = started_state(container, name, bindings, restored=False)
         return _ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)

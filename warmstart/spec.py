@@ -201,6 +201,16 @@ def parse_size(text: str, *, unit_required: bool = False) -> int:
     return int(float(m.group(1)) * 1024 ** "_KMGT".index((m.group(2) or "_").upper()))
 
 
+def validate_volume(text: str) -> str:
+    """HOST_PATH:CONTAINER_PATH[:OPTIONS], both absolute (a bind mount, as `-v` means for docker and podman)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not parts[0].startswith("/") or not parts[1].startswith("/") or "\n" in text:
+        raise UsageError(f"invalid volume {quoted(text)}: expected HOST_PATH:CONTAINER_PATH[:OPTIONS], both absolute")
+    if parts[1].startswith("/.warmstart") or parts[1].startswith("/opt/warmstart"):
+        raise UsageError(f"invalid volume {quoted(text)}: {parts[1]} is where warmstart mounts its own tools")
+    return text
+
+
 def quoted(text: str, limit: int = 80) -> str:
     """User input echoed in an error: quoted, and cut to `limit` characters so the error stays one line."""
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"

@@ -126,6 +126,7 @@ def test_push_remove_pull_and_run_restored(tmp_path: Path, cli: Cli, owned_app: 
     ref = f"{registry.address}/warmstart/{owned_app}"
     pushed = cli("push", built["snapshot"], ref, "--json", env=env)
     assert pushed.returncode == 0, pushed.stderr
+    assert "warmstart: pushing" in pushed.stderr and "MB/s)" in pushed.stderr  # progress, off a terminal
     assert pushed.json["reference"] == f"{ref}:{owned_app}-{built['tag']}" and pushed.json["digest"]
 
     # Another machine: an empty cache, and no app record; run pulls on a local miss.

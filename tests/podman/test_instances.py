@@ -136,3 +136,20 @@ def test_run_with_memory_and_cpu_limits(cli: Cli, owned_app: str) -> None:
     assert bad.returncode == 2 and "expected a number with a unit" in bad.error
     assert cli("run", owned_app, "--cpus", "0").returncode == 2
     assert containers_of(owned_app) == []
+
+
+def test_run_with_an_extra_volume(cli: Cli, owned_app: str, tmp_path: Path) -> None:
+    build(cli, owned_app)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "greeting").write_text("hello from the host\n")
+    out = cli("run", owned_app, "-v", f"{data}:/data:ro", "--json")
+    assert out.returncode == 0, out.stderr
+    assert out.json["mode"] == "restored"
+    shown = cli("exec", out.json["name"], "--", "cat", "/data/greeting")
+    assert shown.returncode == 0 and shown.stdout.strip() == "hello from the host"
+    assert cli("stop", out.json["name"]).returncode == 0
+    bad = cli("run", owned_app, "-v", "relative:/data")
+    assert bad.returncode == 2 and "expected HOST_PATH:CONTAINER_PATH" in bad.error
+    assert cli("run", owned_app, "-v", f"{data}:/.warmstart/x").returncode == 2
+    assert containers_of(owned_app) == []

@@ -24,7 +24,8 @@ import os
 import re
 import shutil
 import tarfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,7 +245,8 @@ class Registry:
         finally:
             oras.logger.logger.handler = saved
 
-    def push(self, snapshot: Snapshot, *, scratch: Path) -> PushResult:
+    def push(self, snapshot: Snapshot, *, scratch: Path, progress: Callable[[str], None] = lambda _: None
+             ) -> PushResult:
         """Push manifest.json and the payload: the engine's archive (container mode) or, for a sandbox snapshot,
         its files packed into one tar in `scratch` (a private dir of the cache: the files hold process memory)."""
         m = snapshot.manifest
@@ -264,6 +266,9 @@ class Registry:
             with tarfile.open(scratch / TRANSPORT_FILE, "w", format=tarfile.PAX_FORMAT) as tar:
                 for name in sorted(m.files):
                     tar.add(snapshot.path / name, arcname=name, recursive=False, filter=_plain)
+        size = sum(f.stat().st_size for f in source.iterdir() if f.is_file())
+        progress(f"pushing {snapshot.manifest.ref} to {self.ref} ({size / 1e6:.1f} MB)")
+        started = time.monotonic()
         with self._translated("push to"):
             (scratch / "config.json").write_text("{}")
             resp = self.client.push(  # oras titles each layer with its file's base name
@@ -277,6 +282,8 @@ class Registry:
             )
             resp.raise_for_status()
             digest = resp.headers.get("Docker-Content-Digest", "")
+        seconds = time.monotonic() - started
+        progress(f"pushed {size / 1e6:.1f} MB in {seconds:.1f}s ({size / 1e6 / max(seconds, 1e-3):.0f} MB/s)")
         return PushResult(snapshot=m.ref, reference=str(self.ref), digest=digest, size_bytes=snapshot.size)
 
     def resolve_tag(self) -> None:
@@ -294,7 +301,8 @@ class Registry:
             raise RegistryError(f"{repo} has {len(tags)} tags ({shown}): give one as {repo}:TAG")
         self.ref = Reference(self.ref.registry, self.ref.repository, tags[0])
 
-    def pull(self, store: SnapshotStore, *, trust: TrustPolicy = NO_POLICY) -> PullResult:
+    def pull(self, store: SnapshotStore, *, trust: TrustPolicy = NO_POLICY,
+             progress: Callable[[str], None] = lambda _: None) -> PullResult:
         """Download into staging, verify every blob against the OCI manifest and our manifest and the signature
         against `trust`, then publish."""
         self.resolve_tag()
@@ -308,8 +316,12 @@ class Registry:
             digests = {}
             for name, digest in layers.items():
                 path = stage / name
+                started = time.monotonic()
                 with self._translated("pull from"):
                     self.client.download_blob(str(self.ref), digest, str(path))
+                got = path.stat().st_size if path.is_file() else 0
+                seconds = time.monotonic() - started
+                progress(f"pulled {name} ({got / 1e6:.1f} MB in {seconds:.1f}s)")
                 if not path.is_file() or path.is_symlink():
                     raise RegistryError(f"pull of {self.ref} did not deliver {name}")
                 os.chmod(path, 0o600)

@@ -145,7 +145,8 @@ def trust_policy(keys: list[Path] | None, require: bool) -> Any:
 def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, registry: str | None,
         file: Path | None, cache_dir: Path | None, engine: str | None, json_output: bool,
         require_signed: bool = False, trust_key: list[Path] | None = None, name: str | None = None,
-        label: list[str] | None = None, memory: str | None = None, cpus: float | None = None) -> None:
+        label: list[str] | None = None, memory: str | None = None, cpus: float | None = None,
+        volume: list[str] | None = None) -> None:
     """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
     from warmstart.launch import launch
 
@@ -157,7 +158,8 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
 
     launched = launch(app, engine=engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
                       cold=cold, spec=spec, registry=registry, trust=trust, name=name,
-                      extra_labels=user_labels(label or []), limits=limits_from(memory, cpus), progress=progress)
+                      extra_labels=user_labels(label or []), limits=limits_from(memory, cpus),
+                      volumes=tuple(volume or ()), progress=progress)
     if json_output:
         emit_json(launched)
         return
@@ -198,6 +200,7 @@ def run_parser() -> Any:
     p.add_argument("--label", action="append")
     p.add_argument("--memory")
     p.add_argument("--cpus", type=float)
+    p.add_argument("-v", "--volume", action="append")
     return p
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors
+from warmstart.cli.output import emit_json, handle_errors, progress
 from warmstart.cli.output import result as show
 
 Insecure = Annotated[
@@ -37,7 +37,7 @@ def push(
     if key is not None:
         store.add_signature(snap, signing.sign(snap.manifest, key))
     with store.staging("push") as scratch:
-        result = Registry(target, insecure=insecure or None).push(snap, scratch=scratch)
+        result = Registry(target, insecure=insecure or None).push(snap, scratch=scratch, progress=progress)
     if json_output:
         emit_json(result)
         return
@@ -59,7 +59,7 @@ def pull(
 
     trust = options.trust_policy(trust_key, require_signed)
     registry = Registry(Reference.parse(ref, untagged=True), insecure=insecure or None)
-    result = registry.pull(options.open_store(cache_dir), trust=trust)
+    result = registry.pull(options.open_store(cache_dir), trust=trust, progress=progress)
     if json_output:
         emit_json(result)
         return

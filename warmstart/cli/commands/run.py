@@ -43,6 +43,11 @@ def run(
     ] = None,
     memory: Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 512M, 2G.")] = None,
     cpus: Annotated[float | None, typer.Option("--cpus", help="CPU limit, e.g. 1.5.")] = None,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option("-v", "--volume", help="HOST_PATH:CONTAINER_PATH[:OPTIONS] bind mount besides the app's "
+                     "(repeatable)."),
+    ] = None,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
     plain.run(
@@ -61,4 +66,5 @@ def run(
         label=label,
         memory=memory,
         cpus=cpus,
+        volume=volume,
     )
