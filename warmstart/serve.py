@@ -268,6 +268,7 @@ class Front:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted = time.monotonic()
+        first_byte: list[float] = []
         self.metrics.connections.inc()
         inst = await self._acquire()
         up_writer: asyncio.StreamWriter | None = None
@@ -287,9 +288,14 @@ class Front:
                 return
             inst.served += 1
             assert up_writer is not None
+
+            def _first_byte(seconds: float) -> None:
+                first_byte.append(seconds)
+                self.metrics.first_byte.observe(seconds)
+
             answered = await _proxy(reader, writer, up_reader, up_writer, first_byte=self.opts.wait_timeout,
                                     idle=self.opts.conn_idle,
-                                    on_first_byte=lambda: self.metrics.first_byte.observe(time.monotonic() - accepted))
+                                    on_first_byte=lambda: _first_byte(time.monotonic() - accepted))
             if not answered:
                 self.metrics.rejected.inc()
                 self.emit({"event": "rejected", "instance": inst.result.name,
@@ -301,6 +307,10 @@ class Front:
             if inst is not None:
                 inst.active -= 1
                 inst.last_used = time.monotonic()
+                # The access log: one event per proxied connection (TCP level: the front does not parse HTTP).
+                self.emit({"event": "served", "instance": inst.result.name,
+                           "first_byte_seconds": round(first_byte[0], 4) if first_byte else None,
+                           "seconds": round(time.monotonic() - accepted, 4)})
             for w in (up_writer, writer):
                 if w is not None:
                     w.close()

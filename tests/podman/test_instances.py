@@ -118,6 +118,7 @@ def test_ps_shows_this_caches_instances_unless_asked_for_all(cli: Cli, owned_app
     assert other("ps", "--app", owned_app, "--json").json["instances"] == []
     assert [i["name"] for i in other("ps", "--app", owned_app, "--all-caches", "--json").json["instances"]] == [
         out["name"]]
+    assert cli("ps", "--app", owned_app, "--format", "json").json == cli("ps", "--app", owned_app, "--json").json
     assert cli("stop", out["name"]).returncode == 0
 
 

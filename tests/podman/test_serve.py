@@ -239,6 +239,8 @@ def test_admin_endpoint_metrics_while_scaling_and_a_drain_on_sigterm(
     assert _metric(text, 'warmstart_serve_starts_total{mode="restored"}') == 0
 
     assert front.get("/")[0] == 200  # from zero: a restore
+    served = front.wait_for("served")  # the access log: one event per proxied connection
+    assert served["first_byte_seconds"] > 0 and served["seconds"] >= served["first_byte_seconds"]
     text = _scrape(admin, "/metrics")[1]
     assert _metric(text, 'warmstart_serve_instances{mode="restored"}') == 1
     assert _metric(text, 'warmstart_serve_starts_total{mode="restored"}') == 1

@@ -19,6 +19,7 @@ def ps(
     all_caches: Annotated[bool, typer.Option("--all-caches", help="Also instances launched from other cache dirs.")]
     = False,
     cache_dir: options.CacheDir = None,
+    format_: Annotated[str, typer.Option("--format", help="table or json (docker's `--format json`).")] = "table",
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
@@ -26,6 +27,11 @@ def ps(
     from warmstart.cache.store import SnapshotStore, default_cache_dir
 
     cache = None if all_caches else str(SnapshotStore(cache_dir or default_cache_dir()).root)
+    if format_ not in ("table", "json"):
+        from warmstart.errors import UsageError
+
+        raise UsageError(f"invalid --format {format_!r}: expected table or json")
+    json_output = json_output or format_ == "json"
     instances = list_instances(engine=options.engine_for(engine), app=app, cache=cache)
     if quiet and not json_output:
         if instances:
