@@ -15,6 +15,7 @@ the values, so warmstart refuses to build it unless the snapshot is encrypted at
 from __future__ import annotations
 
 import dataclasses
+import functools
 import mmap
 import os
 import re
@@ -33,17 +34,22 @@ NAMES_VAR = "WARMSTART_SECRET_NAMES"
 # Shapes of credentials common enough to be refused on sight in process memory (the public formats each issuer
 # documents): (literal prefixes, the whole shape). The prefixes are found with memchr-speed `find` and only
 # their hits are matched against the shape: a regex search over hundreds of MB of pages would take seconds.
-TOKEN_SHAPES: dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]]] = {
-    "AWS access key id": ((b"AKIA", b"ASIA"), re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")),
-    "GitHub token": ((b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"),
-                     re.compile(rb"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36}(?![A-Za-z0-9])")),
-    "Slack token": ((b"xoxa-", b"xoxb-", b"xoxp-", b"xoxr-", b"xoxs-"),
-                    re.compile(rb"(?<![A-Za-z0-9])xox[abprs]-[0-9]{6,}-[0-9A-Za-z-]{10,}")),
-    "Stripe live key": ((b"sk_live_", b"rk_live_"), re.compile(rb"(?<![A-Za-z0-9])[rs]k_live_[0-9A-Za-z]{24,}")),
-    "PEM private key": ((b"-----BEGIN ",),
-                        re.compile(rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----\r?\n"
-                                   rb"[A-Za-z0-9+/]")),
-}
+@functools.cache
+def token_shapes() -> dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]]]:
+    """Compiled on first use: builds and pushes scan, the restore path never does."""
+    return {
+        "AWS access key id": ((b"AKIA", b"ASIA"), re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")),
+        "GitHub token": ((b"ghp_", b"gho_", b"ghu_", b"ghs_", b"ghr_"),
+                         re.compile(rb"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36}(?![A-Za-z0-9])")),
+        "Slack token": ((b"xoxa-", b"xoxb-", b"xoxp-", b"xoxr-", b"xoxs-"),
+                        re.compile(rb"(?<![A-Za-z0-9])xox[abprs]-[0-9]{6,}-[0-9A-Za-z-]{10,}")),
+        "Stripe live key": ((b"sk_live_", b"rk_live_"), re.compile(rb"(?<![A-Za-z0-9])[rs]k_live_[0-9A-Za-z]{24,}")),
+        "PEM private key": ((b"-----BEGIN ",),
+                            re.compile(rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----\r?\n"
+                                       rb"[A-Za-z0-9+/]")),
+    }
+
+
 MIN_SECRET_LEN = 6  # shorter values would match by chance in megabytes of memory: refused where they are declared
 
 
@@ -140,7 +146,7 @@ def _search(path: Path, needles: list[tuple[str, bytes]], *, shapes: bool) -> It
             if at >= 0:
                 yield what, at
         if shapes:
-            for what, (prefixes, pattern) in TOKEN_SHAPES.items():
+            for what, (prefixes, pattern) in token_shapes().items():
                 at = _first_shape(data, prefixes, pattern)
                 if at >= 0:
                     yield f"a {what}", at
