@@ -430,6 +430,9 @@ func dump(args []string) {
 	if out == "" {
 		fail(ExitUsage, "dump: --out DIR is required")
 	}
+	if err := os.MkdirAll(out, 0o700); err != nil { // a checkpoint of an instance dumps into a new dir inside it
+		fail(ExitDumpFailed, "dump: %v", err)
+	}
 	pid := intFlag(f, "pid", 0)
 	if pid == 0 {
 		var err error

@@ -105,6 +105,10 @@ class FakeEngine(Engine):
     def stream_logs(self, *, container: str, follow: bool) -> None:
         print(f"log of {container}")
 
+    def copy_from(self, *, container: str, src: str, dest: Path) -> None:
+        self.calls.append(f"copy {container}:{src}")
+        dest.mkdir(mode=0o700)
+
     def remove(self, *, container: str) -> None:
         self.calls.append(f"remove {container}")
         self.containers.pop(container, None)

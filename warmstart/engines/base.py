@@ -158,6 +158,10 @@ class Engine(abc.ABC):
         """Copy the container's log to our stdout/stderr (until it stops, with `follow`)."""
 
     @abc.abstractmethod
+    def copy_from(self, *, container: str, src: str, dest: Path) -> None:
+        """Copy the directory `src` of a (running) container into the new directory `dest` (`podman cp`)."""
+
+    @abc.abstractmethod
     def remove(self, *, container: str) -> None:
         """Remove the container at once (no stop grace period); no error when it does not exist."""
 

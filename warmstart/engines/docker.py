@@ -299,6 +299,32 @@ class DockerEngine(Engine):
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
 
+    def copy_from(self, *, container: str, src: str, dest: Path) -> None:
+        """`docker cp`: the API's tar of `src`, unpacked as regular files and dirs only (the container's content is
+        the app's to shape: no links, devices or paths out of `dest`)."""
+        with self._translated("copy"):
+            stream, _ = self.api.get_archive(container, src)
+            buf = io.BytesIO(b"".join(stream))
+        dest.mkdir(mode=0o700)
+        base = Path(src.rstrip("/")).name
+        with tarfile.open(fileobj=buf) as tar:
+            for member in tar:
+                rel = Path(member.name)
+                if rel.parts[:1] != (base,) or ".." in rel.parts or rel.is_absolute():
+                    raise EngineError(f"docker cp of {src} from {container} holds {member.name[:80]!r}: refused")
+                target = dest.joinpath(*rel.parts[1:])
+                if member.isdir():
+                    target.mkdir(mode=0o700, exist_ok=True)
+                elif member.isfile():
+                    data = tar.extractfile(member)
+                    assert data is not None
+                    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                    with os.fdopen(fd, "wb") as out:
+                        shutil.copyfileobj(data, out, 1 << 20)
+                else:
+                    raise EngineError(f"docker cp of {src} from {container} holds {member.name[:80]!r}, not a "
+                                      "regular file or directory: refused")
+
     def remove(self, *, container: str) -> None:
         try:
             self.api.remove_container(container, force=True, v=True)

@@ -233,6 +233,9 @@ class PodmanEngine(Engine):
         except FileNotFoundError as exc:
             raise EngineUnavailable(f"podman not found on PATH ({self.binary})") from exc
 
+    def copy_from(self, *, container: str, src: str, dest: Path) -> None:
+        self._podman("cp", f"{container}:{src}", str(dest), timeout=600)
+
     def remove(self, *, container: str) -> None:
         self._podman("rm", "--force", "--ignore", "--time", "0", container, timeout=60)
 

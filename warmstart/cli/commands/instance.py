@@ -60,3 +60,26 @@ def exec(  # noqa: A001 - the verb users know
     if result.output:
         show(result.output)
     raise typer.Exit(result.exit_code)
+
+
+@handle_errors
+def checkpoint(
+    name: Annotated[str, typer.Argument(help="Instance name (see `warmstart ps`).")],
+    tag: Annotated[str | None, typer.Option("--tag", help="Tag of the new snapshot [default: SOURCE-ckpt-TIME].")]
+    = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Remove the instance once its checkpoint is stored.")] = False,
+    cache_dir: options.CacheDir = None,
+    engine: options.EngineOpt = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Snapshot a running instance's state into the cache (it keeps running unless --stop); `run APP:TAG` restores
+    it."""
+    from warmstart.checkpoint import checkpoint_instance
+
+    result = checkpoint_instance(name, engine=options.engine_for(engine), store=options.open_store(cache_dir),
+                                 tag=tag, stop=stop)
+    if json_output:
+        emit_json(result)
+        return
+    show(f"checkpointed {result.instance} as {result.snapshot} ({result.size_bytes / 1e6:.1f} MB) in "
+         f"{result.checkpoint_seconds:.2f}s" + ("; the instance was removed" if result.stopped else ""))

@@ -1,0 +1,46 @@
+"""`warmstart checkpoint` against real podman and CRIU: a running instance's state (not the build's) becomes a
+snapshot in the cache, the instance keeps serving, `run APP:TAG` continues from that state, no process memory stays
+in the instance, and an instance that is not a sandbox restore is refused with the reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Cli, containers_of
+from tests.helpers import build, http_json
+
+pytestmark = pytest.mark.podman
+
+
+def test_a_running_instance_is_checkpointed_and_restored_with_its_state(cli: Cli, owned_app: str) -> None:
+    build(cli, owned_app)
+    first = cli("run", owned_app, "--json").json
+    address = first["ports"]["8080/tcp"]
+    for _ in range(5):
+        http_json(address)
+    now = http_json(address)
+    ck = cli("checkpoint", first["name"], "--tag", "live", "--json")
+    assert ck.returncode == 0, ck.stderr
+    assert ck.json["snapshot"] == f"{owned_app}:live" and ck.json["size_bytes"] > 0 and not ck.json["stopped"]
+    assert http_json(address)["count"] == now["count"] + 1  # the instance kept running
+
+    again = cli("run", f"{owned_app}:live", "--json")
+    assert again.returncode == 0, again.stderr
+    assert again.json["mode"] == "restored" and again.json["snapshot"] == f"{owned_app}:live"
+    restored = http_json(again.json["ports"]["8080/tcp"])
+    # The live state: the same process (boot token) with the count it had at the checkpoint, plus this clone's
+    # readiness probe and this request.
+    assert restored["boot_token"] == now["boot_token"] and restored["count"] == now["count"] + 2
+    listing = cli("exec", first["name"], "--", "ls", "-a", "/tmp/.warmstart").stdout
+    assert "checkpoint-" not in listing  # no process memory left behind in the instance
+
+    cold = cli("run", owned_app, "--cold", "--json").json
+    refused = cli("checkpoint", cold["name"])
+    assert refused.returncode == 2 and "is not a sandbox restore (mode cold)" in refused.error
+    taken = cli("checkpoint", first["name"], "--tag", "live")
+    assert taken.returncode == 2 and "exists already" in taken.error
+    stopped = cli("checkpoint", again.json["name"], "--tag", "later", "--stop", "--json")
+    assert stopped.returncode == 0 and stopped.json["stopped"]
+    for name in (first["name"], cold["name"]):
+        assert cli("stop", name).returncode == 0
+    assert containers_of(owned_app) == []
