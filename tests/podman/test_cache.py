@@ -238,3 +238,46 @@ esac
     (config_dir / "config.json").write_text(json.dumps({"credsStore": "missing"}))
     res = cli("push", built["snapshot"], f"{registry.address}/warmstart/{owned_app}:v2", env=env)
     assert res.returncode == 1 and "credential helper docker-credential-missing is not on PATH" in res.error
+
+
+def _on_a_terminal(argv: list[str], env: dict[str, str], answer: bytes) -> str:
+    """Run argv on a pseudo-terminal, answer its question, return everything it wrote."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(argv, stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    seen, answered = b"", False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if not ready:
+            if proc.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the other end closed
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if not answered and b"[y/N]" in seen:
+            os.write(leader, answer + b"\n")
+            answered = True
+    os.close(leader)
+    proc.wait(timeout=60)
+    return seen.decode(errors="replace")
+
+
+def test_prune_shows_what_it_would_remove_and_asks_on_a_terminal(cli: Cli, owned_app: str) -> None:
+    snaps = [build(cli, owned_app, "-e", f"V={i}")["snapshot"] for i in range(2)]  # oldest first
+    argv = cli.argv("cache", "prune", "--app", owned_app, "--keep", "1")
+    declined = _on_a_terminal(argv, cli.env(), b"n")
+    assert f"would remove {snaps[0]}" in declined and "remove 1 snapshots" in declined
+    assert "nothing removed" in declined
+    assert len(cli("cache", "ls", owned_app, "--json").json["snapshots"]) == 2
+    accepted = _on_a_terminal(argv, cli.env(), b"y")
+    assert f"removed {snaps[0]}" in accepted
+    assert [s["snapshot"] for s in cli("cache", "ls", owned_app, "--json").json["snapshots"]] == [snaps[1]]

@@ -4,6 +4,7 @@ usage errors) must accept exactly the same options and mean the same by them."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,14 @@ def test_usage_errors_read_like_every_other_error() -> None:
     assert res.returncode == 2 and res.stderr.startswith("warmstart: error: ")
     assert json.loads(res.stdout)["error"]["exit_code"] == 2
     assert "Traceback" not in res.stderr
+
+
+def test_help_shows_defaults_and_completion_is_offered() -> None:
+    warmstart = str(Path(sys.executable).with_name("warmstart"))
+    run_help = subprocess.run([warmstart, "run", "--help"], capture_output=True, text=True).stdout
+    assert "[default: $WARMSTART_CACHE or" in run_help and "[default: ./warmstart.toml if present]" in run_help
+    root = subprocess.run([warmstart, "--help"], capture_output=True, text=True).stdout
+    assert "--install-completion" in root and "--show-completion" in root
+    shown = subprocess.run([warmstart, "--show-completion", "bash"], capture_output=True, text=True,
+                           env={**os.environ, "SHELL": "/bin/bash"})
+    assert shown.returncode == 0 and "complete" in shown.stdout
