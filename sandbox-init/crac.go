@@ -27,16 +27,7 @@ const (
 // pyAfterRestore asks the Python helper in the restored app to run its after-restore steps (secrets, reseeding,
 // the app's hooks) and waits for them, as `python3 -m warmstart_helper after_restore` would, without an exec.
 func pyAfterRestore(wait, timeout time.Duration) (string, error) {
-	deadline := time.Now().Add(wait)
-	var conn net.Conn
-	var err error
-	for {
-		conn, err = net.DialTimeout("unix", PyHelperSocket, time.Second)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	conn, err := dialWithin("unix", PyHelperSocket, wait)
 	if err != nil {
 		return "", fmt.Errorf("the app's warmstart_helper does not answer (%v): does it call warmstart_helper.install()?", err)
 	}
@@ -59,6 +50,19 @@ func pyAfterRestore(wait, timeout time.Duration) (string, error) {
 	return text, nil
 }
 
+// dialWithin connects, trying again until `wait` has passed: a restored app's listener is back at once, a
+// booting one may not be up yet.
+func dialWithin(network, address string, wait time.Duration) (net.Conn, error) {
+	deadline := time.Now().Add(wait)
+	for {
+		conn, err := net.DialTimeout(network, address, time.Second)
+		if err == nil || time.Now().After(deadline) {
+			return conn, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // cracCall sends one command to the agent, retrying the connection until `wait` has passed (a restored JVM's
 // listener is back at once; a booting one may not be up yet), and returns the agent's reply.
 func cracCall(command string, wait, timeout time.Duration) (string, error) {
@@ -66,16 +70,7 @@ func cracCall(command string, wait, timeout time.Duration) (string, error) {
 	if port == "" {
 		return "", fmt.Errorf("$%s is not set", CracPortVar)
 	}
-	deadline := time.Now().Add(wait)
-	var conn net.Conn
-	var err error
-	for {
-		conn, err = net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", port), time.Second)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	conn, err := dialWithin("tcp", net.JoinHostPort("127.0.0.1", port), wait)
 	if err != nil {
 		return "", fmt.Errorf("the JVM helper does not answer on 127.0.0.1:%s (%v): is the agent loaded?", port, err)
 	}
