@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import functools
 import os
-import platform
 import re
 import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
+
+from warmstart.cache import safefs
+
+CRIU_VERSION_MEMO = ".criu-version"  # in the cache root: "<path>:<inode>:<size>:<mtime_ns>\n<version>\n"
 
 
 @dataclass(frozen=True)
@@ -44,23 +48,45 @@ def _cpuinfo() -> tuple[str, tuple[str, ...]]:
     return model, flags
 
 
-def criu_version() -> str:
+def criu_version(memo: Path | None = None) -> str:
+    """The version of the `criu` on PATH. Asking CRIU costs an exec (4 ms on the restore path), so with `memo`
+    (a file in the cache root) the answer is kept, keyed by the binary's path, inode, size and mtime: a replaced
+    or upgraded CRIU is asked again."""
     path = shutil.which("criu")
     if not path:
         return ""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ""
+    key = f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+    if memo is not None:
+        try:
+            cached_key, _, cached = safefs.read_owned(memo, limit=4096).partition("\n")
+            if cached_key == key and re.fullmatch(r"[\d.]+", cached.strip()):
+                return cached.strip()
+        except (OSError, ValueError):
+            pass
     try:
         out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return ""
     m = re.search(r"Version:\s*([\d.]+)", out)
-    return m.group(1) if m else ""
+    version = m.group(1) if m else ""
+    if memo is not None and version:
+        try:
+            safefs.write_private(memo, f"{key}\n{version}\n")
+        except OSError:
+            pass  # a memo only: the next launch asks CRIU again
+    return version
 
 
-@functools.lru_cache(maxsize=1)
-def host_facts() -> HostFacts:
+@functools.lru_cache(maxsize=4)
+def host_facts(memo_dir: Path | None = None) -> HostFacts:
+    """This host's facts; `memo_dir` (the cache root) keeps the CRIU version between processes."""
     model, flags = _cpuinfo()
-    return HostFacts(kernel=os.uname().release, arch=platform.machine(), cpu_model=model, cpu_flags=flags,
-                     criu_version=criu_version())
+    return HostFacts(kernel=os.uname().release, arch=os.uname().machine, cpu_model=model, cpu_flags=flags,
+                     criu_version=criu_version(memo_dir / CRIU_VERSION_MEMO if memo_dir else None))
 
 
 def version_tuple(v: str) -> tuple[int, ...]:

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from warmstart import labels, sandbox, signing
+from warmstart import labels, sandbox
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
-from warmstart.containers import probe_container, removed_on_failure
 from warmstart.engines.base import ContainerState, Engine, Limits
 from warmstart.errors import (
     CacheError,
@@ -34,14 +34,16 @@ from warmstart.errors import (
     UsageError,
     WarmstartError,
 )
-from warmstart.hooks import after_restore_hooks, init_env, run_hooks
 from warmstart.host import host_facts, incompatibilities
 from warmstart.ports import reserved
-from warmstart.probes import preload
-from warmstart.restorepolicy import skip_reason
-from warmstart.secretenv import run_env
-from warmstart.signing import NO_POLICY, TrustPolicy
 from warmstart.spec import AppSpec, PortBinding, validate_volume
+
+if TYPE_CHECKING:
+    from warmstart.signing import TrustPolicy
+
+# Modules needed only once a snapshot has been chosen (containers, hooks, probes, secretenv, signing,
+# restorepolicy) are imported inside the functions that use them: `warmstart run` must reach its first engine call
+# within 50 ms of exec (#11), and these cost it 10 ms. tests/unit pin that they stay out of the early imports.
 
 Progress = Callable[[str], None]
 
@@ -81,7 +83,7 @@ def started_state(container: str, name: str, bindings: list[PortBinding], restor
 
 
 def usable_snapshot(
-    spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str | None = None, trust: TrustPolicy = NO_POLICY
+    spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str | None = None, trust: TrustPolicy | None = None
 ) -> tuple[Snapshot | None, str]:
     """The newest snapshot (or the tagged one) this host and engine can restore, verified and accepted by the
     signature policy; or None and why.
@@ -94,7 +96,7 @@ def usable_snapshot(
     if not candidates:
         return None, f"no snapshot {spec.name}:{tag} in {store.root}" if tag else \
             f"no snapshot of app {spec.name!r} in {store.root}"
-    here = host_facts()
+    here = host_facts(store.root)
     current_image: str | None = None
     reasons = []
     for snap in candidates:
@@ -114,6 +116,8 @@ def usable_snapshot(
         if current_image != m.image.get("id"):
             reasons.append(f"image {spec.image} changed since snapshot {snap.ref} was taken (rebuild it)")
             continue
+        from warmstart.restorepolicy import skip_reason
+
         skip = skip_reason(snap.ref, m.timings, store.health(snap), always_restore=spec.always_restore)
         if skip:
             reasons.append(skip)
@@ -128,8 +132,10 @@ def usable_snapshot(
         except SnapshotCorrupt as exc:
             where = store.quarantine(snap)
             return None, f"{exc}; quarantined to {where}"
+        from warmstart import signing
+
         try:
-            signing.check(m, snap.signature(), trust, ref=snap.ref)
+            signing.check(m, snap.signature(), trust or signing.NO_POLICY, ref=snap.ref)
         except SignatureError as exc:
             reasons.append(f"signature refused: {exc}")
             continue
@@ -176,7 +182,7 @@ def known_app(app: str, *, store: SnapshotStore, spec: AppSpec | None = None, ta
 
 
 def pull_if_missing(app: str, tag: str | None, *, store: SnapshotStore, registry: str,
-                    progress: Progress, trust: TrustPolicy = NO_POLICY) -> str:
+                    progress: Progress, trust: TrustPolicy | None = None) -> str:
     """Pull from `registry` when the snapshot is not here; "" on success or no need, else why it failed."""
     try:
         if store.get(app, tag) if tag else store.latest(app):
@@ -203,7 +209,7 @@ def launch(
     cold: bool = False,
     spec: AppSpec | None = None,
     registry: str | None = None,
-    trust: TrustPolicy = NO_POLICY,
+    trust: TrustPolicy | None = None,
     name: str | None = None,
     extra_labels: dict[str, str] | None = None,
     limits: Limits | None = None,
@@ -254,7 +260,7 @@ def _require_tag(app: str, tag: str, *, store: SnapshotStore) -> None:
 
 
 def _choose(
-    spec: AppSpec, *, cold: bool, engine: Engine, store: SnapshotStore, tag: str | None, trust: TrustPolicy
+    spec: AppSpec, *, cold: bool, engine: Engine, store: SnapshotStore, tag: str | None, trust: TrustPolicy | None
 ) -> tuple[Snapshot | None, str]:
     if cold:
         return None, "cold start requested (--cold)"
@@ -304,6 +310,11 @@ def _restore(
     spec: AppSpec, snapshot: Snapshot, *, engine: Engine, bindings: list[PortBinding], start: float, progress: Progress,
     placement: Placement | None = None,
 ) -> LaunchResult:
+    from warmstart.containers import removed_on_failure
+    from warmstart.hooks import after_restore_hooks, init_env, run_hooks
+    from warmstart.probes import preload
+    from warmstart.secretenv import run_env
+
     placement = placement or Placement(labels.instance_name(spec.name), {})
     name = placement.name
     progress(f"restoring {name} from snapshot {snapshot.ref} ({snapshot.manifest.mode} mode)")
@@ -343,6 +354,10 @@ class Prestarted:
 
 def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: SnapshotStore) -> Prestarted:
     """Start a sandbox for `snapshot` that waits to be activated (sandbox-mode snapshots only)."""
+    from warmstart.containers import removed_on_failure
+    from warmstart.hooks import init_env
+    from warmstart.secretenv import run_env
+
     if snapshot.manifest.encryption:
         raise UsageError(f"snapshot {snapshot.ref} is encrypted: it is not pre-started (its clear text would wait "
                          "in memory for a request)")
@@ -376,6 +391,9 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
 
 def activate(pre: Prestarted, *, engine: Engine, trigger_timeout: float = 10.0) -> LaunchResult:
     """Trigger a pre-started sandbox's restore and wait until it is ready (hooks, probe) as `run` does."""
+    from warmstart.containers import removed_on_failure
+    from warmstart.hooks import after_restore_hooks, run_hooks
+
     start = time.monotonic()
     with removed_on_failure(engine, pre.state.name):
         try:
@@ -411,6 +429,9 @@ def _cold(
     spec: AppSpec, *, engine: Engine, bindings: list[PortBinding], start: float, reason: str, progress: Progress,
     placement: Placement | None = None,
 ) -> LaunchResult:
+    from warmstart.containers import removed_on_failure
+    from warmstart.secretenv import run_env
+
     placement = placement or Placement(labels.instance_name(spec.name), {})
     name = placement.name
     progress(f"starting {name} cold: {reason}")
@@ -458,6 +479,8 @@ def _key_problem(encryption: dict[str, str]) -> str:
 
 def _runs_after_restore(snapshot: Snapshot) -> bool:
     """Whether the restoring init runs the app's afterRestore before it is ready (the JVM helper)."""
+    from warmstart.hooks import init_env
+
     return snapshot.manifest.mode == sandbox.SANDBOX and bool(init_env(snapshot.manifest.spec))
 
 
@@ -465,6 +488,8 @@ def _ready(
     spec: AppSpec, *, engine: Engine, state: ContainerState, mode: str, start: float,
     snapshot: str | None = None, reason: str | None = None, after_init: bool = False,
 ) -> LaunchResult:
+    from warmstart.containers import probe_container
+
     probe_container(engine, container=state.name, probe=spec.probe, known=state, after_init=after_init)
     ready_seconds = round(time.monotonic() - start, 3)
     ports = {key: f"{ip or '0.0.0.0'}:{port}" for key, (ip, port) in state.ports.items()}

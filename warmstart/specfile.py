@@ -32,9 +32,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from warmstart.cache.layout import APP_NAME_RE
 from warmstart.errors import SpecError
 from warmstart.spec import (
-    APP_NAME_RE,
     ENV_NAME_RE,
     AppSpec,
     HookSpec,

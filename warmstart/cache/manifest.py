@@ -22,6 +22,7 @@ from warmstart.spec import validate_app_name, validate_tag
 
 FILENAME = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.tar"  # the engine's checkpoint archive (podman `checkpoint --export`, uncompressed)
+SIGNATURE_FILE = "manifest.sig"  # beside the manifest: an Ed25519 signature over it (see signing.py)
 SCHEMA_VERSION = 1
 MAX_BYTES = 4 << 20  # a manifest is a few KB; anything larger is not one of ours
 # A plain name inside the snapshot dir, or inside its CRIU image dir (sandbox snapshots keep it unpacked).

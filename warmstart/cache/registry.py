@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, Manifest
+from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, SIGNATURE_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
 from warmstart.errors import ManifestError, RegistryError
 from warmstart.secretenv import raise_if_found, scan, values_named
-from warmstart.signing import NO_POLICY, SIGNATURE_FILE, TrustPolicy, check
+from warmstart.signing import NO_POLICY, TrustPolicy, check
 
 CONFIG_MEDIA_TYPE = "application/vnd.warmstart.snapshot.config.v1+json"
 # A sandbox snapshot's files (CRIU images, rootfs.tar, sandbox.json), packed for the trip.
@@ -301,7 +301,7 @@ class Registry:
             raise RegistryError(f"{repo} has {len(tags)} tags ({shown}): give one as {repo}:TAG")
         self.ref = Reference(self.ref.registry, self.ref.repository, tags[0])
 
-    def pull(self, store: SnapshotStore, *, trust: TrustPolicy = NO_POLICY,
+    def pull(self, store: SnapshotStore, *, trust: TrustPolicy | None = None,
              progress: Callable[[str], None] = lambda _: None) -> PullResult:
         """Download into staging, verify every blob against the OCI manifest and our manifest and the signature
         against `trust`, then publish."""
@@ -345,7 +345,7 @@ class Registry:
                 if digests.get(name) != entry["sha256"]:
                     raise RegistryError(f"pulled {name} from {self.ref} does not match the snapshot manifest: refused")
             signature = (stage / SIGNATURE_FILE).read_text(errors="replace") if SIGNATURE_FILE in layers else None
-            check(manifest, signature, trust, ref=str(self.ref))  # before anything becomes visible
+            check(manifest, signature, trust or NO_POLICY, ref=str(self.ref))  # before anything becomes visible
             snapshot = store.publish(stage, manifest, verified=True)
         return PullResult(snapshot=snapshot.ref, reference=str(self.ref), path=str(snapshot.path),
                           size_bytes=snapshot.size)

@@ -7,6 +7,7 @@ directory and file is checked where it is read, not trusted because of where it 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -84,3 +85,19 @@ def exchange(a: Path, b: Path) -> bool:
     if err in (errno.EINVAL, errno.ENOSYS):
         return False
     raise OSError(err, os.strerror(err), str(a))
+
+
+def write_private(path: Path, data: str | bytes) -> None:
+    """Write atomically (temp file + rename) with mode 0600 from the first byte."""
+    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

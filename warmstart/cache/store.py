@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -27,28 +26,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from warmstart.cache import safefs
-from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, FileEntry, Manifest
+from warmstart.cache import layout, safefs
+from warmstart.cache.layout import app_record
+from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, SIGNATURE_FILE, FileEntry, Manifest
+from warmstart.cache.safefs import write_private
 from warmstart.errors import CacheError, ManifestError, SnapshotCorrupt, SnapshotNotFound, UsageError
 from warmstart.labels import pid_alive
 from warmstart.restorepolicy import Health
-from warmstart.secretenv import stored_spec
-from warmstart.signing import SIGNATURE_FILE
 from warmstart.spec import AppSpec, validate_app_name, validate_tag
 
-ENV_VAR = "WARMSTART_CACHE"
 APP_RECORD_VERSION = 1
 APP_RECORD_MAX_BYTES = 1 << 20
 HEALTH_FILE = ".health"  # restore failures and circuit state (restorepolicy.Health), advice only
 VERIFIED_STAMP = ".verified"  # (inode, size, mtime, ctime) of each file when its sha256 last matched
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR])
-    if os.geteuid() == 0:
-        return Path("/var/lib/warmstart")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "warmstart"
 
 
 @dataclass(frozen=True)
@@ -79,6 +69,7 @@ class Snapshot:
 
 
 def sha256_file(path: Path) -> str:
+    import hashlib  # here: `run` reaches its first engine call without it (2 ms)
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -109,7 +100,7 @@ class SnapshotStore:
         # The configured root itself may be a symlink the user made; nothing below it is followed.
         self.root = root.resolve() if root.is_symlink() else root
         root = self.root
-        self.apps = root / "apps"
+        self.apps = root / layout.APPS_DIR
         self.snapshots = root / "snapshots"
         self.quarantine_root = root / "quarantine"
         self.locks = root / "locks"
@@ -163,11 +154,13 @@ class SnapshotStore:
     # -- apps ---------------------------------------------------------------------------------------------------------
     def save_app(self, spec: AppSpec) -> None:
         # Secret values are never written: `run` takes them from its own environment.
+        from warmstart.secretenv import stored_spec  # the build's path only
+
         data = json.dumps({"record_version": APP_RECORD_VERSION, "spec": stored_spec(spec).to_dict()}, indent=2) + "\n"
-        write_private(self.apps / f"{validate_app_name(spec.name)}.json", data)
+        write_private(app_record(self.root, validate_app_name(spec.name)), data)
 
     def load_app(self, name: str) -> AppSpec | None:
-        path = self.apps / f"{validate_app_name(name)}.json"
+        path = app_record(self.root, validate_app_name(name))
         try:
             raw = json.loads(safefs.read_owned(path, limit=APP_RECORD_MAX_BYTES))
         except FileNotFoundError:
@@ -442,6 +435,7 @@ def snapshot_files(staging: Path) -> list[str]:
 
 
 def _sha256_owned(path: Path) -> str:
+    import hashlib  # here: `run` reaches its first engine call without it (2 ms)
     digest = hashlib.sha256()
     try:
         with os.fdopen(safefs.open_owned(path), "rb") as fh:
@@ -450,22 +444,6 @@ def _sha256_owned(path: Path) -> str:
     except OSError as exc:
         raise SnapshotCorrupt(f"cannot read {path}: {exc.strerror or exc}") from exc
     return digest.hexdigest()
-
-
-def write_private(path: Path, data: str) -> None:
-    """Write atomically (temp file + rename) with mode 0600 from the first byte."""
-    tmp = path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def _fsync_dir(path: Path) -> None:

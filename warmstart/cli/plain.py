@@ -101,7 +101,8 @@ def load_spec_file(path: Path | None) -> dict[str, Any]:
 
 
 def open_store(cache_dir: Path | None) -> Any:
-    from warmstart.cache.store import SnapshotStore, default_cache_dir
+    from warmstart.cache.layout import default_cache_dir
+    from warmstart.cache.store import SnapshotStore
 
     return SnapshotStore(cache_dir or default_cache_dir()).open()
 
@@ -148,6 +149,9 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
         label: list[str] | None = None, memory: str | None = None, cpus: float | None = None,
         volume: list[str] | None = None) -> None:
     """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
+    from warmstart.early import prefetch_for_run
+
+    prefetch_for_run(app, cache_dir=cache_dir, engine=engine, spec_file=file)  # overlaps with the imports below
     from warmstart.launch import launch
 
     bindings = port_bindings(ports)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from warmstart import early
 from warmstart.criu import DUMP_LOG, RESTORE_LOG
 from warmstart.engines.base import (
     ContainerState,
@@ -97,7 +97,8 @@ class PodmanEngine(Engine):
         )
 
     def image_id(self, *, image: str) -> str:
-        proc = self._podman("image", "inspect", "--format", "{{.Id}}", image, check=False)
+        proc = early.take_image_id(self.binary, image, timeout=DEFAULT_TIMEOUT) or \
+            self._podman(*early.PODMAN_IMAGE_ID, image, check=False)
         if proc.returncode != 0:
             raise ImageNotFound(
                 f"image {image!r} not found locally",
@@ -146,6 +147,8 @@ class PodmanEngine(Engine):
             args += ["--publish", port.to_engine_arg()]
         # Values go through a private file, never argv: any user can read a process's command line (`ps`), and
         # env values are often secrets. The file is 0600 and exists only for this call.
+        import tempfile  # only when a container starts, not on `run`'s way to its first engine call
+
         with tempfile.NamedTemporaryFile("w", prefix="warmstart-env-", suffix=".env") as env_file:
             for key, value in env.items():
                 if "\n" in value:

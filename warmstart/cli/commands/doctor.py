@@ -4,7 +4,7 @@ from typing import Annotated
 
 import typer
 
-from warmstart.cache.store import default_cache_dir
+from warmstart.cache.layout import default_cache_dir
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, stdout
 

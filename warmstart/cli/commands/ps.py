@@ -24,7 +24,8 @@ def ps(
     json_output: options.JsonOpt = False,
 ) -> None:
     """List the instances warmstart started (mode: restored, cold, or pooled: a pre-started sandbox)."""
-    from warmstart.cache.store import SnapshotStore, default_cache_dir
+    from warmstart.cache.layout import default_cache_dir
+    from warmstart.cache.store import SnapshotStore
 
     cache = None if all_caches else str(SnapshotStore(cache_dir or default_cache_dir()).root)
     if format_ not in ("table", "json"):
