@@ -118,6 +118,10 @@ def _table() -> str:
                          f"{_s(m.get('serve_first_byte_restored'))} | "
                          f"{_s(m.get('serve_first_byte_cold'))} | {m.get('build_seconds', 0):.1f} s | "
                          f"{_s(m.get('checkpoint_seconds'))} |")
+    cli = COLLECTED.get("cli", {})
+    if "first_engine_call_ms" in cli:
+        extra += ["", f"`warmstart run`, exec to its first engine call: {cli['first_engine_call_ms']:.1f} ms "
+                  f"(median of 21; a bare `python -c pass` takes {cli['bare_python_ms']:.1f} ms here)."]
     return "\n".join(rows + (extra if len(extra) > 3 else []))
 
 
