@@ -182,11 +182,11 @@ func entrypoint(args []string) {
 	if snap, _, why := usable(o, key); why == "" {
 		meta, _, err := prepare(snap)
 		if err == nil {
-			err = criuRestore(snap, meta)
+			err = criuRestore(snap, meta, false)
 		}
 		if err == nil {
 			logf("restored pid %d from %s in %d ms", meta.Pid, filepath.Base(snap), time.Since(start).Milliseconds())
-			os.Exit(supervise(meta.Pid, signals))
+			os.Exit(supervise(meta.Pid, signals, nil))
 		}
 		logf("starting cold: restore from %s failed: %v", filepath.Base(snap), err)
 	} else {
@@ -208,7 +208,7 @@ func entrypoint(args []string) {
 	if !o.noSnapshot {
 		go snapshotWhenReady(o, key, pid)
 	}
-	os.Exit(supervise(pid, signals))
+	os.Exit(supervise(pid, signals, nil))
 }
 
 // ready: the port accepts a connection (--ready-tcp), or GET PATH answers 2xx (plain HTTP/1.0 over net: net/http

@@ -238,7 +238,7 @@ func boot(args []string) {
 	if err := cmd.Start(); err != nil {
 		fail(ExitBootFailed, "boot: cannot start %s: %v", command[0], err)
 	}
-	os.Exit(supervise(cmd.Process.Pid, signals))
+	os.Exit(supervise(cmd.Process.Pid, signals, nil))
 }
 
 // reaping is held while the init itself waits on a child (the entrypoint's criu dump): PID 1 reaps every
@@ -246,8 +246,11 @@ func boot(args []string) {
 var reaping sync.Mutex
 
 // supervise is PID 1's duty: forward signals to the app, reap everything, return the app's exit status.
-func supervise(app int, signals chan os.Signal) int {
+// With a page daemon, it also watches the daemon: one that dies before every page is in stops the app
+// (ExitLazyPagesDied), since the app's memory can no longer be made whole.
+func supervise(app int, signals chan os.Signal, daemon *lazyDaemon) int {
 	exited := make(chan int, 1)
+	daemonExit := make(chan syscall.WaitStatus, 1)
 	go func() {
 		for {
 			var status syscall.WaitStatus
@@ -255,6 +258,10 @@ func supervise(app int, signals chan os.Signal) int {
 			pid, err := syscall.Wait4(-1, &status, syscall.WNOHANG, nil)
 			reaping.Unlock()
 			if err == nil && pid > 0 {
+				if daemon != nil && pid == daemon.pid {
+					daemonExit <- status
+					continue
+				}
 				if pid == app && (status.Exited() || status.Signaled()) {
 					if status.Exited() {
 						exited <- status.ExitStatus()
@@ -276,6 +283,16 @@ func supervise(app int, signals chan os.Signal) int {
 		select {
 		case code := <-exited:
 			return code
+		case st := <-daemonExit:
+			if finished(st) {
+				fmt.Fprintf(os.Stderr, "warmstart-init: all of the app's memory is in, %d ms after the restore began\n",
+					time.Since(daemon.started).Milliseconds())
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "warmstart-init: the page daemon died (%s) before the app's memory was whole: "+
+				"stopping the app\n%s\n", describe(st), logExcerpt(filepath.Join(WorkDir, LazyPagesLog), LazyPagesLog))
+			stopRestored(app)
+			return ExitLazyPagesDied
 		case sig := <-signals:
 			if sig == syscall.SIGCHLD || sig == syscall.SIGURG {
 				continue
@@ -617,9 +634,61 @@ func restore(args []string) {
 		signal.Notify(signals)
 		start = time.Now()
 	}
-	if err := criuRestore(f["snapshot"], meta); err != nil {
-		fail(ExitRestoreFailed, "restore: %v", err)
+	daemon := restoreApp(f["snapshot"], meta, os.Getenv(LazyVar) == "1")
+	// The line a log readiness probe waits for after a restore (warmstart/sandbox.py RESTORED_LINE): the app
+	// printed its own ready line before the checkpoint and will not print it again.
+	how := "eagerly"
+	if daemon != nil {
+		how = "lazily (the rest of its memory streams in)"
 	}
+	fmt.Fprintf(os.Stderr, "warmstart-init: restored pid %d in %d ms, %s\n", meta.Pid, time.Since(start).Milliseconds(), how)
+	os.Exit(supervise(meta.Pid, signals, daemon))
+}
+
+// restoreApp restores the app and runs its after-restore steps; lazily first when asked (and possible), and
+// eagerly when the lazy restore cannot start, fails, or loses its page daemon before the app is ready. Returns
+// the page daemon still serving the app, or nil.
+func restoreApp(snap string, meta Meta, lazy bool) *lazyDaemon {
+	var daemon *lazyDaemon
+	if lazy {
+		d, err := startLazyPages(filepath.Join(snap, ImagesDir), WorkDir, 5*time.Second)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "warmstart-init: restoring eagerly, the lazy restore cannot start: %v\n", err)
+		}
+		daemon = d
+	}
+	if err := criuRestore(snap, meta, daemon != nil); err != nil {
+		if daemon == nil {
+			fail(ExitRestoreFailed, "restore: %v", err)
+		}
+		daemon.kill()
+		daemon = nil
+		fmt.Fprintf(os.Stderr, "warmstart-init: restoring eagerly, the lazy restore failed: %v\n", err)
+		if err := criuRestore(snap, meta, false); err != nil {
+			fail(ExitRestoreFailed, "restore: %v", err)
+		}
+	}
+	afterRestore(meta)
+	if daemon != nil {
+		if st, gone := daemon.exited(); gone {
+			if finished(st) {
+				return nil // every page is in already
+			}
+			fmt.Fprintf(os.Stderr, "warmstart-init: the page daemon died (%s) before the app was ready: restoring "+
+				"eagerly\n%s\n", describe(st), logExcerpt(filepath.Join(WorkDir, LazyPagesLog), LazyPagesLog))
+			stopRestored(meta.Pid)
+			if err := criuRestore(snap, meta, false); err != nil {
+				fail(ExitRestoreFailed, "restore: %v", err)
+			}
+			afterRestore(meta)
+			return nil
+		}
+	}
+	return daemon
+}
+
+// afterRestore runs the helpers' after-restore steps in the restored app.
+func afterRestore(meta Meta) {
 	if os.Getenv(CracPortVar) != "" { // a JVM with warmstart's agent: its resources' afterRestore, then the app runs on
 		if _, err := cracCall("afterRestore", 5*time.Second, 120*time.Second); err != nil {
 			fmt.Fprintf(os.Stderr, "warmstart-init: afterRestore failed: %v\n", err)
@@ -632,10 +701,6 @@ func restore(args []string) {
 			fmt.Fprintf(os.Stderr, "warmstart-init: warmstart_helper after_restore failed: %v\n", err)
 		}
 	}
-	// The line a log readiness probe waits for after a restore (warmstart/sandbox.py RESTORED_LINE): the app
-	// printed its own ready line before the checkpoint and will not print it again.
-	fmt.Fprintf(os.Stderr, "warmstart-init: restored pid %d in %d ms\n", meta.Pid, time.Since(start).Milliseconds())
-	os.Exit(supervise(meta.Pid, signals))
 }
 
 // serveSecrets answers every connection to SecretsSocket with the secrets' values, and takes them out of this
@@ -707,12 +772,21 @@ func prepare(snap string) (Meta, int, error) {
 	return meta, 0, nil
 }
 
-func criuRestore(snap string, meta Meta) error {
-	work := "/tmp/.warmstart"
+// WorkDir holds CRIU's logs, its pidfile and the page daemon's socket inside the container.
+const WorkDir = "/tmp/.warmstart"
+
+// criuRestore restores the app from the snapshot's images; with lazy, its lazily restorable pages are left to
+// the page daemon already listening in WorkDir (startLazyPages).
+func criuRestore(snap string, meta Meta, lazy bool) error {
+	work := WorkDir
 	_ = os.MkdirAll(work, 0o700)
 	pidfile := filepath.Join(work, "restored.pid")
+	_ = os.Remove(pidfile)
 	argv := []string{"restore", "-D", filepath.Join(snap, ImagesDir), "-W", work, "-o", RestoreLog, "-d",
 		"--pidfile", pidfile, "--tcp-close"}
+	if lazy {
+		argv = append(argv, "--lazy-pages")
+	}
 	argv = append(argv, criuCommon...)
 	seen := map[string]bool{}
 	for _, fd := range []string{"1", "2"} {

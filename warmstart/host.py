@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from warmstart.cache import safefs
 
 CRIU_VERSION_MEMO = ".criu-version"  # in the cache root: "<path>:<inode>:<size>:<mtime_ns>\n<version>\n"
+UFFD_MEMO = ".criu-uffd"  # in the cache root: "<that key>:<kernel release>\nyes|no\n"
 
 
 @dataclass(frozen=True)
@@ -48,37 +50,71 @@ def _cpuinfo() -> tuple[str, tuple[str, ...]]:
     return model, flags
 
 
-def criu_version(memo: Path | None = None) -> str:
-    """The version of the `criu` on PATH. Asking CRIU costs an exec (4 ms on the restore path), so with `memo`
-    (a file in the cache root) the answer is kept, keyed by the binary's path, inode, size and mtime: a replaced
-    or upgraded CRIU is asked again."""
-    path = shutil.which("criu")
-    if not path:
-        return ""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return ""
-    key = f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+def _memoized(memo: Path | None, key: str, compute: Callable[[], str]) -> str:
+    """compute(), kept in the file `memo` (a file in the cache root) under `key`: asking CRIU costs an exec on the
+    restore path (4-15 ms), and its answers change only with the binary or the kernel, which `key` names."""
     if memo is not None:
         try:
             cached_key, _, cached = safefs.read_owned(memo, limit=4096).partition("\n")
-            if cached_key == key and re.fullmatch(r"[\d.]+", cached.strip()):
+            if cached_key == key and re.fullmatch(r"[\w.]+", cached.strip()):
                 return cached.strip()
         except (OSError, ValueError):
             pass
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    m = re.search(r"Version:\s*([\d.]+)", out)
-    version = m.group(1) if m else ""
-    if memo is not None and version:
+    value = compute()
+    if memo is not None and value:
         try:
-            safefs.write_private(memo, f"{key}\n{version}\n")
+            safefs.write_private(memo, f"{key}\n{value}\n")
         except OSError:
             pass  # a memo only: the next launch asks CRIU again
-    return version
+    return value
+
+
+def _criu_key() -> tuple[str, str] | None:
+    """The `criu` on PATH and what identifies its binary (path, inode, size, mtime), or None."""
+    path = shutil.which("criu")
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return path, f"{path}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def criu_version(memo: Path | None = None) -> str:
+    """The version of the `criu` on PATH ("" without one), remembered in `memo` per binary."""
+    found = _criu_key()
+    if found is None:
+        return ""
+    path, key = found
+
+    def ask() -> str:
+        try:
+            out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        m = re.search(r"Version:\s*([\d.]+)", out)
+        return m.group(1) if m else ""
+
+    return _memoized(memo, key, ask)
+
+
+def uffd_supported(memo: Path | None = None) -> bool:
+    """Whether CRIU can restore lazily here (`criu check --feature uffd-noncoop`: userfaultfd with the events a
+    restored process tree needs), remembered in `memo` per CRIU binary and kernel."""
+    found = _criu_key()
+    if found is None:
+        return False
+    path, key = found
+
+    def ask() -> str:
+        try:
+            proc = subprocess.run([path, "check", "--feature", "uffd-noncoop"], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""  # not remembered: asked again next time
+        return "yes" if proc.returncode == 0 else "no"
+
+    return _memoized(memo, f"{key}:{os.uname().release}", ask) == "yes"
 
 
 @functools.lru_cache(maxsize=4)

@@ -276,7 +276,7 @@ def _restore_or_cold(
     if snapshot is not None:
         try:
             restored = _restore(spec, snapshot, engine=engine, bindings=bindings, start=start, progress=progress,
-                                placement=placement)
+                                placement=placement, memo_dir=store.root)
             store.record_restore(snapshot, None)
             return restored
         except (EngineError, ReadinessError, HookError, CacheError) as exc:
@@ -308,7 +308,7 @@ class Placement:
 
 def _restore(
     spec: AppSpec, snapshot: Snapshot, *, engine: Engine, bindings: list[PortBinding], start: float, progress: Progress,
-    placement: Placement | None = None,
+    placement: Placement | None = None, memo_dir: Path | None = None,
 ) -> LaunchResult:
     from warmstart.containers import removed_on_failure
     from warmstart.hooks import after_restore_hooks, init_env, run_hooks
@@ -325,7 +325,8 @@ def _restore(
             # mounted read-only: nothing is copied or unpacked per launch.
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(),
-                env={**run_env(spec), **init_env(snapshot.manifest.spec)}, ports=bindings,
+                env={**run_env(spec), **init_env(snapshot.manifest.spec), **_lazy_env(spec, snapshot, memo_dir)},
+                ports=bindings,
                 labels={**placement.labels, **labels.labels_for(spec.name), labels.MODE: "restored",
                         labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
                 volumes=(*spec.volumes, *placement.volumes, *sandbox.tool_mounts(),
@@ -372,7 +373,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
         with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings, removed_on_failure(engine, name):
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(wait=True),
-                env={**run_env(spec), **init_env(snapshot.manifest.spec)},
+                env={**run_env(spec), **init_env(snapshot.manifest.spec), **_lazy_env(spec, snapshot, store.root)},
                 ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
                         labels.CACHE: str(store.root),
@@ -475,6 +476,13 @@ def _key_problem(encryption: dict[str, str]) -> str:
     if crypt.key_id(key) != encryption.get("key_id"):
         return f"{path} is key {crypt.key_id(key)}, the snapshot was encrypted with {encryption.get('key_id')}"
     return ""
+
+
+def _lazy_env(spec: AppSpec, snapshot: Snapshot, memo_dir: Path | None) -> dict[str, str]:
+    """Ask the init for a lazy restore where it pays and this host can (lazypages.py); `memo_dir`: the cache root."""
+    from warmstart.lazypages import restore_env
+
+    return restore_env(allowed=spec.lazy_pages, files=snapshot.manifest.files, memo_dir=memo_dir)
 
 
 def _runs_after_restore(snapshot: Snapshot) -> bool:

@@ -56,6 +56,7 @@ EXIT_CODES = {
     123: "the app could not be started under warmstart-init",
     124: "the dump failed",
     125: "the JVM app's CRaC afterRestore failed (see the container log)",
+    126: "CRIU's page daemon died before the lazily restored app's memory was whole (the app was stopped)",
 }
 
 

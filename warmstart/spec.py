@@ -140,6 +140,7 @@ class AppSpec:
     secret_env: tuple[str, ...] = ()  # env names whose values never reach snapshots, stored files or argv
     secrets_during_warmup: bool = False  # the build gets the secrets too: the snapshot must then be encrypted
     always_restore: bool = False  # restore even where the build's trial restore did not beat its cold start
+    lazy_pages: bool = True  # restore memory on demand where the host can (lazypages.py); false: copy it all first
     jvm_helper: bool | None = None  # the jdk.crac agent (jvmhelper.py); None: on for sandbox builds running java
     uniqueness: str | None = None  # GET path whose answer must differ between two clones (build's uniqueness gate)
 

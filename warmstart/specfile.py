@@ -51,7 +51,7 @@ SIGNAL_RE = re.compile(r"^(SIG)?[A-Z0-9+-]+$")
 
 APP_KEYS = {"image", "build", "containerfile", "command", "env", "secret_env", "ports", "volumes", "ready",
             "warmup", "hooks", "trim", "python_helper", "uniqueness",
-            "secrets_during_warmup", "always_restore", "jvm_helper"}
+            "secrets_during_warmup", "always_restore", "jvm_helper", "lazy_pages"}
 
 
 class _Reader:
@@ -218,6 +218,7 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
         secret_env=secret_env,
         secrets_during_warmup=r.boolean(t.get("secrets_during_warmup", False), f"{key}.secrets_during_warmup"),
         always_restore=r.boolean(t.get("always_restore", False), f"{key}.always_restore"),
+        lazy_pages=r.boolean(t.get("lazy_pages", True), f"{key}.lazy_pages"),
         jvm_helper=r.boolean(t["jvm_helper"], f"{key}.jvm_helper") if "jvm_helper" in t else None,
         ports=ports,
         volumes=volumes,

@@ -5,6 +5,10 @@ STARTUP_DELAY (seconds) simulates an expensive boot; NEVER_READY=1 keeps /health
 GET /random returns random.random() and uuid4() (clones of one snapshot must differ), GET /seeded only
 random.random(); GET /slow?seconds=N answers after N seconds; GET /secret the SHA-256 of $API_KEY as the app sees it now (never the value); GET /events lists the
 warmstart_helper hooks that ran (the app registers them when USE_HELPER=1).
+
+BALLAST_MB (default 0) fills that much memory with random bytes at boot (incompressible: the snapshot's size),
+HOT_MB (default 0) a separate buffer that every GET / reads. GET /checksum returns the SHA-256 of both, so a
+restore that lost or mixed up a page shows; `ballast_sha256` at boot is what it must equal.
 """
 
 import hashlib
@@ -18,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BOOT_TOKEN = secrets.token_hex(8)
 STATE: dict = {"count": 0, "events": []}
+BALLAST = bytearray(os.urandom(int(os.environ.get("BALLAST_MB", "0")) << 20))
+HOT = bytearray(os.urandom(int(os.environ.get("HOT_MB", "0")) << 20))
 
 if os.environ.get("USE_HELPER") == "1":
     import warmstart_helper
@@ -54,10 +60,15 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(float(self.path.partition("seconds=")[2] or "2"))
             self._send(200, {"slow": True})
             return
+        if self.path == "/checksum":
+            self._send(200, {"ballast_sha256": hashlib.sha256(BALLAST).hexdigest(),
+                             "hot_sha256": hashlib.sha256(HOT).hexdigest(), "ballast_bytes": len(BALLAST)})
+            return
         if self.path == "/events":
             self._send(200, {"events": STATE["events"]})
             return
-        self._send(200, {"boot_token": BOOT_TOKEN, "count": STATE["count"], "pid": os.getpid()})
+        hot = hashlib.sha256(HOT).hexdigest()[:16] if HOT else None  # the working set every request touches
+        self._send(200, {"boot_token": BOOT_TOKEN, "count": STATE["count"], "pid": os.getpid(), "hot": hot})
 
     def _send(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -79,5 +90,6 @@ class Handler(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     time.sleep(float(os.environ.get("STARTUP_DELAY", "0")))
     server = ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Handler)
-    print(f"counter listening on :{server.server_port} token={BOOT_TOKEN}", flush=True)
+    ballast = f" ballast_sha256={hashlib.sha256(BALLAST).hexdigest()}" if BALLAST else ""
+    print(f"counter listening on :{server.server_port} token={BOOT_TOKEN}{ballast}", flush=True)
     server.serve_forever()

@@ -1,0 +1,108 @@
+// Lazy restore: CRIU's page daemon (`criu lazy-pages`) serves the app's memory on demand through userfaultfd and
+// streams the rest in the background, so the app runs before all of its memory is copied. Pages the snapshot
+// marks eager (the working set, see warmstart/lazypages.py) are copied by `criu restore` itself, as always.
+//
+// The daemon is what makes the memory whole: if it dies before it has served every page, the app would read
+// zeros where its data was (a released userfaultfd leaves missing anonymous pages empty). So a daemon that
+// dies before the app is announced ready means: stop the app and restore it eagerly instead; one that dies
+// after means: stop the app and exit with ExitLazyPagesDied, never let it serve from incomplete memory.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+const (
+	LazyVar           = "WARMSTART_LAZY"    // "1": restore lazily when this host can (set by warmstart/launch.py)
+	LazyPagesLog      = "lazy-pages.log"    // the daemon's log, in the work dir
+	LazySocket        = "lazy-pages.socket" // criu/uffd.c LAZY_PAGES_SOCK_NAME, created in the daemon's work dir
+	ExitLazyPagesDied = 126                 // the page daemon died before the app's memory was whole: app stopped
+)
+
+// lazyDaemon is a running `criu lazy-pages`.
+type lazyDaemon struct {
+	pid     int
+	started time.Time
+}
+
+// startLazyPages starts the page daemon for `images` and waits (at most `timeout`) for its socket, which must
+// exist before `criu restore --lazy-pages` connects to it.
+func startLazyPages(images, work string, timeout time.Duration) (*lazyDaemon, error) {
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return nil, err
+	}
+	sock := filepath.Join(work, LazySocket)
+	_ = os.Remove(sock)
+	cmd := exec.Command(criuPath(), "lazy-pages", "-D", images, "-W", work, "-o", LazyPagesLog)
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d := &lazyDaemon{pid: cmd.Process.Pid, started: time.Now()}
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := os.Stat(sock); err == nil {
+			return d, nil
+		}
+		if st, gone := d.exited(); gone {
+			return nil, fmt.Errorf("criu lazy-pages exited (%s) before it listened\n%s", describe(st),
+				logExcerpt(filepath.Join(work, LazyPagesLog), LazyPagesLog))
+		}
+	}
+	d.kill()
+	return nil, fmt.Errorf("criu lazy-pages did not listen on %s within %s", sock, timeout)
+}
+
+// exited reaps the daemon if it has ended (without blocking).
+func (d *lazyDaemon) exited() (syscall.WaitStatus, bool) {
+	var st syscall.WaitStatus
+	reaping.Lock()
+	pid, err := syscall.Wait4(d.pid, &st, syscall.WNOHANG, nil)
+	reaping.Unlock()
+	if errors.Is(err, syscall.ECHILD) {
+		return st, false // reaped elsewhere: supervise forwards its status instead
+	}
+	return st, pid == d.pid
+}
+
+func (d *lazyDaemon) kill() {
+	_ = syscall.Kill(d.pid, syscall.SIGKILL)
+	reaping.Lock()
+	var st syscall.WaitStatus
+	_, _ = syscall.Wait4(d.pid, &st, 0, nil)
+	reaping.Unlock()
+}
+
+// finished: the daemon ended having served every page (it exits 0 only then: criu/uffd.c handle_requests).
+func finished(st syscall.WaitStatus) bool { return st.Exited() && st.ExitStatus() == 0 }
+
+func describe(st syscall.WaitStatus) string {
+	if st.Signaled() {
+		return "killed by " + st.Signal().String()
+	}
+	return fmt.Sprintf("exit code %d", st.ExitStatus())
+}
+
+// stopRestored kills a restored app's whole process group and reaps it, so that its PIDs are free for another
+// restore attempt.
+func stopRestored(pid int) {
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		var st syscall.WaitStatus
+		reaping.Lock()
+		got, err := syscall.Wait4(-1, &st, syscall.WNOHANG, nil)
+		reaping.Unlock()
+		if err == nil && got > 0 {
+			continue
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
