@@ -5,6 +5,7 @@
 //	warmstart-init dump --pid N --out DIR                           capture changed files, stdio, CRIU dump (exec'd)
 //	warmstart-init entrypoint --snapshot-dir DIR ... -- CMD...      a container that snapshots itself (entrypoint.go)
 //	warmstart-init crac beforeCheckpoint|afterRestore              trigger the JVM helper's CRaC resources (crac.go)
+//	warmstart-init working-set --images DIR --faults FILE           mark recorded pages eager (workingset.go; host)
 //	warmstart-init restore --snapshot DIR [--wait FIFO]             put files back, CRIU restore, supervise (run);
 //	                                                                with --wait, restore only once FIFO is written
 //	                                                                (a pre-started sandbox: serve's pool)
@@ -95,6 +96,8 @@ func main() {
 		entrypoint(os.Args[2:])
 	case "crac":
 		crac(os.Args[2:])
+	case "working-set":
+		workingSet(os.Args[2:])
 	case "noop": // a short-lived child, used to move the PID counter where ns_last_pid is not writable
 		os.Exit(0)
 	default:
@@ -634,7 +637,7 @@ func restore(args []string) {
 		signal.Notify(signals)
 		start = time.Now()
 	}
-	daemon := restoreApp(f["snapshot"], meta, os.Getenv(LazyVar) == "1")
+	daemon := restoreApp(f["snapshot"], meta, os.Getenv(LazyVar))
 	// The line a log readiness probe waits for after a restore (warmstart/sandbox.py RESTORED_LINE): the app
 	// printed its own ready line before the checkpoint and will not print it again.
 	how := "eagerly"
@@ -648,9 +651,19 @@ func restore(args []string) {
 // restoreApp restores the app and runs its after-restore steps; lazily first when asked (and possible), and
 // eagerly when the lazy restore cannot start, fails, or loses its page daemon before the app is ready. Returns
 // the page daemon still serving the app, or nil.
-func restoreApp(snap string, meta Meta, lazy bool) *lazyDaemon {
+func restoreApp(snap string, meta Meta, mode string) *lazyDaemon {
+	if mode == RecordMode { // a build's recording clone: no fallback, a failure fails the recording
+		if err := startRecorder(filepath.Join(snap, ImagesDir), WorkDir, RecordMount); err != nil {
+			fail(ExitRestoreFailed, "restore: recording the working set: %v", err)
+		}
+		if err := criuRestore(snap, meta, true); err != nil {
+			fail(ExitRestoreFailed, "restore: %v", err)
+		}
+		afterRestore(meta)
+		return nil
+	}
 	var daemon *lazyDaemon
-	if lazy {
+	if mode == "1" {
 		d, err := startLazyPages(filepath.Join(snap, ImagesDir), WorkDir, 5*time.Second)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "warmstart-init: restoring eagerly, the lazy restore cannot start: %v\n", err)
