@@ -23,12 +23,17 @@ const (
 	LazyPagesLog      = "lazy-pages.log"    // the daemon's log, in the work dir
 	LazySocket        = "lazy-pages.socket" // criu/uffd.c LAZY_PAGES_SOCK_NAME, created in the daemon's work dir
 	ExitLazyPagesDied = 126                 // the page daemon died before the app's memory was whole: app stopped
+	// LazyFaultVar="kill-daemon" kills the page daemon right after a lazy restore, before the app is ready: fault
+	// injection for the tests of the eager fallback (tests/podman/test_lazy.py); nothing else sets it.
+	LazyFaultVar = "WARMSTART_LAZY_FAULT"
 )
 
 // lazyDaemon is a running `criu lazy-pages`.
 type lazyDaemon struct {
 	pid     int
 	started time.Time
+	reaped  bool               // kill() reaped it
+	status  syscall.WaitStatus // its status, once reaped
 }
 
 // startLazyPages starts the page daemon for `images` and waits (at most `timeout`) for its socket, which must
@@ -59,6 +64,9 @@ func startLazyPages(images, work string, timeout time.Duration) (*lazyDaemon, er
 
 // exited reaps the daemon if it has ended (without blocking).
 func (d *lazyDaemon) exited() (syscall.WaitStatus, bool) {
+	if d.reaped {
+		return d.status, true
+	}
 	var st syscall.WaitStatus
 	reaping.Lock()
 	pid, err := syscall.Wait4(d.pid, &st, syscall.WNOHANG, nil)
@@ -72,9 +80,9 @@ func (d *lazyDaemon) exited() (syscall.WaitStatus, bool) {
 func (d *lazyDaemon) kill() {
 	_ = syscall.Kill(d.pid, syscall.SIGKILL)
 	reaping.Lock()
-	var st syscall.WaitStatus
-	_, _ = syscall.Wait4(d.pid, &st, 0, nil)
+	_, _ = syscall.Wait4(d.pid, &d.status, 0, nil)
 	reaping.Unlock()
+	d.reaped = true
 }
 
 // finished: the daemon ended having served every page (it exits 0 only then: criu/uffd.c handle_requests).

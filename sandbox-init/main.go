@@ -681,6 +681,9 @@ func restoreApp(snap string, meta Meta, mode string) *lazyDaemon {
 			fail(ExitRestoreFailed, "restore: %v", err)
 		}
 	}
+	if daemon != nil && os.Getenv(LazyFaultVar) == "kill-daemon" {
+		daemon.kill() // fault injection (tests): the daemon dies while the app is not yet ready
+	}
 	afterRestore(meta)
 	if daemon != nil {
 		if st, gone := daemon.exited(); gone {

@@ -18,13 +18,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from warmstart import __version__, crypt, jvmhelper, labels, sandbox, signing
+from warmstart import __version__, crypt, jvmhelper, labels, lazypages, sandbox, signing
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, snapshot_files
 from warmstart.containers import probe_container, published, remove_quietly
 from warmstart.engines.base import ContainerState, Engine, EngineInfo, criu_log_excerpt
-from warmstart.errors import CheckpointError, EngineError, HookError, ReadinessError, UniquenessError, UsageError
+from warmstart.errors import (
+    CheckpointError,
+    EngineError,
+    HookError,
+    ReadinessError,
+    UniquenessError,
+    UsageError,
+    WarmupError,
+)
 from warmstart.hooks import after_restore_hooks, before_checkpoint_hooks, init_env, run_hooks
 from warmstart.host import host_facts
 from warmstart.labels import pid_alive
@@ -60,6 +68,8 @@ class BuildResult:
     trim: dict[str, str] = field(default_factory=dict)
     untrimmed_size_bytes: int | None = None  # with compare_trim: a checkpoint taken just before trimming
     restored_ready_seconds: float | None = None  # a trial restore of the new snapshot, timed like the cold start
+    working_set_bytes: int | None = None  # recorded on a lazy clone: what a lazy restore copies up front
+    streamed_bytes: int | None = None  # and what it leaves to the page daemon
 
 
 def prepare_image(spec: AppSpec, *, engine: Engine, progress: Progress) -> str:
@@ -118,10 +128,12 @@ def _checkpoint(engine: Engine, container: str, stage: Path, *, mode: str, sub: 
 
 @contextlib.contextmanager
 def _trial_clone(
-    spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str
+    spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str,
+    init_extra: dict[str, str] | None = None, volumes: tuple[str, ...] = (),
 ) -> Iterator[tuple[ContainerState, float]]:
     """Restore one clone of the staged snapshot as `run` would (after-restore hooks, probe) and yield its state and
-    time-to-ready; the clone is removed afterwards, whatever happens."""
+    time-to-ready; the clone is removed afterwards, whatever happens. `init_extra`: more of the init's environment
+    (lazy restore, recording); `volumes`: more mounts."""
     from warmstart.launch import resolve_ports, started_state
 
     name = labels.build_name(spec.name)
@@ -130,12 +142,12 @@ def _trial_clone(
             start = time.monotonic()
             if mode == sandbox.SANDBOX:
                 cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(),
-                                 env={**_trial_env(spec), **init_env(spec.to_dict())},
+                                 env={**_trial_env(spec), **init_env(spec.to_dict()), **(init_extra or {})},
                                  ports=bindings,
                                  labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
                                          labels.INIT: "warmstart-init"},
                                  volumes=(*spec.volumes, *sandbox.tool_mounts(),
-                                          f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro"),
+                                          f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro", *volumes),
                                  extras=sandbox.RunExtras())
             else:
                 cid = engine.restore(archive=stage / CHECKPOINT_FILE, name=name, ports=bindings)
@@ -178,9 +190,28 @@ def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stag
 
 def trial_restore_seconds(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str) -> float:
     """Time-to-ready of one clone of the staged snapshot, measured as the build's cold start was (from the engine
-    call to the probe passing): `run` compares the two before choosing to restore."""
-    with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=mode) as (_, seconds):
+    call to the probe passing) and restored as `run` would (lazily where it would): `run` compares the two before
+    choosing to restore."""
+    lazy = lazypages.restore_env(allowed=spec.lazy_pages, memory=lazypages.images_bytes(stage / sandbox.IMAGES_DIR),
+                                 memo_dir=store.root) if mode == sandbox.SANDBOX else {}
+    with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=mode, init_extra=lazy) as (_, seconds):
         return seconds
+
+
+def record_working_set(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path) -> tuple[int, int]:
+    """Restore a clone lazily through the init's recorder, replay the warm-up on it, and mark every page it touched
+    eager in the staged snapshot (sandbox-init/workingset.go): a lazy restore then copies what readiness and the
+    warm-up traffic need up front, and streams only the rest. Returns (pages made eager, pages left lazy)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="warmstart-record-") as record:
+        with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=sandbox.SANDBOX,
+                          init_extra=lazypages.record_env(),
+                          volumes=(f"{record}:{lazypages.RECORD_MOUNT}",)) as (state, _):
+            if spec.warmup:
+                run_warmup(spec.warmup, engine=engine, state=state)
+        return lazypages.record_working_set(images=stage / sandbox.IMAGES_DIR,
+                                            faults=Path(record) / lazypages.FAULTS_FILE)
 
 
 def _trial_env(spec: AppSpec) -> dict[str, str]:
@@ -324,6 +355,18 @@ def _build(
             if spec.uniqueness:
                 progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
                 uniqueness_gate(spec, engine=engine, store=store, stage=work, mode=mode)
+            working_set: tuple[int, int] | None = None
+            if mode == sandbox.SANDBOX and not lazypages.why_not(
+                    allowed=spec.lazy_pages, memory=lazypages.images_bytes(work / sandbox.IMAGES_DIR),
+                    memo_dir=store.root):
+                progress("recording the working set on a lazily restored clone")
+                try:
+                    eager, lazy = record_working_set(spec, engine=engine, store=store, stage=work)
+                    working_set = (eager * lazypages.PAGE_SIZE, lazy * lazypages.PAGE_SIZE)
+                    progress(f"working set: {working_set[0] / 2**20:.1f} MiB restored up front, "
+                             f"{working_set[1] / 2**20:.1f} MiB streamed after")
+                except (EngineError, ReadinessError, HookError, CheckpointError, WarmupError) as exc:
+                    progress(f"recording the working set failed ({exc}); a lazy restore will stream every page")
             progress("trial restore, timed against the cold start")
             restored_seconds: float | None = None
             try:
@@ -375,4 +418,6 @@ def _build(
         hooks=hooks,
         trim=trimmed,
         untrimmed_size_bytes=untrimmed,
+        working_set_bytes=working_set[0] if working_set else None,
+        streamed_bytes=working_set[1] if working_set else None,
     )

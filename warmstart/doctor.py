@@ -155,6 +155,19 @@ def _restore_path(engine: str) -> Check:
                  f"{SETUP_HINT} builds {INIT} and the self-contained CRIU prefix the sandbox path needs")
 
 
+def _lazy() -> Check:
+    """Whether restores can be lazy here (not a failure when not: they are eager, as before)."""
+    from warmstart import lazypages
+    from warmstart.host import uffd_supported
+
+    if uffd_supported():
+        return Check("lazy", True, f"lazy restore available (`criu check --feature uffd-noncoop` passes): snapshots "
+                     f"with {lazypages.MIN_BYTES >> 20} MiB of memory or more restore their working set up front and "
+                     "stream the rest")
+    return Check("lazy", True, "lazy restore unavailable (`criu check --feature uffd-noncoop` fails): every restore "
+                 "copies all memory first", "lazy restore needs userfaultfd with fork/remap/unmap events (Linux 4.11+)")
+
+
 def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = False,
                smoke_image: str = SMOKE_IMAGE) -> list[Check]:
     checks = [Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "run as root: checkpointing needs it")]
@@ -166,6 +179,7 @@ def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = Fals
     checks.append(_criu())
     checks.append(_ulimits(resolved.engine.name if resolved else "podman"))
     checks.append(_restore_path(resolved.engine.name if resolved else "podman"))
+    checks.append(_lazy())
     try:
         SnapshotStore(cache_dir).open()
         checks.append(Check("cache", True, f"{cache_dir} is writable"))

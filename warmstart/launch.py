@@ -480,9 +480,9 @@ def _key_problem(encryption: dict[str, str]) -> str:
 
 def _lazy_env(spec: AppSpec, snapshot: Snapshot, memo_dir: Path | None) -> dict[str, str]:
     """Ask the init for a lazy restore where it pays and this host can (lazypages.py); `memo_dir`: the cache root."""
-    from warmstart.lazypages import restore_env
+    from warmstart.lazypages import memory_bytes, restore_env
 
-    return restore_env(allowed=spec.lazy_pages, files=snapshot.manifest.files, memo_dir=memo_dir)
+    return restore_env(allowed=spec.lazy_pages, memory=memory_bytes(snapshot.manifest.files), memo_dir=memo_dir)
 
 
 def _runs_after_restore(snapshot: Snapshot) -> bool:

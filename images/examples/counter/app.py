@@ -8,7 +8,7 @@ warmstart_helper hooks that ran (the app registers them when USE_HELPER=1).
 
 BALLAST_MB (default 0) fills that much memory with random bytes at boot (incompressible: the snapshot's size),
 HOT_MB (default 0) a separate buffer that every GET / reads. GET /checksum returns the SHA-256 of both, so a
-restore that lost or mixed up a page shows; `ballast_sha256` at boot is what it must equal.
+restore that lost or mixed up a page shows: `at_boot` is the ballast's SHA-256 taken at boot, which it must equal.
 """
 
 import hashlib
@@ -24,6 +24,7 @@ BOOT_TOKEN = secrets.token_hex(8)
 STATE: dict = {"count": 0, "events": []}
 BALLAST = bytearray(os.urandom(int(os.environ.get("BALLAST_MB", "0")) << 20))
 HOT = bytearray(os.urandom(int(os.environ.get("HOT_MB", "0")) << 20))
+BALLAST_AT_BOOT = hashlib.sha256(BALLAST).hexdigest()  # restored with the rest: what /checksum must still match
 
 if os.environ.get("USE_HELPER") == "1":
     import warmstart_helper
@@ -61,7 +62,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"slow": True})
             return
         if self.path == "/checksum":
-            self._send(200, {"ballast_sha256": hashlib.sha256(BALLAST).hexdigest(),
+            self._send(200, {"ballast_sha256": hashlib.sha256(BALLAST).hexdigest(), "at_boot": BALLAST_AT_BOOT,
                              "hot_sha256": hashlib.sha256(HOT).hexdigest(), "ballast_bytes": len(BALLAST)})
             return
         if self.path == "/events":
@@ -90,6 +91,5 @@ class Handler(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     time.sleep(float(os.environ.get("STARTUP_DELAY", "0")))
     server = ThreadingHTTPServer(("0.0.0.0", int(os.environ.get("PORT", "8080"))), Handler)
-    ballast = f" ballast_sha256={hashlib.sha256(BALLAST).hexdigest()}" if BALLAST else ""
-    print(f"counter listening on :{server.server_port} token={BOOT_TOKEN}{ballast}", flush=True)
+    print(f"counter listening on :{server.server_port} token={BOOT_TOKEN}", flush=True)
     server.serve_forever()
