@@ -253,7 +253,7 @@ func snapshotWhenReady(o entryOptions, key string, pid int) {
 		return
 	}
 	err := func() error {
-		if err := dumpTo(staging, pid); err != nil {
+		if err := dumpTo(staging, pid, true); err != nil {
 			return err
 		}
 		for _, leftover := range []string{DumpLog, "stats-dump"} {

@@ -2,7 +2,7 @@
 // together with the host's CRIU prefix, so that app images need nothing of ours (no Python, no CRIU libraries).
 //
 //	warmstart-init boot [--pid-base N] [--user UID:GID] -- CMD...   start the app cold at a reserved PID (build)
-//	warmstart-init dump --pid N --out DIR                           capture changed files, stdio, CRIU dump (exec'd)
+//	warmstart-init dump --pid N --out DIR [--then stop]             capture changed files, stdio, CRIU dump (exec'd)
 //	warmstart-init entrypoint --snapshot-dir DIR ... -- CMD...      a container that snapshots itself (entrypoint.go)
 //	warmstart-init crac beforeCheckpoint|afterRestore              trigger the JVM helper's CRaC resources (crac.go)
 //	warmstart-init working-set --images DIR --faults FILE           mark recorded pages eager (workingset.go; host)
@@ -285,6 +285,11 @@ func supervise(app int, signals chan os.Signal, daemon *lazyDaemon) int {
 	for {
 		select {
 		case code := <-exited:
+			for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if _, err := os.Stat(FinalDumpMarker); err != nil {
+					break
+				}
+			}
 			return code
 		case st := <-daemonExit:
 			if finished(st) {
@@ -445,10 +450,13 @@ func appPid() (int, error) {
 }
 
 func dump(args []string) {
-	f, _ := flags(args, "pid", "out")
+	f, _ := flags(args, "pid", "out", "then")
 	out := f["out"]
 	if out == "" {
 		fail(ExitUsage, "dump: --out DIR is required")
+	}
+	if then := f["then"]; then != "" && then != "run" && then != "stop" {
+		fail(ExitUsage, "dump: --then must be run (the default) or stop")
 	}
 	if err := os.MkdirAll(out, 0o700); err != nil { // a checkpoint of an instance dumps into a new dir inside it
 		fail(ExitDumpFailed, "dump: %v", err)
@@ -460,14 +468,16 @@ func dump(args []string) {
 			fail(ExitDumpFailed, "dump: %v", err)
 		}
 	}
-	if err := dumpTo(out, pid); err != nil {
+	if err := dumpTo(out, pid, f["then"] != "stop"); err != nil {
 		fail(ExitDumpFailed, "dump: %v", err)
 	}
 }
 
 // dumpTo writes a snapshot of the tree rooted at pid into out: the changed files, CRIU's images (the app keeps
 // running) and sandbox.json.
-func dumpTo(out string, pid int) error {
+// dumpTo dumps the app into out; without leaveRunning, CRIU ends the app once the dump succeeded (a failed dump
+// leaves it running), so nothing it does after the dump is lost: stop-and-copy migration (warmstart/migrate.py).
+func dumpTo(out string, pid int, leaveRunning bool) error {
 	meta := Meta{SchemaVersion: 1, Pid: pid, Stdio: map[string]string{}}
 	for _, fd := range []string{"1", "2"} {
 		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd)); err == nil && strings.HasPrefix(target, "pipe:[") {
@@ -486,8 +496,16 @@ func dumpTo(out string, pid int) error {
 	if err := os.Mkdir(images, 0o700); err != nil {
 		return err
 	}
-	cmd := exec.Command(criuPath(), append([]string{"dump", "-t", strconv.Itoa(pid), "-D", images, "-W", out,
-		"-o", DumpLog, "--tcp-established", "--leave-running"}, criuCommon...)...)
+	argv := []string{"dump", "-t", strconv.Itoa(pid), "-D", images, "-W", out, "-o", DumpLog, "--tcp-established"}
+	if leaveRunning {
+		argv = append(argv, "--leave-running")
+	} else { // PID 1 must outlive the app's end until this dump is complete (supervise waits for the marker)
+		if err := os.WriteFile(FinalDumpMarker, nil, 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(FinalDumpMarker)
+	}
+	cmd := exec.Command(criuPath(), append(argv, criuCommon...)...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	reaping.Lock()
 	err = cmd.Run()
@@ -790,6 +808,10 @@ func prepare(snap string) (Meta, int, error) {
 
 // WorkDir holds CRIU's logs, its pidfile and the page daemon's socket inside the container.
 const WorkDir = "/tmp/.warmstart"
+
+// FinalDumpMarker exists while a dump that ends the app (`dump --then stop`) runs: PID 1 then waits for it to be
+// gone before exiting with the app, so the dump's last writes are not cut off by the container's end.
+const FinalDumpMarker = WorkDir + "/final-dump"
 
 // criuRestore restores the app from the snapshot's images; with lazy, its lazily restorable pages are left to
 // the page daemon already listening in WorkDir (startLazyPages).

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from warmstart.cache import layout, safefs
 from warmstart.cache.layout import app_record
@@ -329,6 +330,16 @@ class SnapshotStore:
         stamp = {name: _stat_key(path / name) for name in manifest.files}
         with contextlib.suppress(OSError):
             write_private(path / VERIFIED_STAMP, json.dumps(stamp))
+
+    def contents(self, snapshot: Snapshot) -> dict[str, Any]:
+        """What the snapshot holds, decoded with CRIU's decoder (warmstart.contents)."""
+        if snapshot.manifest.encryption:
+            raise CacheError(f"snapshot {snapshot.ref} is encrypted: its contents are not decoded",
+                             hint="its images are ciphertext; restore it with its key instead")
+        self.verify(snapshot)  # decode only what matches its digests
+        from warmstart.contents import describe_snapshot
+
+        return describe_snapshot(snapshot.path)
 
     def verify(self, snapshot: Snapshot) -> None:
         """Check every file against the manifest's sha256. Files unchanged (same inode, size, mtime and ctime)

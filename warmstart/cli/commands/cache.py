@@ -60,6 +60,8 @@ def ls(
 @handle_errors
 def inspect(
     ref: Annotated[str, typer.Argument(metavar="APP[:TAG]")],
+    contents: Annotated[bool, typer.Option("--contents", help="Also decode what it holds with CRIU's decoder "
+                                           "(pycriu): processes, memory, files, sockets, env names.")] = False,
     cache_dir: options.CacheDir = None,
     json_output: options.JsonOpt = False,
 ) -> None:
@@ -73,8 +75,9 @@ def inspect(
         "signed": snap.signature() is not None,
         "restores": {**health.to_dict(), "circuit": health.circuit()},
     }
+    decoded = store.contents(snap) if contents else None
     if json_output:
-        emit_json(manifest)
+        emit_json({**manifest, **({"contents": decoded} if decoded is not None else {})})
         return
     m = snap.manifest
     show(
@@ -96,6 +99,21 @@ def inspect(
         else ""
     )
     show(f"restores   circuit {circuit}{detail}")
+    if decoded is not None:
+        _show_contents(decoded)
+
+
+def _show_contents(decoded: dict[str, Any]) -> None:
+    for p in decoded["processes"]:
+        show(f"process    {p['pid']} {' '.join(p['command']) or p['comm']} ({p['threads']} thread"
+             f"{'s' if p['threads'] != 1 else ''}, {p['memory_bytes'] / 2**20:.1f} MiB dumped)")
+        show(f"  env      {' '.join(p['env_names']) or '-'} (names only)")
+        for f in p["fds"]:
+            what = f.get("path") or (f"{f.get('family')} {f.get('protocol', '')} {f.get('state')} :{f.get('port')}"
+                                     if f["kind"] == "socket" else f.get("id", ""))
+            show(f"  fd {f['fd']:<5} {f['kind']} {what}".rstrip())
+    show(f"listening  {', '.join(map(str, decoded['listening'])) or 'none'}; "
+         f"{decoded['established']} established connection(s)")
 
 
 @app.command()
