@@ -132,6 +132,15 @@ def _table() -> str:
                 f"{m['lazy_ttr'] / m['eager_ttr']:.0%} | {m['lazy_first_ms']:.1f} / {m['lazy_p50_ms']:.1f} / "
                 f"{m['lazy_p99_ms']:.1f} ms | {m['eager_first_ms']:.1f} / {m['eager_p50_ms']:.1f} / "
                 f"{m['eager_p99_ms']:.1f} ms |")
+    moves = [(app, m) for app, m in COLLECTED.items() if app.startswith("migrate ") and "downtime_s" in m]
+    if moves:
+        extra += ["", "Migration (stop-and-copy through a local registry to a second podman storage and cache): "
+                  "downtime as a client polling every 5 ms sees it (last answer from the source to the first from "
+                  "the destination), and the phases as `migrate` reports them.", "",
+                  "| service | downtime | checkpoint (app stops) | push | destination pull + restore |",
+                  "|---|---|---|---|---|"]
+        extra += [f"| {app[len('migrate '):]} | {_s(m['downtime_s'])} | {_s(m.get('checkpoint_s'))} | "
+                  f"{_s(m.get('push_s'))} | {_s(m.get('destination_s'))} |" for app, m in moves]
     cli = COLLECTED.get("cli", {})
     if "first_engine_call_ms" in cli:
         extra += ["", f"`warmstart run`, exec to its first engine call: {cli['first_engine_call_ms']:.1f} ms "

@@ -59,7 +59,10 @@ def checkpoint_instance(
     inside = f"{INSIDE}/checkpoint-{os.urandom(4).hex()}"
     with store.staging(source.manifest.app) as stage:
         out = stage / "copy"
-        result = engine.exec(container=name, command=(str(sandbox.INIT), "dump", "--out", inside), timeout=600)
+        # With stop, CRIU ends the app in the same step as the dump: nothing it does afterwards is lost (the
+        # container then exits with it, and is removed below).
+        result = engine.exec(container=name, timeout=600, command=(
+            str(sandbox.INIT), "dump", "--out", inside, *(("--then", "stop") if stop else ())))
         try:
             if result.exit_code != 0:
                 last = (result.output.strip().splitlines() or [f"exit code {result.exit_code}"])[-1]
@@ -68,7 +71,8 @@ def checkpoint_instance(
                                       hint="`warmstart doctor --smoke` checks CRIU and the runtime")
             engine.copy_from(container=name, src=inside, dest=out)
         finally:  # process memory must not stay in the instance's filesystem (best effort: the image needs rm)
-            engine.exec(container=name, command=("rm", "-rf", inside), timeout=60)
+            if not stop or result.exit_code != 0:  # a stopped instance's dump goes with it (removed once published)
+                engine.exec(container=name, command=("rm", "-rf", inside), timeout=60)
         for leftover in (sandbox.DUMP_LOG, "stats-dump"):
             if (out / leftover).is_file():
                 (out / leftover).unlink()

@@ -7,9 +7,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.conftest import COUNTER_IMAGE
 from tests.helpers import RegistryServer, free_port
 
 
@@ -44,3 +46,20 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServe
         proc.wait(timeout=10)
 
 
+@pytest.fixture
+def host_b(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A second "host" on this machine: its own podman storage (graph root, run root, container database) and
+    its own warmstart cache, with the counter image loaded; its containers and images are removed afterwards."""
+    root = tmp_path / "hostb"
+    root.mkdir()
+    conf = root / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{root}/graph"\nrunroot = "{root}/run"\n')
+    env = {"CONTAINERS_STORAGE_CONF": str(conf), "WARMSTART_CACHE": str(root / "cache")}
+    # The app's image is on host B as a build or a registry would have put it there (same image ID).
+    subprocess.run(f"podman save {COUNTER_IMAGE} | env CONTAINERS_STORAGE_CONF={conf} podman load -q", shell=True,
+                   check=True, capture_output=True)
+    yield env
+    b = {"CONTAINERS_STORAGE_CONF": str(conf), "PATH": "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    subprocess.run(["podman", "rm", "-af", "-t", "0"], env=b, capture_output=True)  # only host B's: its own storage
+    subprocess.run(["podman", "rmi", "-af"], env=b, capture_output=True)  # (not `system reset`: it drops networks,
+    # whose config dir both "hosts" share)

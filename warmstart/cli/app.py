@@ -9,7 +9,7 @@ from warmstart.cli.commands import cache, key
 from warmstart.cli.commands.build import build
 from warmstart.cli.commands.doctor import doctor
 from warmstart.cli.commands.entrypoint import entrypoint
-from warmstart.cli.commands.instance import checkpoint, inspect, logs
+from warmstart.cli.commands.instance import checkpoint, inspect, logs, migrate
 from warmstart.cli.commands.instance import exec as exec_
 from warmstart.cli.commands.ps import ps
 from warmstart.cli.commands.registry import pull, push
@@ -34,6 +34,7 @@ app.command()(logs)
 app.command(name="exec")(exec_)
 app.command()(inspect)
 app.command()(checkpoint)
+app.command()(migrate)
 app.command()(doctor)
 app.command()(serve)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(entrypoint)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from warmstart.cli import options
-from warmstart.cli.output import emit_json, handle_errors
+from warmstart.cli.output import emit_json, handle_errors, progress
 from warmstart.cli.output import result as show
 from warmstart.errors import UsageError
 from warmstart.instances import inspect_instance, ours
@@ -67,7 +67,8 @@ def checkpoint(
     name: Annotated[str, typer.Argument(help="Instance name (see `warmstart ps`).")],
     tag: Annotated[str | None, typer.Option("--tag", help="Tag of the new snapshot [default: SOURCE-ckpt-TIME].")]
     = None,
-    stop: Annotated[bool, typer.Option("--stop", help="Remove the instance once its checkpoint is stored.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="End the app with the dump (nothing it does after is lost) and "
+                                       "remove the instance once its checkpoint is stored.")] = False,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
@@ -83,3 +84,37 @@ def checkpoint(
         return
     show(f"checkpointed {result.instance} as {result.snapshot} ({result.size_bytes / 1e6:.1f} MB) in "
          f"{result.checkpoint_seconds:.2f}s" + ("; the instance was removed" if result.stopped else ""))
+
+
+@handle_errors
+def migrate(
+    name: Annotated[str, typer.Argument(help="Instance name (see `warmstart ps`).")],
+    to: Annotated[str, typer.Option("--to", help="HOST[:PORT]/REPOSITORY[:TAG] of a registry both hosts reach.")],
+    via: Annotated[str, typer.Option("--via", help="Command that runs `warmstart` on the destination, e.g. "
+                                     "'ssh hostb' (split like a shell would).")],
+    insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry (default only for "
+                                           "loopback registries).")] = False,
+    cache_dir: options.CacheDir = None,
+    engine: options.EngineOpt = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Move a running instance to another host, stop-and-copy: checkpoint it (the app stops with the dump), push,
+    restore it there with the same name and ports; on any failure it is restored here again."""
+    import shlex
+
+    from warmstart.errors import UsageError
+    from warmstart.migrate import migrate as migrate_instance
+
+    try:
+        prefix = shlex.split(via)
+    except ValueError as exc:
+        raise UsageError(f"--via {via!r}: {exc}") from exc
+    result = migrate_instance(name, to=to, via=prefix, engine=options.engine_for(engine),
+                              store=options.open_store(cache_dir), insecure=insecure, progress=progress)
+    if json_output:
+        emit_json(result)
+        return
+    phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items())
+    show(f"migrated {result.instance} through {result.reference}: it runs on the destination ("
+         f"{', '.join(f'{k} -> {v}' for k, v in result.destination.get('ports', {}).items()) or 'no ports'}); "
+         f"down for {result.downtime_seconds:.2f}s ({phases})")

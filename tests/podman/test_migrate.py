@@ -1,0 +1,71 @@
+"""`warmstart migrate` between two independent "hosts" on this machine, through a real registry on 127.0.0.1: host A
+is podman's default storage with one cache; host B has its own podman storage root (graph root, run root, container
+database: CONTAINERS_STORAGE_CONF) and its own cache, and is reached through `--via "env ..."` where a real one
+would be `--via "ssh hostb"`. Nothing is shared but the registry. A stateful instance keeps its boot token and its
+count; the source is gone after success and serves again after a failure (nothing lost either way)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli, containers_of
+from tests.helpers import RegistryServer, build, http_json, login
+
+pytestmark = pytest.mark.podman
+BIN = str(Path(sys.executable).parent)
+
+
+def _on_b(env: dict[str, str], *args: str) -> str:
+    return subprocess.run(["podman", *args], env={"PATH": "/usr/bin:/bin", **env}, capture_output=True,
+                          text=True).stdout
+
+
+def _via(env: dict[str, str], authfile: Path) -> str:
+    return shlex.join(["env", f"PATH={BIN}:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+                       f"REGISTRY_AUTH_FILE={authfile}", *(f"{k}={v}" for k, v in env.items())])
+
+
+def test_a_stateful_instance_moves_with_its_state(cli: Cli, owned_app: str, tmp_path: Path, host_b: dict[str, str],
+                                                  registry: RegistryServer) -> None:
+    authfile = tmp_path / "auth.json"
+    login(registry, authfile)
+    build(cli, owned_app)
+    out = cli("run", owned_app, "--json").json
+    address = out["ports"]["8080/tcp"]
+    before = [http_json(address) for _ in range(3)][-1]
+    moved = cli("migrate", out["name"], "--to", f"{registry.address}/warmstart/{owned_app}",
+                "--via", _via(host_b, authfile), "--json", env={"REGISTRY_AUTH_FILE": str(authfile)}, timeout=300)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.json["destination"]["mode"] == "restored" and moved.json["destination"]["name"] == out["name"]
+    after = http_json(address)  # same published address, now served by host B
+    assert after["boot_token"] == before["boot_token"] and after["count"] == before["count"] + 1
+    assert containers_of(owned_app) == []  # host A: the source is gone
+    assert out["name"] in _on_b(host_b, "ps", "--format", "{{.Names}}")
+    assert set(moved.json["phases"]) == {"checkpoint", "push", "destination"} and moved.json["downtime_seconds"] > 0
+
+
+@pytest.mark.parametrize("failing", ["push", "destination"])
+def test_a_failed_migration_leaves_the_source_serving_with_nothing_lost(cli: Cli, owned_app: str, tmp_path: Path,
+                                                                        failing: str,
+                                                                        registry: RegistryServer) -> None:
+    authfile = tmp_path / "auth.json"
+    login(registry, authfile)
+    build(cli, owned_app)
+    out = cli("run", owned_app, "--json").json
+    address = out["ports"]["8080/tcp"]
+    before = [http_json(address) for _ in range(2)][-1]
+    to = "127.0.0.1:9/warmstart/nowhere" if failing == "push" else f"{registry.address}/warmstart/{owned_app}"
+    via = "env" if failing == "push" else "false"  # `false warmstart run ...`: a destination that fails
+    res = cli("migrate", out["name"], "--to", to, "--via", via, env={"REGISTRY_AUTH_FILE": str(authfile)},
+              timeout=300)
+    assert res.returncode != 0
+    assert f"failed at the {failing} step" in res.stderr and "nothing was lost" in res.stderr
+    after = http_json(address)
+    assert after["boot_token"] == before["boot_token"] and after["count"] == before["count"] + 1
+    assert containers_of(owned_app) == [out["name"]]
+    assert cli("stop", out["name"]).returncode == 0
