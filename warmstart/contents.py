@@ -26,7 +26,7 @@ PODMAN_CHECKPOINT_DIR = "checkpoint"
 
 def _pycriu() -> Any:
     try:
-        import pycriu  # type: ignore[import-not-found,unused-ignore]
+        import pycriu  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError as exc:
         raise CacheError("CRIU's image decoder (pycriu) is not installed",
                          hint="run scripts/setup-host (it installs Debian's python3-pycriu into /opt/warmstart)") \
