@@ -49,9 +49,8 @@ def why_not(*, allowed: bool, memory: int, memo_dir: Path | None) -> str:
     """Why a restore of `memory` bytes of pages would be eager ("" when it would be lazy)."""
     if not allowed:
         return "the app sets lazy_pages = false"
-    size = memory
-    if size < MIN_BYTES:
-        return f"its memory ({size / 2**20:.0f} MiB) is below {MIN_BYTES >> 20} MiB, where copying it is faster"
+    if memory < MIN_BYTES:
+        return f"its memory ({memory / 2**20:.0f} MiB) is below {MIN_BYTES >> 20} MiB, where copying it is faster"
     if not uffd_supported(memo_dir / UFFD_MEMO if memo_dir else None):
         return "this host's CRIU cannot restore lazily (`criu check --feature uffd-noncoop` fails)"
     return ""
