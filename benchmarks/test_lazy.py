@@ -15,21 +15,9 @@ import pytest
 
 from benchmarks.conftest import WARMSTART, outside_ttr, record, warmstart
 from benchmarks.test_startup import ROUNDS, _get, _stop
-from tests.helpers import free_port
+from tests.helpers import ballast_spec, free_port
 
 SIZES = (100, 500, 1024)
-SPEC = """[apps.{name}]
-image = "localhost/warmstart-example-counter:latest"
-env = {{ BALLAST_MB = "{size}", HOT_MB = "16" }}
-ports = [8080]
-always_restore = true
-lazy_pages = {lazy}
-ready = {{ http = "/healthz" }}
-[apps.{name}.warmup]
-requests = [{{ path = "/" }}]
-repeat = 5
-"""
-
 
 @pytest.fixture(scope="module", params=SIZES)
 def sized(request: pytest.FixtureRequest, cache: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
@@ -37,8 +25,8 @@ def sized(request: pytest.FixtureRequest, cache: Path, tmp_path_factory: pytest.
     name = f"ballast{size}"
     specs = {}
     for lazy in (True, False):  # one snapshot: lazy_pages is a restore-time choice, not part of the cache key
-        specs[lazy] = tmp_path_factory.mktemp(f"{name}-{lazy}") / "warmstart.toml"
-        specs[lazy].write_text(SPEC.format(name=name, size=size, lazy=str(lazy).lower()))
+        specs[lazy] = ballast_spec(tmp_path_factory.mktemp(f"{name}-{lazy}") / "warmstart.toml", name, size=size,
+                                   lazy=lazy)
     built = warmstart("build", "--name", name, "-f", str(specs[True]), "--force", cache=cache)
     record(f"{size} MiB", size_bytes=built["size_bytes"], working_set_bytes=built["working_set_bytes"])
     return {"name": name, "size": size, "specs": specs}

@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from benchmarks.conftest import SESSION, WARMSTART, record, warmstart
-from benchmarks.test_lazy import SPEC
-from tests.helpers import RegistryServer, free_port, login
+from tests.helpers import RegistryServer, ballast_spec, free_port, login
 from tests.podman.conftest import host_b, registry  # noqa: F401  (fixtures)
 
 BIN = str(Path(sys.executable).parent)
@@ -40,8 +39,7 @@ def _poll(address: str, stop: threading.Event, seen: list[tuple[float, int]]) ->
 def test_migration_downtime(size: int, cache: Path, tmp_path: Path, host_b: dict[str, str],  # noqa: F811
                             registry: RegistryServer) -> None:  # noqa: F811
     name = f"mig{size}"
-    spec = tmp_path / "warmstart.toml"
-    spec.write_text(SPEC.format(name=name, size=size, lazy="true"))
+    spec = ballast_spec(tmp_path / "warmstart.toml", name, size=size)
     authfile = tmp_path / "auth.json"
     login(registry, authfile)
     warmstart("build", "--name", name, "-f", str(spec), "--force", cache=cache)

@@ -13,6 +13,28 @@ from pathlib import Path
 
 from tests.conftest import COUNTER_IMAGE, Cli
 
+# The counter with BALLAST_MB of random memory and a HOT_MB buffer every GET / reads (images/examples/counter), as
+# the lazy-restore tests, the size benchmarks and the migration benchmark build it.
+BALLAST_SPEC = """[apps.{name}]
+image = "{image}"
+env = {{ BALLAST_MB = "{size}", HOT_MB = "{hot}"{extra_env} }}
+ports = [8080]
+always_restore = true
+lazy_pages = {lazy}
+ready = {{ http = "/healthz" }}
+[apps.{name}.warmup]
+requests = [{{ path = "/" }}]
+repeat = {repeat}
+"""
+
+
+def ballast_spec(path: Path, name: str, *, size: int, hot: int = 16, lazy: bool = True, extra_env: str = "",
+                 repeat: int = 5) -> Path:
+    text = BALLAST_SPEC.format(name=name, image=COUNTER_IMAGE, size=size, hot=hot, lazy=str(lazy).lower(),
+                               extra_env=extra_env, repeat=repeat)
+    path.write_text(text)
+    return path
+
 
 def http_json(address: str, path: str = "/") -> dict:
     host, _, port = address.rpartition(":")

@@ -14,29 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COUNTER_IMAGE, Cli, containers_of
-from tests.helpers import http_json
+from tests.conftest import Cli, containers_of
+from tests.helpers import ballast_spec, http_json
 from warmstart.host import UFFD_MEMO, uffd_supported
 
 pytestmark = pytest.mark.podman
 
-SPEC = """[apps.{name}]
-image = "{image}"
-env = {{ BALLAST_MB = "96", HOT_MB = "4"{extra_env} }}
-ports = [8080]
-always_restore = true
-lazy_pages = {lazy}
-ready = {{ http = "/healthz" }}
-[apps.{name}.warmup]
-requests = [{{ path = "/" }}]
-repeat = 3
-"""
-
-
 def _spec(tmp_path: Path, name: str, *, lazy: bool = True, extra_env: str = "") -> Path:
-    path = tmp_path / "warmstart.toml"
-    path.write_text(SPEC.format(name=name, image=COUNTER_IMAGE, lazy=str(lazy).lower(), extra_env=extra_env))
-    return path
+    return ballast_spec(tmp_path / "warmstart.toml", name, size=96, hot=4, lazy=lazy, extra_env=extra_env, repeat=3)
 
 
 def _logs(name: str) -> str:

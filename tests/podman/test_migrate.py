@@ -30,14 +30,19 @@ def _via(env: dict[str, str], authfile: Path) -> str:
                        f"REGISTRY_AUTH_FILE={authfile}", *(f"{k}={v}" for k, v in env.items())])
 
 
+def _running(cli: Cli, app: str, registry: RegistryServer, authfile: Path) -> tuple[dict, str, dict]:
+    """A restored instance of `app` that has answered a few requests: its run result, address and last answer."""
+    login(registry, authfile)
+    build(cli, app)
+    out = cli("run", app, "--json").json
+    address = out["ports"]["8080/tcp"]
+    return out, address, [http_json(address) for _ in range(3)][-1]
+
+
 def test_a_stateful_instance_moves_with_its_state(cli: Cli, owned_app: str, tmp_path: Path, host_b: dict[str, str],
                                                   registry: RegistryServer) -> None:
     authfile = tmp_path / "auth.json"
-    login(registry, authfile)
-    build(cli, owned_app)
-    out = cli("run", owned_app, "--json").json
-    address = out["ports"]["8080/tcp"]
-    before = [http_json(address) for _ in range(3)][-1]
+    out, address, before = _running(cli, owned_app, registry, authfile)
     moved = cli("migrate", out["name"], "--to", f"{registry.address}/warmstart/{owned_app}",
                 "--via", _via(host_b, authfile), "--json", env={"REGISTRY_AUTH_FILE": str(authfile)}, timeout=300)
     assert moved.returncode == 0, moved.stderr
@@ -55,11 +60,7 @@ def test_a_failed_migration_leaves_the_source_serving_with_nothing_lost(cli: Cli
                                                                         failing: str,
                                                                         registry: RegistryServer) -> None:
     authfile = tmp_path / "auth.json"
-    login(registry, authfile)
-    build(cli, owned_app)
-    out = cli("run", owned_app, "--json").json
-    address = out["ports"]["8080/tcp"]
-    before = [http_json(address) for _ in range(2)][-1]
+    out, address, before = _running(cli, owned_app, registry, authfile)
     to = "127.0.0.1:9/warmstart/nowhere" if failing == "push" else f"{registry.address}/warmstart/{owned_app}"
     via = "env" if failing == "push" else "false"  # `false warmstart run ...`: a destination that fails
     res = cli("migrate", out["name"], "--to", to, "--via", via, env={"REGISTRY_AUTH_FILE": str(authfile)},
