@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli, containers_of
+from tests.conftest import ENGINES, Cli, containers_of
 from tests.helpers import ballast_spec, http_json
 from warmstart.host import UFFD_MEMO, uffd_supported
 
@@ -24,8 +24,9 @@ def _spec(tmp_path: Path, name: str, *, lazy: bool = True, extra_env: str = "") 
     return ballast_spec(tmp_path / "warmstart.toml", name, size=96, hot=4, lazy=lazy, extra_env=extra_env, repeat=3)
 
 
-def _logs(name: str) -> str:
-    return subprocess.run(["podman", "logs", name], capture_output=True, text=True).stderr
+def _logs(name: str, engine: str = "podman") -> str:
+    return subprocess.run([engine if engine == "podman" else "/usr/bin/docker", "logs", name], capture_output=True,
+                          text=True).stderr
 
 
 def _whole(address: str) -> None:
@@ -33,7 +34,10 @@ def _whole(address: str) -> None:
     assert sums["ballast_bytes"] == 96 << 20 and sums["ballast_sha256"] == sums["at_boot"]
 
 
-def test_a_lazily_restored_instance_has_all_of_its_memory(cli: Cli, owned_app: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_lazily_restored_instance_has_all_of_its_memory(cache: Path, owned_app: str, tmp_path: Path,
+                                                           engine: str) -> None:
+    cli = Cli(cache, engine=engine)
     spec = _spec(tmp_path, owned_app)
     built = cli("build", "--name", owned_app, "-f", str(spec), "--json").json
     # The warm-up reads the 4 MiB hot buffer on every request: recorded, and restored up front.
@@ -42,12 +46,12 @@ def test_a_lazily_restored_instance_has_all_of_its_memory(cli: Cli, owned_app: s
     second = cli("run", owned_app, "-f", str(spec), "--json").json  # two at once, each with its own daemon
     for out in (first, second):
         assert out["mode"] == "restored"
-        assert "lazily" in _logs(out["name"])
+        assert "lazily" in _logs(out["name"], engine)
         _whole(out["ports"]["8080/tcp"])
         assert http_json(out["ports"]["8080/tcp"])["boot_token"] == http_json(first["ports"]["8080/tcp"])["boot_token"]
     deadline = time.monotonic() + 60
-    while "all of the app's memory is in" not in _logs(first["name"]):  # the daemon finishes and exits
-        assert time.monotonic() < deadline, _logs(first["name"])
+    while "all of the app's memory is in" not in _logs(first["name"], engine):  # the daemon finishes and exits
+        assert time.monotonic() < deadline, _logs(first["name"], engine)
         time.sleep(0.2)
     for out in (first, second):
         assert cli("stop", out["name"]).returncode == 0
