@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -113,4 +114,35 @@ func stopRestored(pid int) {
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
+}
+
+// awaitPageDaemon waits (at most `limit`) until no `criu lazy-pages` runs in this container: a dump taken while
+// the app's pages still stream would have to read them through the daemon's userfaultfd, which CRIU does not do.
+// Returns whether the daemon is gone.
+func awaitPageDaemon(limit time.Duration) bool {
+	for deadline := time.Now().Add(limit); ; time.Sleep(20 * time.Millisecond) {
+		if !pageDaemonRunning() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+func pageDaemonRunning() bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && strings.Contains(string(cmdline), "\x00lazy-pages\x00") {
+			return true
+		}
+	}
+	return false
 }

@@ -468,6 +468,9 @@ func dump(args []string) {
 			fail(ExitDumpFailed, "dump: %v", err)
 		}
 	}
+	if !awaitPageDaemon(5 * time.Minute) {
+		fail(ExitDumpFailed, "dump: the app's memory is still streaming in after a lazy restore (criu lazy-pages runs)")
+	}
 	if err := dumpTo(out, pid, f["then"] != "stop"); err != nil {
 		fail(ExitDumpFailed, "dump: %v", err)
 	}

@@ -122,3 +122,20 @@ def test_eager_when_lazy_is_off_or_this_host_cannot(cli: Cli, owned_app: str, tm
     out = cli("run", owned_app, "-f", str(on), "--json").json
     assert "eagerly" in _logs(out["name"])
     assert cli("stop", out["name"]).returncode == 0
+
+
+def test_a_checkpoint_of_a_lazily_restored_instance_waits_for_its_memory(cli: Cli, owned_app: str,
+                                                                         tmp_path: Path) -> None:
+    """The dump waits until the page daemon has streamed everything in (CRIU cannot dump pages that are still
+    behind a userfaultfd); the checkpoint then restores with every byte."""
+    spec = _spec(tmp_path, owned_app)
+    cli("build", "--name", owned_app, "-f", str(spec), "--json")
+    out = cli("run", owned_app, "-f", str(spec), "--cpus", "0.2", "--json", timeout=120).json
+    assert _daemon_pid(out["name"]) is not None  # still streaming when the checkpoint starts
+    saved = cli("checkpoint", out["name"], "--tag", "now", "--stop", "--json", timeout=600)
+    assert saved.returncode == 0, saved.stderr
+    again = cli("run", f"{owned_app}:now", "-f", str(spec), "--json").json
+    assert again["mode"] == "restored"
+    _whole(again["ports"]["8080/tcp"])
+    assert cli("stop", again["name"]).returncode == 0
+    assert containers_of(owned_app) == []
