@@ -41,9 +41,9 @@ from warmstart.spec import AppSpec, PortBinding, validate_volume
 if TYPE_CHECKING:
     from warmstart.signing import TrustPolicy
 
-# Modules needed only once a snapshot has been chosen (containers, hooks, probes, secretenv, signing,
-# restorepolicy) are imported inside the functions that use them: `warmstart run` must reach its first engine call
-# within 50 ms of exec (#11), and these cost it 10 ms. tests/unit pin that they stay out of the early imports.
+# Modules needed only once a snapshot has been chosen (containers, hooks, probes, secretenv, signing, lazypages)
+# are imported inside the functions that use them: `warmstart run` must reach its first engine call within 50 ms of
+# exec (#11), and these cost it 10 ms. tests/unit/test_early.py pins that they stay out of the early imports.
 
 Progress = Callable[[str], None]
 
