@@ -40,12 +40,17 @@ type lazyDaemon struct {
 // startLazyPages starts the page daemon for `images` and waits (at most `timeout`) for its socket, which must
 // exist before `criu restore --lazy-pages` connects to it.
 func startLazyPages(images, work string, timeout time.Duration) (*lazyDaemon, error) {
+	return startPageDaemon(images, work, timeout)
+}
+
+// startPageDaemon starts `criu lazy-pages` with `extra` options (a remote page server: postcopy.go).
+func startPageDaemon(images, work string, timeout time.Duration, extra ...string) (*lazyDaemon, error) {
 	if err := os.MkdirAll(work, 0o700); err != nil {
 		return nil, err
 	}
 	sock := filepath.Join(work, LazySocket)
 	_ = os.Remove(sock)
-	cmd := exec.Command(criuPath(), "lazy-pages", "-D", images, "-W", work, "-o", LazyPagesLog)
+	cmd := exec.Command(criuPath(), append([]string{"lazy-pages", "-D", images, "-W", work, "-o", LazyPagesLog}, extra...)...)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

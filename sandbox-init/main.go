@@ -6,6 +6,7 @@
 //	warmstart-init entrypoint --snapshot-dir DIR ... -- CMD...      a container that snapshots itself (entrypoint.go)
 //	warmstart-init crac beforeCheckpoint|afterRestore              trigger the JVM helper's CRaC resources (crac.go)
 //	warmstart-init working-set --images DIR --faults FILE           mark recorded pages eager (workingset.go; host)
+//	warmstart-init post-copy --images FULL --out THIN               images without their lazy pages (postcopy.go; host)
 //	warmstart-init restore --snapshot DIR [--wait FIFO]             put files back, CRIU restore, supervise (run);
 //	                                                                with --wait, restore only once FIFO is written
 //	                                                                (a pre-started sandbox: serve's pool)
@@ -98,6 +99,8 @@ func main() {
 		crac(os.Args[2:])
 	case "working-set":
 		workingSet(os.Args[2:])
+	case "post-copy":
+		postCopy(os.Args[2:])
 	case "noop": // a short-lived child, used to move the PID counter where ns_last_pid is not writable
 		os.Exit(0)
 	default:
@@ -682,6 +685,9 @@ func restoreApp(snap string, meta Meta, mode string) *lazyDaemon {
 		}
 		afterRestore(meta)
 		return nil
+	}
+	if mode == RemoteMode { // post-copy: the pages are on the source host, so no eager fallback either
+		return restoreRemote(snap, meta)
 	}
 	var daemon *lazyDaemon
 	if mode == "1" {

@@ -93,6 +93,8 @@ def checkpoint_instance(
             files={},
             timings={"checkpoint_seconds": round(seconds, 3)},  # no cold/trial pair: always restored
             encryption={},
+            post_copy={},  # a checkpoint of a post-copy destination holds all of its memory: an ordinary snapshot
+            schema_version=1,
         )
         snapshot = store.publish(stage, manifest)
     if stop:

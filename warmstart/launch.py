@@ -101,6 +101,9 @@ def usable_snapshot(
     reasons = []
     for snap in candidates:
         m = snap.manifest
+        if m.post_copy and not tag:
+            reasons.append(f"snapshot {snap.ref} is a post-copy migration's (restored by its tag, while it migrates)")
+            continue
         if m.engine.get("name") != engine.name:
             reasons.append(f"snapshot {snap.ref} was made with {m.engine.get('name')}, not {engine.name}")
             continue
@@ -214,6 +217,7 @@ def launch(
     extra_labels: dict[str, str] | None = None,
     limits: Limits | None = None,
     volumes: tuple[str, ...] = (),
+    post_copy_tls: dict[str, str] | None = None,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
     """Start one instance of `app` (APP or APP:TAG): pull (with `registry`, when missing here) -> choose a usable
@@ -241,7 +245,7 @@ def launch(
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
         placement = Placement(name or labels.instance_name(known.spec.name),
                               {**(extra_labels or {}), labels.CACHE: str(store.root)}, limits,
-                              tuple(validate_volume(v) for v in volumes))
+                              tuple(validate_volume(v) for v in volumes), post_copy_tls)
         return _restore_or_cold(known, snapshot, reason, engine=engine, store=store, bindings=bindings, start=start,
                                 no_fallback=no_fallback, placement=placement, progress=progress)
 
@@ -304,6 +308,7 @@ class Placement:
     labels: dict[str, str]
     limits: Limits | None = None
     volumes: tuple[str, ...] = ()  # beside the spec's: a restored process never opened them, so any can be added
+    post_copy_tls: dict[str, str] | None = None  # a post-copy restore's TLS files (postcopy.destination_credentials)
 
 
 def _restore(
@@ -319,7 +324,8 @@ def _restore(
     name = placement.name
     progress(f"restoring {name} from snapshot {snapshot.ref} ({snapshot.manifest.mode} mode)")
     preload()
-    with removed_on_failure(engine, name), _readable(snapshot) as source:
+    with removed_on_failure(engine, name), _readable(snapshot) as source, \
+            _post_copy_volumes(snapshot, placement.post_copy_tls) as tls:
         if snapshot.manifest.mode == sandbox.SANDBOX:
             # A fresh container of the app's image whose PID 1 (our init) restores the app from the snapshot dir,
             # mounted read-only: nothing is copied or unpacked per launch.
@@ -330,7 +336,7 @@ def _restore(
                 labels={**placement.labels, **labels.labels_for(spec.name), labels.MODE: "restored",
                         labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
                 volumes=(*spec.volumes, *placement.volumes, *sandbox.tool_mounts(),
-                         f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro"),
+                         f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro", *tls),
                 extras=sandbox.RunExtras(), limits=placement.limits,
             )
         else:
@@ -462,6 +468,21 @@ def _readable(snapshot: Snapshot) -> Iterator[Path]:
         yield plain
 
 
+@contextlib.contextmanager
+def _post_copy_volumes(snapshot: Snapshot, tls: dict[str, str] | None) -> Iterator[tuple[str, ...]]:
+    """A post-copy restore's TLS files as a volume for the init, for the time of the launch (postcopy.py)."""
+    if not snapshot.manifest.post_copy:
+        yield ()
+        return
+    if not tls:
+        raise CacheError(f"snapshot {snapshot.ref} is a post-copy migration's: `warmstart migrate --post-copy` "
+                         "restores it, handing over the credentials its pages are served with")
+    from warmstart.postcopy import tls_volume
+
+    with tls_volume(tls) as volume:
+        yield (volume,)
+
+
 def _key_problem(encryption: dict[str, str]) -> str:
     """Why this process cannot decrypt a snapshot encrypted as `encryption` says ("" when it can)."""
     from warmstart import crypt
@@ -479,8 +500,18 @@ def _key_problem(encryption: dict[str, str]) -> str:
 
 
 def _lazy_env(spec: AppSpec, snapshot: Snapshot, memo_dir: Path | None) -> dict[str, str]:
-    """Ask the init for a lazy restore where it pays and this host can (lazypages.py); `memo_dir`: the cache root."""
+    """Ask the init for a lazy restore where it pays and this host can (lazypages.py); `memo_dir`: the cache root.
+    A post-copy snapshot has no other way: its pages are on the host it migrates from (postcopy.py)."""
     from warmstart.lazypages import memory_bytes, restore_env
+
+    if snapshot.manifest.post_copy:
+        from warmstart.host import UFFD_MEMO, uffd_supported
+        from warmstart.postcopy import restore_env as post_copy_env
+
+        if not uffd_supported(memo_dir / UFFD_MEMO if memo_dir else None):
+            raise CacheError(f"snapshot {snapshot.ref} is a post-copy migration, which needs a lazy restore, and this "
+                             "host's CRIU cannot restore lazily (`criu check --feature uffd-noncoop` fails)")
+        return post_copy_env(snapshot.manifest)
 
     return restore_env(allowed=spec.lazy_pages, memory=memory_bytes(snapshot.manifest.files), memo_dir=memo_dir)
 

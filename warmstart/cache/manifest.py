@@ -23,7 +23,10 @@ from warmstart.spec import validate_app_name, validate_tag
 FILENAME = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.tar"  # the engine's checkpoint archive (podman `checkpoint --export`, uncompressed)
 SIGNATURE_FILE = "manifest.sig"  # beside the manifest: an Ed25519 signature over it (see signing.py)
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest this reads; written only where it is needed (POST_COPY_SCHEMA), 1 otherwise
+POST_COPY_SCHEMA = 2  # a post-copy snapshot lacks its lazy pages: a reader from before post-copy must refuse it
+# A post-copy snapshot's `post_copy` (warmstart/postcopy.py): where its missing pages are served, IPv4:port.
+PAGE_SERVER_RE = re.compile(r"^(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}:[1-9]\d{0,4}$")
 MAX_BYTES = 4 << 20  # a manifest is a few KB; anything larger is not one of ours
 # A plain name inside the snapshot dir, or inside its CRIU image dir (sandbox snapshots keep it unpacked).
 FILE_NAME_RE = re.compile(r"^(?:images/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -51,7 +54,9 @@ class Manifest:
     files: dict[str, FileEntry] = field(default_factory=dict)  # every stored file but this one
     timings: dict[str, float] = field(default_factory=dict)
     encryption: dict[str, str] = field(default_factory=dict)  # algorithm and key_id when the files are encrypted
-    schema_version: int = SCHEMA_VERSION
+    # {"page_server": "ADDRESS:PORT"} for a post-copy migration snapshot (postcopy.py), {} otherwise
+    post_copy: dict[str, str] = field(default_factory=dict)
+    schema_version: int = 1
 
     @property
     def ref(self) -> str:
@@ -101,7 +106,7 @@ class Manifest:
         for name in ("engine", "image", "spec"):
             if not isinstance(raw.get(name), dict):
                 raise bad(name, "an object")
-        for name in ("host", "key_inputs", "files", "timings", "encryption"):
+        for name in ("host", "key_inputs", "files", "timings", "encryption", "post_copy"):
             if not isinstance(raw.get(name, {}), dict):
                 raise bad(name, "an object")
         if not all(isinstance(v, str) for d in (raw["engine"], raw["image"], raw.get("encryption", {}))
@@ -137,4 +142,11 @@ class Manifest:
                     or not isinstance(entry.get("sha256"), str) or not SHA256_RE.match(entry["sha256"])):
                 raise ManifestError(f"snapshot manifest {source}: files.{name}: expected "
                                     "{\"size\": bytes, \"sha256\": 64 hex digits}")
+        post_copy = raw.get("post_copy", {})
+        if post_copy and (set(post_copy) != {"page_server"} or not isinstance(post_copy["page_server"], str)
+                          or not PAGE_SERVER_RE.match(post_copy["page_server"])):
+            raise ManifestError(f"snapshot manifest {source}: post_copy: expected {{\"page_server\": \"IPv4:port\"}}")
+        if post_copy and (version < POST_COPY_SCHEMA or mode != "sandbox"):
+            raise ManifestError(f"snapshot manifest {source}: post_copy needs schema_version {POST_COPY_SCHEMA} and "
+                                "a sandbox snapshot")
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})

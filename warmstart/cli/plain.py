@@ -147,7 +147,7 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
         file: Path | None, cache_dir: Path | None, engine: str | None, json_output: bool,
         require_signed: bool = False, trust_key: list[Path] | None = None, name: str | None = None,
         label: list[str] | None = None, memory: str | None = None, cpus: float | None = None,
-        volume: list[str] | None = None) -> None:
+        volume: list[str] | None = None, post_copy_credentials: str | None = None) -> None:
     """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
     from warmstart.early import prefetch_for_run
 
@@ -160,10 +160,20 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
     store = open_store(cache_dir)
     from warmstart.labels import user_labels
 
+    tls = None
+    if post_copy_credentials is not None:  # from `migrate --post-copy`, on this command's stdin only
+        from warmstart.errors import UsageError
+        from warmstart.postcopy import destination_credentials
+
+        if post_copy_credentials != "-":
+            raise UsageError("--post-copy-credentials takes - (stdin) only: a key does not belong in a file or "
+                             "on a command line")
+        tls = destination_credentials(sys.stdin.read(1 << 20))
+
     launched = launch(app, engine=engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
                       cold=cold, spec=spec, registry=registry, trust=trust, name=name,
                       extra_labels=user_labels(label or []), limits=limits_from(memory, cpus),
-                      volumes=tuple(volume or ()), progress=progress)
+                      volumes=tuple(volume or ()), post_copy_tls=tls, progress=progress)
     if json_output:
         emit_json(launched)
         return
@@ -205,6 +215,7 @@ def run_parser() -> Any:
     p.add_argument("--memory")
     p.add_argument("--cpus", type=float)
     p.add_argument("-v", "--volume", action="append")
+    p.add_argument("--post-copy-credentials")
     return p
 
 

@@ -32,6 +32,7 @@ def _summary(s: Snapshot) -> dict[str, Any]:
         "image": m.image.get("ref"),
         "engine": m.engine.get("name"),
         "path": str(s.path),
+        "post_copy_from": m.post_copy.get("page_server", ""),  # a post-copy migration's: its pages are there
     }
 
 

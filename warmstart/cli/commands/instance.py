@@ -94,12 +94,18 @@ def migrate(
                                      "'ssh hostb' (split like a shell would).")],
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain HTTP to the registry (default only for "
                                            "loopback registries).")] = False,
+    post_copy: Annotated[bool, typer.Option("--post-copy", help="Push only what the destination needs to start; "
+                                            "it fetches the rest of the memory from this host while it runs.")]
+    = False,
+    page_server: Annotated[str | None, typer.Option("--page-server", help="ADDRESS[:PORT] of this host that the "
+                                                    "destination reaches, for --post-copy [default: the address "
+                                                    "of the default route, a free port].")] = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
-    """Move a running instance to another host, stop-and-copy: checkpoint it (the app stops with the dump), push,
-    restore it there with the same name and ports; on any failure it is restored here again."""
+    """Move a running instance to another host: checkpoint it (the app stops with the dump), push, restore it there
+    with the same name and ports; on any failure it is restored here again. Stop-and-copy, or --post-copy."""
     import shlex
 
     from warmstart.errors import UsageError
@@ -110,11 +116,12 @@ def migrate(
     except ValueError as exc:
         raise UsageError(f"--via {via!r}: {exc}") from exc
     result = migrate_instance(name, to=to, via=prefix, engine=options.engine_for(engine),
-                              store=options.open_store(cache_dir), insecure=insecure, progress=progress)
+                              store=options.open_store(cache_dir), insecure=insecure, post_copy=post_copy,
+                              page_server=page_server, progress=progress)
     if json_output:
         emit_json(result)
         return
     phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items())
-    show(f"migrated {result.instance} through {result.reference}: it runs on the destination ("
+    show(f"migrated {result.instance} ({result.mode}) through {result.reference}: it runs on the destination ("
          f"{', '.join(f'{k} -> {v}' for k, v in result.destination.get('ports', {}).items()) or 'no ports'}); "
          f"down for {result.downtime_seconds:.2f}s ({phases})")

@@ -48,6 +48,10 @@ def run(
         typer.Option("-v", "--volume", help="HOST_PATH:CONTAINER_PATH[:OPTIONS] bind mount besides the app's "
                      "(repeatable)."),
     ] = None,
+    post_copy_credentials: Annotated[
+        str | None, typer.Option("--post-copy-credentials", hidden=True,
+                                 help="- : read a post-copy migration's TLS credentials from stdin (migrate).")
+    ] = None,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
     plain.run(
@@ -67,4 +71,5 @@ def run(
         memory=memory,
         cpus=cpus,
         volume=volume,
+        post_copy_credentials=post_copy_credentials,
     )
