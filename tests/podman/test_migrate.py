@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -115,3 +119,69 @@ def test_post_copy_moves_all_of_the_memory_while_the_destination_runs(
 def _page_servers() -> list[str]:
     ps = subprocess.run(["pgrep", "-af", "criu page-server"], capture_output=True, text=True).stdout
     return ps.splitlines()
+
+
+def _post_copy_instance(cli: Cli, app: str, tmp_path: Path, registry: RegistryServer) -> tuple[dict, str, dict, Path]:
+    authfile = tmp_path / "auth.json"
+    login(registry, authfile)
+    spec = ballast_spec(tmp_path / "warmstart.toml", app, size=96, hot=4, repeat=3)
+    assert cli("build", "--name", app, "-f", str(spec)).returncode == 0
+    out = cli("run", app, "-f", str(spec), "--json").json
+    address = out["ports"]["8080/tcp"]
+    return out, address, [http_json(address) for _ in range(3)][-1], authfile
+
+
+def test_a_failed_post_copy_destination_leaves_the_source_serving(cli: Cli, owned_app: str, tmp_path: Path,
+                                                                  registry: RegistryServer) -> None:
+    out, address, before, authfile = _post_copy_instance(cli, owned_app, tmp_path, registry)
+    res = cli("migrate", out["name"], "--to", f"{registry.address}/warmstart/{owned_app}", "--post-copy",
+              "--via", "false", env={"REGISTRY_AUTH_FILE": str(authfile)}, timeout=300)
+    assert res.returncode != 0 and "failed at the destination step" in res.stderr and "nothing was lost" in res.stderr
+    after = http_json(address)
+    assert after["boot_token"] == before["boot_token"] and before["count"] < after["count"] <= before["count"] + 3
+    sums = http_json(address, "/checksum")
+    assert sums["ballast_sha256"] == sums["at_boot"]
+    assert containers_of(owned_app) == [out["name"]] and not _page_servers()
+    assert not any(s["post_copy_from"] for s in cli("cache", "ls", owned_app, "--json").json["snapshots"])
+    assert cli("stop", out["name"]).returncode == 0
+
+
+def test_a_page_server_killed_mid_migration_leaves_the_source_serving(
+        cli: Cli, owned_app: str, tmp_path: Path, host_b: dict[str, str], registry: RegistryServer) -> None:
+    """A real kill -9 of the page server as soon as the destination has connected to it: the destination's
+    init stops the app rather than run it on incomplete memory, and the instance is restored here."""
+    out, address, before, authfile = _post_copy_instance(cli, owned_app, tmp_path, registry)
+    killed: list[str] = []
+    stop = threading.Event()
+
+    def kill_on_connect() -> None:
+        while not stop.is_set():
+            ss = subprocess.run(["ss", "-Htnp", "state", "established"], capture_output=True, text=True).stdout
+            for line in ss.splitlines():
+                if '"criu"' in line:
+                    for pid in re.findall(r"pid=(\d+)", line):
+                        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                        if b"page-server" in cmdline:
+                            os.kill(int(pid), signal.SIGKILL)
+                            killed.append(pid)
+                            return
+            time.sleep(0.002)
+
+    killer = threading.Thread(target=kill_on_connect)
+    killer.start()
+    try:
+        res = cli("migrate", out["name"], "--to", f"{registry.address}/warmstart/{owned_app}", "--post-copy",
+                  "--via", _via(host_b, authfile), env={"REGISTRY_AUTH_FILE": str(authfile)}, timeout=300)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "the page server was never seen connected"
+    assert res.returncode != 0 and "nothing was lost" in res.stderr, res.stderr
+    assert re.search(r"failed at the (destination|stream) step", res.stderr), res.stderr
+    after = http_json(address)
+    assert after["boot_token"] == before["boot_token"] and before["count"] < after["count"]
+    sums = http_json(address, "/checksum")
+    assert sums["ballast_sha256"] == sums["at_boot"]
+    assert containers_of(owned_app) == [out["name"]] and not _page_servers()
+    assert out["name"] not in _on_b(host_b, "ps", "-a", "--format", "{{.Names}}")
+    assert cli("stop", out["name"]).returncode == 0
