@@ -168,6 +168,18 @@ def _lazy() -> Check:
                  "copies all memory first", "lazy restore needs userfaultfd with fork/remap/unmap events (Linux 4.11+)")
 
 
+def _post_copy() -> Check:
+    """Whether this host can serve a post-copy migration's pages (not a failure when not: stop-and-copy works)."""
+    from warmstart import postcopy
+
+    problem = postcopy.why_not_here()
+    if problem:
+        return Check("post-copy", True, f"post-copy migration unavailable: {problem}",
+                     "`migrate` without --post-copy still works (stop-and-copy)")
+    return Check("post-copy", True, "post-copy migration available: CRIU's page server can serve a checkpoint's "
+                 "pages from here (`migrate --post-copy`; the destination also needs the lazy line above)")
+
+
 def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = False,
                smoke_image: str = SMOKE_IMAGE) -> list[Check]:
     checks = [Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "run as root: checkpointing needs it")]
@@ -180,6 +192,7 @@ def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = Fals
     checks.append(_ulimits(resolved.engine.name if resolved else "podman"))
     checks.append(_restore_path(resolved.engine.name if resolved else "podman"))
     checks.append(_lazy())
+    checks.append(_post_copy())
     try:
         SnapshotStore(cache_dir).open()
         checks.append(Check("cache", True, f"{cache_dir} is writable"))

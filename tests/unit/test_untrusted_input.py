@@ -211,6 +211,10 @@ def test_symlinked_cache_subdir_is_refused(tmp_path: Path, outside: Path) -> Non
     ("schema_version", "1", "has no integer schema_version"),
     ("schema_version", True, "has no integer schema_version"),
     ("schema_version", 99, "has schema_version 99, newer than this warmstart reads"),
+    ("post_copy", "x", "post_copy: expected an object, got str"),
+    ("post_copy", {"page_server": "localhost:80"}, "post_copy: expected"),
+    ("post_copy", {"page_server": "10.0.0.1:80", "tls": "x"}, "post_copy: expected"),
+    ("post_copy", {"page_server": "10.0.0.1:80"}, "post_copy needs schema_version 2 and a sandbox snapshot"),
 ])
 def test_malformed_manifest_fields_are_refused_clearly(field: str, value: Any, message: str) -> None:
     with pytest.raises(ManifestError, match=message.replace(".", r"\.").replace("(", r"\(")):

@@ -31,7 +31,7 @@ def doctor(
     else:
         for c in checks:
             mark = "[green]ok  [/green]" if c.ok else "[red]FAIL[/red]"
-            stdout.print(f"{mark} {c.name:<8} ", end="")
+            stdout.print(f"{mark} {c.name:<9} ", end="")
             stdout.print(c.detail + (f"\n              fix: {c.fix}" if not c.ok and c.fix else ""), markup=False)
     if not ok:
         raise typer.Exit(1)
