@@ -134,13 +134,22 @@ def _table() -> str:
                 f"{m['eager_p99_ms']:.1f} ms |")
     moves = [(app, m) for app, m in COLLECTED.items() if app.startswith("migrate ") and "downtime_s" in m]
     if moves:
-        extra += ["", "Migration (stop-and-copy through a local registry to a second podman storage and cache): "
-                  "downtime as a client polling every 5 ms sees it (last answer from the source to the first from "
-                  "the destination), and the phases as `migrate` reports them.", "",
-                  "| service | downtime | checkpoint (app stops) | push | destination pull + restore |",
-                  "|---|---|---|---|---|"]
-        extra += [f"| {app[len('migrate '):]} | {_s(m['downtime_s'])} | {_s(m.get('checkpoint_s'))} | "
-                  f"{_s(m.get('push_s'))} | {_s(m.get('destination_s'))} |" for app, m in moves]
+        extra += ["", "Migration through a local registry to a second podman storage and cache, stop-and-copy and "
+                  "post-copy (two instances of one build, in one run): downtime as a client polling every 5 ms sees "
+                  "it (last answer from the source to the first from the destination), and the phases as `migrate` "
+                  "reports them. Post-copy's stream runs after the destination answers.", "",
+                  "| service | downtime, stop-and-copy | downtime, post-copy | post / stop | stop-and-copy: checkpoint "
+                  "/ push / destination | post-copy: checkpoint / prepare / push / destination; then stream |",
+                  "|---|---|---|---|---|---|"]
+        for app, m in moves:
+            post = m.get("post_copy_downtime_s")
+            ratio = f"{post / m['downtime_s']:.0%}" if post else ""
+            extra.append(
+                f"| {app[len('migrate '):]} | {_s(m['downtime_s'])} | {_s(post)} | {ratio} | "
+                f"{_s(m.get('checkpoint_s'))} / {_s(m.get('push_s'))} / {_s(m.get('destination_s'))} | "
+                f"{_s(m.get('post_copy_checkpoint_s'))} / {_s(m.get('post_copy_prepare_s'))} / "
+                f"{_s(m.get('post_copy_push_s'))} / {_s(m.get('post_copy_destination_s'))}; "
+                f"{_s(m.get('post_copy_stream_s'))} |")
     cli = COLLECTED.get("cli", {})
     if "first_engine_call_ms" in cli:
         extra += ["", f"`warmstart run`, exec to its first engine call: {cli['first_engine_call_ms']:.1f} ms "

@@ -1,7 +1,7 @@
-"""Migration downtime (#15), stop-and-copy through a registry on 127.0.0.1 between two "hosts" on this machine
+"""Migration downtime (#15) through a registry on 127.0.0.1 between two "hosts" on this machine
 (tests/podman/conftest.py host_b: separate podman storage and cache): the counter with 100 MiB and 1 GiB of random
-memory. Downtime is what a client polling the published address every 5 ms sees: the last answer from the source
-to the first from the destination. Post-copy is not implemented (migrate.py says why)."""
+memory, stop-and-copy and post-copy side by side. Downtime is what a client polling the published address every 5 ms
+sees: the last answer from the source to the first from the destination."""
 
 from __future__ import annotations
 
@@ -35,26 +35,18 @@ def _poll(address: str, stop: threading.Event, seen: list[tuple[float, int]]) ->
         time.sleep(0.005)
 
 
-@pytest.mark.parametrize("size", [100, 1024])
-def test_migration_downtime(size: int, cache: Path, tmp_path: Path, host_b: dict[str, str],  # noqa: F811
-                            registry: RegistryServer) -> None:  # noqa: F811
-    name = f"mig{size}"
-    spec = ballast_spec(tmp_path / "warmstart.toml", name, size=size)
-    authfile = tmp_path / "auth.json"
-    login(registry, authfile)
-    warmstart("build", "--name", name, "-f", str(spec), "--force", cache=cache)
+def _migrate_measured(name: str, *, spec: Path, cache: Path, authfile: Path, via: str, to: str,
+                      post_copy: bool) -> tuple[float, dict[str, Any]]:
+    """Start an instance, migrate it while a client polls it; the downtime the client saw and migrate's result."""
     port = free_port()
     out = warmstart("run", name, "-f", str(spec), "-p", f"127.0.0.1:{port}:8080", cache=cache)
-    via = shlex.join(["env", f"PATH={BIN}:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
-                      f"REGISTRY_AUTH_FILE={authfile}", f"WARMSTART_SESSION={SESSION}",
-                      *(f"{k}={v}" for k, v in host_b.items())])
     seen: list[tuple[float, int]] = []
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(f"127.0.0.1:{port}", stop, seen))
     poller.start()
     time.sleep(0.5)
-    proc = subprocess.run([WARMSTART, "migrate", out["name"], "--to", f"{registry.address}/bench/{name}", "--via",
-                           via, "--json"], capture_output=True, text=True, timeout=900,
+    proc = subprocess.run([WARMSTART, "migrate", out["name"], "--to", to, "--via", via, "--json",
+                           *(["--post-copy"] if post_copy else [])], capture_output=True, text=True, timeout=900,
                           env={**os.environ, "WARMSTART_CACHE": str(cache), "REGISTRY_AUTH_FILE": str(authfile)})
     ended = time.monotonic()
     while not (seen and seen[-1][0] > ended) and time.monotonic() < ended + 30:
@@ -67,4 +59,26 @@ def test_migration_downtime(size: int, cache: Path, tmp_path: Path, host_b: dict
     gaps = [(b[0] - a[0], a[1], b[1]) for a, b in zip(seen, seen[1:], strict=False)]
     downtime, last_count, first_count = max(gaps)
     assert last_count < first_count <= last_count + 3  # the destination continued the source's state
-    record(f"migrate {size} MiB", downtime_s=downtime, **{f"{k}_s": v for k, v in result["phases"].items()})
+    return downtime, result
+
+
+@pytest.mark.parametrize("size", [100, 1024])
+def test_migration_downtime(size: int, cache: Path, tmp_path: Path, host_b: dict[str, str],  # noqa: F811
+                            registry: RegistryServer) -> None:  # noqa: F811
+    """Stop-and-copy and post-copy side by side: two instances of one build, each migrated to host B."""
+    name = f"mig{size}"
+    spec = ballast_spec(tmp_path / "warmstart.toml", name, size=size)
+    authfile = tmp_path / "auth.json"
+    login(registry, authfile)
+    warmstart("build", "--name", name, "-f", str(spec), "--force", cache=cache)
+    via = shlex.join(["env", f"PATH={BIN}:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+                      f"REGISTRY_AUTH_FILE={authfile}", f"WARMSTART_SESSION={SESSION}",
+                      *(f"{k}={v}" for k, v in host_b.items())])
+    to = f"{registry.address}/bench/{name}"
+    copy_down, copy = _migrate_measured(name, spec=spec, cache=cache, authfile=authfile, via=via, to=to,
+                                        post_copy=False)
+    post_down, post = _migrate_measured(name, spec=spec, cache=cache, authfile=authfile, via=via, to=to,
+                                        post_copy=True)
+    record(f"migrate {size} MiB", downtime_s=copy_down, **{f"{k}_s": v for k, v in copy["phases"].items()},
+           post_copy_downtime_s=post_down, post_copy_streamed_bytes=post["streamed_bytes"],
+           **{f"post_copy_{k}_s": v for k, v in post["phases"].items()})
