@@ -464,15 +464,17 @@ func dump(args []string) {
 	if err := os.MkdirAll(out, 0o700); err != nil { // a checkpoint of an instance dumps into a new dir inside it
 		fail(ExitDumpFailed, "dump: %v", err)
 	}
+	// First: while a lazy restore's page daemon runs, it is a second child of the init (and the app's memory is
+	// not all in yet).
+	if !awaitPageDaemon(5 * time.Minute) {
+		fail(ExitDumpFailed, "dump: the app's memory is still streaming in after a lazy restore (criu lazy-pages runs)")
+	}
 	pid := intFlag(f, "pid", 0)
 	if pid == 0 {
 		var err error
 		if pid, err = appPid(); err != nil {
 			fail(ExitDumpFailed, "dump: %v", err)
 		}
-	}
-	if !awaitPageDaemon(5 * time.Minute) {
-		fail(ExitDumpFailed, "dump: the app's memory is still streaming in after a lazy restore (criu lazy-pages runs)")
 	}
 	if err := dumpTo(out, pid, f["then"] != "stop"); err != nil {
 		fail(ExitDumpFailed, "dump: %v", err)
