@@ -139,8 +139,9 @@ def _table() -> str:
                   "it (last answer from the source to the first from the destination), and the phases as `migrate` "
                   "reports them. Post-copy's stream runs after the destination answers.", "",
                   "| service | downtime, stop-and-copy | downtime, post-copy | post / stop | stop-and-copy: checkpoint "
-                  "/ push / destination | post-copy: checkpoint / prepare / push / destination; then stream |",
-                  "|---|---|---|---|---|---|"]
+                  "/ push / destination | post-copy: checkpoint / prepare / push / destination; then stream | "
+                  "longest gap after the destination's first answer, stop-and-copy / post-copy |",
+                  "|---|---|---|---|---|---|---|"]
         for app, m in moves:
             post = m.get("post_copy_downtime_s")
             ratio = f"{post / m['downtime_s']:.0%}" if post else ""
@@ -149,7 +150,8 @@ def _table() -> str:
                 f"{_s(m.get('checkpoint_s'))} / {_s(m.get('push_s'))} / {_s(m.get('destination_s'))} | "
                 f"{_s(m.get('post_copy_checkpoint_s'))} / {_s(m.get('post_copy_prepare_s'))} / "
                 f"{_s(m.get('post_copy_push_s'))} / {_s(m.get('post_copy_destination_s'))}; "
-                f"{_s(m.get('post_copy_stream_s'))} |")
+                f"{_s(m.get('post_copy_stream_s'))} | "
+                f"{_s(m.get('worst_gap_after_s'))} / {_s(m.get('post_copy_worst_gap_after_s'))} |")
     cli = COLLECTED.get("cli", {})
     if "first_engine_call_ms" in cli:
         extra += ["", f"`warmstart run`, exec to its first engine call: {cli['first_engine_call_ms']:.1f} ms "

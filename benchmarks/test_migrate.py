@@ -54,11 +54,16 @@ def _migrate_measured(name: str, *, spec: Path, cache: Path, authfile: Path, via
     stop.set()
     poller.join()
     assert proc.returncode == 0, proc.stderr
+    print(proc.stderr, file=sys.stderr)  # migrate's progress: shown with -s
     result: dict[str, Any] = json.loads(proc.stdout)
     assert seen and seen[-1][0] > ended, "the destination never answered the client"
     gaps = [(b[0] - a[0], a[1], b[1]) for a, b in zip(seen, seen[1:], strict=False)]
     downtime, last_count, first_count = max(gaps)
-    assert last_count < first_count <= last_count + 3  # the destination continued the source's state
+    after = [g[0] for g in gaps[gaps.index(max(gaps)) + 1:]]
+    result["worst_gap_after_s"] = max(after, default=0.0)  # post-copy: while the rest of the memory streams in
+    # The destination continued the source's state: the count goes on, past the requests that reached the instance
+    # but were given up on by the client after its 1 s timeout (the server counted them; they are in the gap).
+    assert last_count < first_count <= last_count + 10
     return downtime, result
 
 
@@ -81,4 +86,5 @@ def test_migration_downtime(size: int, cache: Path, tmp_path: Path, host_b: dict
                                         post_copy=True)
     record(f"migrate {size} MiB", downtime_s=copy_down, **{f"{k}_s": v for k, v in copy["phases"].items()},
            post_copy_downtime_s=post_down, post_copy_streamed_bytes=post["streamed_bytes"],
+           worst_gap_after_s=copy["worst_gap_after_s"], post_copy_worst_gap_after_s=post["worst_gap_after_s"],
            **{f"post_copy_{k}_s": v for k, v in post["phases"].items()})

@@ -421,6 +421,21 @@ func captureChanged(out string, since time.Time, skip []string) (int, error) {
 	return count, tw.Close()
 }
 
+// describePid: "PID (command line, state S)", for messages.
+func describePid(pid int) string {
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	state := "?"
+	if fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])); len(fields) > 0 {
+		state = fields[0]
+	}
+	command := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
+	if len(command) > 60 {
+		command = command[:60] + "..."
+	}
+	return fmt.Sprintf("%d (%q, state %s)", pid, command, state)
+}
+
 // appPid is the process init started: PID 1's child in this PID namespace. (Not a fixed number: the Go runtime
 // starts threads, which take PIDs, between reserving the number and starting the app.)
 func appPid() (int, error) {
@@ -439,9 +454,10 @@ func appPid() (int, error) {
 			continue
 		}
 		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
-		if len(fields) > 1 && fields[1] == "1" {
+		if len(fields) > 1 && fields[1] == "1" && fields[0] != "Z" { // a zombie is not the app: PID 1 reaps it
 			if found != 0 {
-				return 0, fmt.Errorf("init has several children (%d, %d): cannot tell the app", found, pid)
+				return 0, fmt.Errorf("init has several children (%s, %s): cannot tell the app", describePid(found),
+					describePid(pid))
 			}
 			found = pid
 		}
