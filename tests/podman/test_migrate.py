@@ -83,13 +83,7 @@ def test_post_copy_moves_all_of_the_memory_while_the_destination_runs(
         cli: Cli, owned_app: str, tmp_path: Path, host_b: dict[str, str], registry: RegistryServer) -> None:
     """The destination starts from a snapshot without the app's lazy memory and fetches it from this host's page
     server over TLS: every byte of 96 MiB of random memory arrives (its SHA-256 taken at boot matches)."""
-    authfile = tmp_path / "auth.json"
-    login(registry, authfile)
-    spec = ballast_spec(tmp_path / "warmstart.toml", owned_app, size=96, hot=4, repeat=3)
-    assert cli("build", "--name", owned_app, "-f", str(spec)).returncode == 0
-    out = cli("run", owned_app, "-f", str(spec), "--json").json
-    address = out["ports"]["8080/tcp"]
-    before = [http_json(address) for _ in range(3)][-1]
+    out, address, before, authfile = _post_copy_instance(cli, owned_app, tmp_path, registry)
     moved = cli("migrate", out["name"], "--to", f"{registry.address}/warmstart/{owned_app}", "--post-copy",
                 "--via", _via(host_b, authfile), "--json", env={"REGISTRY_AUTH_FILE": str(authfile)}, timeout=300)
     assert moved.returncode == 0, moved.stderr
