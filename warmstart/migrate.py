@@ -121,11 +121,11 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
         progress(f"migration failed ({exc}); restoring {name} here from {checkpoint.snapshot}")
         _restore_here(checkpoint.snapshot, name=name, ports=ports, engine=engine, store=store, progress=progress)
         error = RegistryError if step == "push" else RestoreError
+        # Post-copy's price: once the destination has run, what it did there is gone with it.
+        lost = ("what it did on the destination since it started there is lost" if step == "stream"
+                else "nothing was lost")
         raise error(f"migration of {name} failed at the {step} step: {exc}; it runs here again, restored from "
-                    f"{checkpoint.snapshot} (nothing was lost)",
-                    details=getattr(exc, "details", "")) from exc
-    if "destination" not in phases:
-        phases["destination"] = round(downtime - sum(phases.values()), 3)
+                    f"{checkpoint.snapshot} ({lost})", details=getattr(exc, "details", "")) from exc
     return MigrateResult(instance=name, snapshot=checkpoint.snapshot, reference=str(target),
                          destination=destination, downtime_seconds=downtime, phases=phases,
                          mode="post-copy" if post_copy else "stop-and-copy", streamed_bytes=lazy)

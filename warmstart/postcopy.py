@@ -86,22 +86,30 @@ def destination_credentials(text: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def tls_volume(files: dict[str, str]) -> Iterator[str]:
-    """The destination's credentials in a private dir on a tmpfs where there is one (never at rest on disk), as a
-    read-only volume at TLS_MOUNT; removed on exit (the page daemon has read them once the instance is ready)."""
+def private_files(files: dict[str, bytes]) -> Iterator[Path]:
+    """`files` in a private (0700/0600) dir on a tmpfs where there is one, so keys are never at rest on disk;
+    removed on exit."""
     import shutil
     import tempfile
 
     shm = Path("/dev/shm")
     path = Path(tempfile.mkdtemp(prefix="warmstart-postcopy-", dir=shm if shm.is_dir() else None))
     try:
-        for name, text in files.items():
+        for name, data in files.items():
             fd = os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-        yield f"{path}:{TLS_MOUNT}:ro"
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def tls_volume(files: dict[str, str]) -> Iterator[str]:
+    """The destination's credentials (private_files) as a read-only volume at TLS_MOUNT, for the time of the
+    launch (the page daemon has read them once the instance is ready)."""
+    with private_files({name: text.encode() for name, text in files.items()}) as path:
+        yield f"{path}:{TLS_MOUNT}:ro"
 
 
 def credentials(*, valid: timedelta = timedelta(days=1)) -> Credentials:
@@ -232,16 +240,12 @@ class PageServer:
     """`criu page-server --lazy-pages` on this host, serving one snapshot's lazy pages to one destination; it
     ends by itself once the destination's page daemon has every page."""
 
-    def __init__(self, full: Snapshot, *, work: Path, endpoint: str, creds: Credentials) -> None:
+    def __init__(self, full: Snapshot, *, work: Path, tls: Path, endpoint: str, creds: Credentials) -> None:
         images = work / "images"  # hard links: CRIU may write beside the images, never into the cache's snapshot
         images.mkdir(mode=0o700)
         for name in full.manifest.files:
             if name.startswith(f"{sandbox.IMAGES_DIR}/"):
                 os.link(full.path / name, work / name)
-        for name, data in (("ca.pem", creds.ca), ("server.pem", creds.server_cert), ("server.key", creds.server_key)):
-            fd = os.open(work / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
         self.work = work
         self.endpoint = endpoint
         self.creds = creds
@@ -251,8 +255,8 @@ class PageServer:
             self.proc = subprocess.Popen(
                 [str(sandbox.CRIU_PREFIX / "bin" / "criu"), "page-server", "--lazy-pages", "-D", str(images),
                  "-W", str(work), "-o", LOG, "--address", address, "--port", port, "--status-fd", str(ready_w),
-                 "--tls", "--tls-no-cn-verify", "--tls-cacert", str(work / "ca.pem"),
-                 "--tls-cert", str(work / "server.pem"), "--tls-key", str(work / "server.key")],
+                 "--tls", "--tls-no-cn-verify", "--tls-cacert", str(tls / "ca.pem"),
+                 "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key")],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 pass_fds=(ready_w,), start_new_session=True)
         finally:
@@ -300,9 +304,10 @@ class PageServer:
 
 @contextlib.contextmanager
 def serving(full: Snapshot, *, store: SnapshotStore, endpoint: str, creds: Credentials) -> Iterator[PageServer]:
-    """A PageServer for `full`, stopped (if still running) and its work dir removed on exit."""
-    with store.staging(f"{full.manifest.app}-pages") as work:
-        server = PageServer(full, work=work, endpoint=endpoint, creds=creds)
+    """A PageServer for `full`, stopped (if still running) and its work dir and keys removed on exit."""
+    keys = {"ca.pem": creds.ca, "server.pem": creds.server_cert, "server.key": creds.server_key}
+    with store.staging(f"{full.manifest.app}-pages") as work, private_files(keys) as tls:
+        server = PageServer(full, work=work, tls=tls, endpoint=endpoint, creds=creds)
         try:
             yield server
         finally:

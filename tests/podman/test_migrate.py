@@ -170,8 +170,9 @@ def test_a_page_server_killed_mid_migration_leaves_the_source_serving(
         stop.set()
         killer.join()
     assert killed, "the page server was never seen connected"
-    assert res.returncode != 0 and "nothing was lost" in res.stderr, res.stderr
-    assert re.search(r"failed at the (destination|stream) step", res.stderr), res.stderr
+    assert res.returncode != 0, res.stderr
+    assert re.search(r"failed at the destination step.*nothing was lost|failed at the stream step.*what it did on "
+                     r"the destination since it started there is lost", res.stderr), res.stderr
     after = http_json(address)
     assert after["boot_token"] == before["boot_token"] and before["count"] < after["count"]
     sums = http_json(address, "/checksum")

@@ -124,4 +124,6 @@ def migrate(
     phases = ", ".join(f"{k} {v:.2f}s" for k, v in result.phases.items())
     show(f"migrated {result.instance} ({result.mode}) through {result.reference}: it runs on the destination ("
          f"{', '.join(f'{k} -> {v}' for k, v in result.destination.get('ports', {}).items()) or 'no ports'}); "
-         f"down for {result.downtime_seconds:.2f}s ({phases})")
+         f"down for {result.downtime_seconds:.2f}s ({phases})"
+         + (f"; {result.streamed_bytes / 2**20:.0f} MiB of its memory followed it after it started"
+            if result.mode == "post-copy" else ""))
