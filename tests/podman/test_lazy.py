@@ -128,14 +128,26 @@ def test_a_checkpoint_of_a_lazily_restored_instance_waits_for_its_memory(cli: Cl
                                                                          tmp_path: Path) -> None:
     """The dump waits until the page daemon has streamed everything in (CRIU cannot dump pages that are still
     behind a userfaultfd); the checkpoint then restores with every byte."""
-    spec = _spec(tmp_path, owned_app)
-    cli("build", "--name", owned_app, "-f", str(spec), "--json")
-    out = cli("run", owned_app, "-f", str(spec), "--cpus", "0.2", "--json", timeout=120).json
-    assert _daemon_pid(out["name"]) is not None  # still streaming when the checkpoint starts
-    saved = cli("checkpoint", out["name"], "--tag", "now", "--stop", "--json", timeout=600)
-    assert saved.returncode == 0, saved.stderr
+    # 512 MiB streamed at a tenth of a CPU takes seconds, where the launch returns in well under one: the daemon is
+    # found running, and held (SIGSTOP) until the checkpoint is seen waiting for it.
+    spec = ballast_spec(tmp_path / "warmstart.toml", owned_app, size=512, hot=4, repeat=3)
+    assert cli("build", "--name", owned_app, "-f", str(spec), "--json", timeout=300).returncode == 0
+    ran = cli("run", owned_app, "-f", str(spec), "--cpus", "0.1", "--json", timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    out = ran.json
+    daemon = _daemon_pid(out["name"])
+    assert out["mode"] == "restored" and daemon is not None, _logs(out["name"])  # still streaming
+    os.kill(daemon, signal.SIGSTOP)
+    saving = subprocess.Popen(cli.argv("checkpoint", out["name"], "--tag", "now", "--stop", "--json"),
+                              env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    assert saving.poll() is None  # the dump waits for the memory
+    os.kill(daemon, signal.SIGCONT)
+    _, err = saving.communicate(timeout=600)
+    assert saving.returncode == 0, err
     again = cli("run", f"{owned_app}:now", "-f", str(spec), "--json").json
-    assert again["mode"] == "restored"
-    _whole(again["ports"]["8080/tcp"])
+    assert again["mode"] == "restored", again
+    sums = http_json(again["ports"]["8080/tcp"], "/checksum")
+    assert sums["ballast_bytes"] == 512 << 20 and sums["ballast_sha256"] == sums["at_boot"]
     assert cli("stop", again["name"]).returncode == 0
     assert containers_of(owned_app) == []
