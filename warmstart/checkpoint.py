@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 from warmstart import labels, sandbox
 from warmstart.cache.store import SnapshotStore, snapshot_files
@@ -26,6 +28,35 @@ from warmstart.instances import inspect_instance
 from warmstart.spec import validate_tag
 
 INSIDE = "/tmp/.warmstart"  # in the instance: the init's dump skips it when capturing the app's files
+
+
+def _move_out(engine: Engine, name: str, inside: str, out: Path) -> bool:
+    """Move the dump of an instance that ended with it (`--stop`) out of its writable layer: one rename where the
+    layer is on the cache's filesystem, instead of the engine's copy (1.9 s per GiB here). False (nothing moved)
+    wherever that does not hold: the caller copies as before.
+
+    The layer's path comes from the engine; everything below it is the app's to shape, so each component must be a
+    real directory (no symlink), and the files are checked like any staged snapshot afterwards."""
+    deadline = time.monotonic() + 30
+    while (state := engine.inspect(container=name)) is not None and state.running:
+        if time.monotonic() > deadline:  # PID 1 exits once the dump's marker is gone: this does not happen
+            return False
+        time.sleep(0.02)
+    if state is None or not state.upper_dir:
+        return False
+    path = Path(state.upper_dir)
+    for part in Path(inside).relative_to("/").parts:
+        path = path / part
+        try:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):
+                return False
+        except OSError:
+            return False
+    try:
+        os.rename(path, out)
+    except OSError:  # another filesystem (EXDEV), or anything else: copy instead
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -69,7 +100,8 @@ def checkpoint_instance(
                 raise CheckpointError(f"checkpoint of instance {name} failed: {last}",
                                       details=result.output[-2000:],
                                       hint="`warmstart doctor --smoke` checks CRIU and the runtime")
-            engine.copy_from(container=name, src=inside, dest=out)
+            if not (stop and _move_out(engine, name, inside, out)):
+                engine.copy_from(container=name, src=inside, dest=out)
         finally:  # process memory must not stay in the instance's filesystem (best effort: the image needs rm)
             if not stop or result.exit_code != 0:  # a stopped instance's dump goes with it (removed once published)
                 engine.exec(container=name, command=("rm", "-rf", inside), timeout=60)

@@ -152,3 +152,30 @@ def test_prune_by_count_size_and_age(tmp_path: Path) -> None:
     assert [s.ref for s in store.snapshots_of()] in (["a:new", "b:only"], ["b:only", "a:new"])
     with pytest.raises(UsageError, match="prune needs at least one of"):
         prune(store)
+
+
+def test_a_stopped_instances_dump_is_moved_out_of_its_layer_only_through_real_dirs(tmp_path: Path) -> None:
+    """checkpoint --stop renames the dump out of the writable layer; a symlink anywhere below the layer (the app's
+    to plant) or a layer the engine does not name means: copy through the engine instead (False)."""
+    from warmstart.checkpoint import _move_out
+
+    layer = tmp_path / "upper"
+    (layer / "tmp" / ".warmstart" / "checkpoint-1").mkdir(parents=True)
+    (layer / "tmp" / ".warmstart" / "checkpoint-1" / "sandbox.json").write_text("{}")
+
+    class Stopped:
+        def __init__(self, upper: str) -> None:
+            self.upper = upper
+
+        def inspect(self, *, container: str) -> ContainerState:
+            return ContainerState(id="c", name=container, status="exited", running=False, exit_code=0,
+                                  restored=True, upper_dir=self.upper)
+
+    assert not _move_out(Stopped(""), "i", "/tmp/.warmstart/checkpoint-1", tmp_path / "a")
+    (tmp_path / "elsewhere").mkdir()
+    (layer / "tmp" / ".warmstart" / "checkpoint-2").symlink_to(tmp_path / "elsewhere")
+    assert not _move_out(Stopped(str(layer)), "i", "/tmp/.warmstart/checkpoint-2", tmp_path / "b")
+    assert (tmp_path / "elsewhere").is_dir() and not (tmp_path / "b").exists()
+    assert _move_out(Stopped(str(layer)), "i", "/tmp/.warmstart/checkpoint-1", tmp_path / "c")
+    assert (tmp_path / "c" / "sandbox.json").read_text() == "{}"
+    assert not (layer / "tmp" / ".warmstart" / "checkpoint-1").exists()

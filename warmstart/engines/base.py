@@ -32,6 +32,7 @@ class ContainerState:
     ports: dict[str, tuple[str, int]] = field(default_factory=dict)  # "8080/tcp" -> (host_ip, host_port)
     image: str = ""
     created: str = ""
+    upper_dir: str = ""  # the host path of its writable layer (overlay's upper dir), when the engine says
 
     def host_address(self, container_port: int, protocol: str = "tcp") -> tuple[str, int] | None:
         found = self.ports.get(f"{container_port}/{protocol}")
@@ -51,6 +52,15 @@ def criu_log_excerpt(path: Path, *, lines: int = 12) -> str:
     errors = [ln for ln in text if "Error" in ln and "RLIMIT_NOFILE" not in ln]
     picked = errors[-lines:] if errors else text[-lines:]
     return "\n".join(f"{path.name}: {ln.strip()}" for ln in picked)
+
+
+def upper_dir(raw: dict) -> str:  # type: ignore[type-arg]
+    """An inspect's GraphDriver.Data.UpperDir for overlay storage (same shape in podman and docker), or ""."""
+    driver = raw.get("GraphDriver") or {}
+    if driver.get("Name") not in ("overlay", "overlay2"):
+        return ""
+    path = (driver.get("Data") or {}).get("UpperDir") or ""
+    return path if isinstance(path, str) and path.startswith("/") else ""
 
 
 def published_ports(raw: dict) -> dict[str, tuple[str, int]]:  # type: ignore[type-arg]

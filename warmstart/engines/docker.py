@@ -36,6 +36,7 @@ from warmstart.engines.base import (
     Limits,
     criu_log_excerpt,
     published_ports,
+    upper_dir,
 )
 from warmstart.errors import CheckpointError, EngineError, EngineUnavailable, ImageNotFound, RestoreError
 from warmstart.sandbox import RunExtras
@@ -375,6 +376,7 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         id=raw["Id"], name=raw["Name"].lstrip("/"), status=state.get("Status", ""), running=bool(state.get("Running")),
         exit_code=int(state.get("ExitCode", 0)), restored=labels.get(MODE_LABEL) == "restored", labels=labels,
         ports=ports, image=raw.get("Config", {}).get("Image", ""), created=raw.get("Created", ""),
+        upper_dir=upper_dir(raw),
     )
 
 

@@ -25,6 +25,7 @@ from warmstart.engines.base import (
     Limits,
     criu_log_excerpt,
     published_ports,
+    upper_dir,
 )
 from warmstart.errors import (
     CheckpointError,
@@ -302,4 +303,5 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         ports=ports,
         image=raw.get("ImageName", ""),
         created=raw.get("Created", ""),
+        upper_dir=upper_dir(raw),
     )
