@@ -35,11 +35,26 @@ def _poll(address: str, stop: threading.Event, seen: list[tuple[float, int]]) ->
         time.sleep(0.005)
 
 
-def _migrate_measured(name: str, *, spec: Path, cache: Path, authfile: Path, via: str, to: str,
+def _settled(container: str, timeout: float = 120) -> None:
+    """Until a lazily restored instance has all of its memory (its init says so): a service that has run for a
+    while, not one whose pages are still streaming in from its own restore (the dump would wait for them)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = subprocess.run(["podman", "logs", container], capture_output=True, text=True).stderr
+        if "restored pid" in logs and ("eagerly" in logs.split("restored pid")[-1].splitlines()[0]
+                                       or "all of the app's memory is in" in logs):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{container} did not settle: {logs[-500:]}")
+
+
+def _migrate_measured(ref: str, *, spec: Path, cache: Path, authfile: Path, via: str, to: str,
                       post_copy: bool) -> tuple[float, dict[str, Any]]:
-    """Start an instance, migrate it while a client polls it; the downtime the client saw and migrate's result."""
+    """Start an instance of the build's snapshot, migrate it once settled while a client polls it; the downtime the
+    client saw and migrate's result."""
     port = free_port()
-    out = warmstart("run", name, "-f", str(spec), "-p", f"127.0.0.1:{port}:8080", cache=cache)
+    out = warmstart("run", ref, "-f", str(spec), "-p", f"127.0.0.1:{port}:8080", cache=cache)
+    _settled(out["name"])
     seen: list[tuple[float, int]] = []
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(f"127.0.0.1:{port}", stop, seen))
@@ -75,14 +90,15 @@ def test_migration_downtime(size: int, cache: Path, tmp_path: Path, host_b: dict
     spec = ballast_spec(tmp_path / "warmstart.toml", name, size=size)
     authfile = tmp_path / "auth.json"
     login(registry, authfile)
-    warmstart("build", "--name", name, "-f", str(spec), "--force", cache=cache)
+    built = warmstart("build", "--name", name, "-f", str(spec), "--force", cache=cache)
     via = shlex.join(["env", f"PATH={BIN}:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
                       f"REGISTRY_AUTH_FILE={authfile}", f"WARMSTART_SESSION={SESSION}",
                       *(f"{k}={v}" for k, v in host_b.items())])
     to = f"{registry.address}/bench/{name}"
-    copy_down, copy = _migrate_measured(name, spec=spec, cache=cache, authfile=authfile, via=via, to=to,
+    # Both from the build's snapshot (not the newest, which after the first migration is its checkpoint).
+    copy_down, copy = _migrate_measured(built["snapshot"], spec=spec, cache=cache, authfile=authfile, via=via, to=to,
                                         post_copy=False)
-    post_down, post = _migrate_measured(name, spec=spec, cache=cache, authfile=authfile, via=via, to=to,
+    post_down, post = _migrate_measured(built["snapshot"], spec=spec, cache=cache, authfile=authfile, via=via, to=to,
                                         post_copy=True)
     record(f"migrate {size} MiB", downtime_s=copy_down, **{f"{k}_s": v for k, v in copy["phases"].items()},
            post_copy_downtime_s=post_down, post_copy_streamed_bytes=post["streamed_bytes"],

@@ -520,7 +520,8 @@ func dumpTo(out string, pid int, leaveRunning bool) error {
 	if err := os.Mkdir(images, 0o700); err != nil {
 		return err
 	}
-	argv := []string{"dump", "-t", strconv.Itoa(pid), "-D", images, "-W", out, "-o", DumpLog, "--tcp-established"}
+	argv := []string{"dump", "-t", strconv.Itoa(pid), "-D", images, "-W", out, "-o", DumpLog, "--tcp-established",
+		"--skip-in-flight"} // a client connecting while the app is frozen: its connection waits unaccepted, CRIU would refuse it
 	if leaveRunning {
 		argv = append(argv, "--leave-running")
 	} else { // PID 1 must outlive the app's end until this dump is complete (supervise waits for the marker)

@@ -4,6 +4,11 @@ in the instance, and an instance that is not a sandbox restore is refused with t
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
+
 import pytest
 
 from tests.conftest import Cli, containers_of
@@ -43,4 +48,36 @@ def test_a_running_instance_is_checkpointed_and_restored_with_its_state(cli: Cli
     assert stopped.returncode == 0 and stopped.json["stopped"]
     for name in (first["name"], cold["name"]):
         assert cli("stop", name).returncode == 0
+    assert containers_of(owned_app) == []
+
+
+def test_a_checkpoint_under_incoming_connections_succeeds(cli: Cli, owned_app: str) -> None:
+    """Clients keep connecting while CRIU has the app frozen: their connections wait in the listening socket's
+    queue, not yet accepted, which CRIU refuses to dump unless told to skip them (`--skip-in-flight`)."""
+    build(cli, owned_app)
+    first = cli("run", owned_app, "--json").json
+    host, _, port = first["ports"]["8080/tcp"].rpartition(":")
+    stop = threading.Event()
+    attempts = []
+
+    def connect_all_the_time() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", int(port)), timeout=0.5):
+                attempts.append(time.monotonic())
+            time.sleep(0.002)
+
+    hammer = threading.Thread(target=connect_all_the_time)
+    hammer.start()
+    try:
+        started = time.monotonic()
+        ck = cli("checkpoint", first["name"], "--tag", "busy", "--stop", "--json")
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        hammer.join()
+    assert ck.returncode == 0, ck.stderr
+    assert sum(started < t < ended for t in attempts) > 10  # connections really came in during the checkpoint
+    again = cli("run", f"{owned_app}:busy", "--json").json
+    assert again["mode"] == "restored"
+    assert cli("stop", again["name"]).returncode == 0
     assert containers_of(owned_app) == []
