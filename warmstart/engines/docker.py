@@ -23,6 +23,7 @@ import os
 import shutil
 import tarfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -304,11 +305,11 @@ class DockerEngine(Engine):
         """`docker cp`: the API's tar of `src`, unpacked as regular files and dirs only (the container's content is
         the app's to shape: no links, devices or paths out of `dest`)."""
         with self._translated("copy"):
-            stream, _ = self.api.get_archive(container, src)
-            buf = io.BytesIO(b"".join(stream))
+            stream, _ = self.api.get_archive(container, src, chunk_size=1 << 20)
         dest.mkdir(mode=0o700)
         base = Path(src.rstrip("/")).name
-        with tarfile.open(fileobj=buf) as tar:
+        # Unpacked as it arrives (tar's stream mode): a checkpoint holds the app's whole memory, never all in ours.
+        with self._translated("copy"), tarfile.open(fileobj=_ChunkReader(stream), mode="r|") as tar:
             for member in tar:
                 rel = Path(member.name)
                 if rel.parts[:1] != (base,) or ".." in rel.parts or rel.is_absolute():
@@ -366,6 +367,28 @@ def _create_config(raw: dict[str, Any]) -> dict[str, Any]:
             "env": cfg.get("Env") or [], "labels": cfg.get("Labels") or {},
             "working_dir": cfg.get("WorkingDir") or None,
             "user": cfg.get("User") or None, "hostname": cfg.get("Hostname") or None}
+
+
+class _ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (docker-py's archive stream), for tarfile's stream mode."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = memoryview(b"")  # a view: taking a little from a big chunk copies nothing else
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 def _state(raw: dict[str, Any]) -> ContainerState:
