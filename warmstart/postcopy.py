@@ -258,7 +258,7 @@ class PageServer:
                  "--tls", "--tls-no-cn-verify", "--tls-cacert", str(tls / "ca.pem"),
                  "--tls-cert", str(tls / "server.pem"), "--tls-key", str(tls / "server.key")],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                pass_fds=(ready_w,), start_new_session=True)
+                pass_fds=(ready_w,), start_new_session=True, preexec_fn=_end_with_parent)
         finally:
             os.close(ready_w)
         self._ready = ready_r
@@ -300,6 +300,15 @@ class PageServer:
         with contextlib.suppress(OSError):
             return "\n".join((self.work / LOG).read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+
+def _end_with_parent() -> None:
+    """In the page server's child before exec: the kernel kills it if `migrate` dies (even by SIGKILL), so a
+    server listening for a destination that will never come is not left behind (PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # linux/prctl.h PR_SET_PDEATHSIG = 1
 
 
 @contextlib.contextmanager

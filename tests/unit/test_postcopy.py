@@ -67,3 +67,42 @@ def test_the_default_endpoint_is_this_hosts_address_with_a_free_port() -> None:
         address = s.getsockname()[0]
     chosen = postcopy.endpoint(None)
     assert chosen.startswith(f"{address}:") and int(chosen.rsplit(":", 1)[1]) > 0
+
+
+def test_the_page_server_ends_with_migrate_even_killed(tmp_path: Path) -> None:
+    """A `migrate` killed with SIGKILL cannot clean up: the kernel ends the page server it started (PDEATHSIG)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pidfile = tmp_path / "child"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "from warmstart.postcopy import _end_with_parent\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=_end_with_parent)\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n")])
+    try:
+        for _ in range(500):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            time.sleep(0.01)
+        child = int(pidfile.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        for _ in range(500):
+            try:
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break  # gone (reaped by init)
+            if state == "Z":
+                break  # dead, waiting for init to reap it
+            time.sleep(0.01)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the child outlived its killed parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()
