@@ -215,6 +215,9 @@ func restoreRemote(snap string, meta Meta) *lazyDaemon {
 // from /proc/net/tcp (rem_address is the address in host byte order, hex, then the port: proc(5)).
 func connectedTo(server string) bool {
 	i := strings.LastIndexByte(server, ':')
+	if i < 1 {
+		return false
+	}
 	ip := net.ParseIP(server[:i]).To4()
 	port, err := strconv.ParseUint(server[i+1:], 10, 16)
 	if ip == nil || err != nil {

@@ -60,7 +60,7 @@ func TestThinImagesLeaveOutTheLazyPages(t *testing.T) {
 }
 
 func TestConnectedToRejectsWhatIsNotIPv4(t *testing.T) {
-	for _, server := range []string{"[::1]:80", "host:80", "10.0.0.1:99999"} {
+	for _, server := range []string{"[::1]:80", "host:80", "10.0.0.1:99999", "10.0.0.1", ""} {
 		if connectedTo(server) {
 			t.Fatalf("connectedTo(%q)", server)
 		}
