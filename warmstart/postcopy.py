@@ -87,21 +87,15 @@ def destination_credentials(text: str) -> dict[str, str]:
 
 @contextlib.contextmanager
 def private_files(files: dict[str, bytes]) -> Iterator[Path]:
-    """`files` in a private (0700/0600) dir on a tmpfs where there is one, so keys are never at rest on disk;
-    removed on exit."""
-    import shutil
-    import tempfile
+    """`files` (0600) in a private dir on the tmpfs (crypt.plain_dir), so keys are never at rest on disk; removed
+    on exit."""
+    from warmstart.cache.safefs import write_private
+    from warmstart.crypt import plain_dir
 
-    shm = Path("/dev/shm")
-    path = Path(tempfile.mkdtemp(prefix="warmstart-postcopy-", dir=shm if shm.is_dir() else None))
-    try:
+    with plain_dir("postcopy") as path:
         for name, data in files.items():
-            fd = os.open(path / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+            write_private(path / name, data)
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
