@@ -320,11 +320,13 @@ func supervise(app int, signals chan os.Signal, daemon *lazyDaemon) int {
 // bootTime is when PID 1 (this container's init) started: files whose inode changed after it were made or
 // changed by the app, and must be put back before a restore.
 func bootTime() (time.Time, error) {
-	stat, err := os.ReadFile("/proc/1/stat")
+	fields, err := statFields(1)
 	if err != nil {
 		return time.Time{}, err
 	}
-	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(fields) < 20 {
+		return time.Time{}, errors.New("/proc/1/stat: too few fields")
+	}
 	ticks, err := strconv.ParseInt(fields[19], 10, 64) // field 22 of stat: starttime, in clock ticks after boot
 	if err != nil {
 		return time.Time{}, err
@@ -421,12 +423,21 @@ func captureChanged(out string, since time.Time, skip []string) (int, error) {
 	return count, tw.Close()
 }
 
+// statFields are the fields of /proc/PID/stat after the command name (which may hold spaces and parentheses):
+// [0] is the state, [1] the parent PID, [19] the start time (proc(5) fields 3, 4 and 22).
+func statFields(pid int) ([]string, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])), nil
+}
+
 // describePid: "PID (command line, state S)", for messages.
 func describePid(pid int) string {
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	state := "?"
-	if fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:])); len(fields) > 0 {
+	if fields, err := statFields(pid); err == nil && len(fields) > 0 {
 		state = fields[0]
 	}
 	command := strings.TrimSpace(strings.ReplaceAll(string(cmdline), "\x00", " "))
@@ -449,11 +460,10 @@ func appPid() (int, error) {
 		if err != nil || pid == 1 {
 			continue
 		}
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		fields, err := statFields(pid)
 		if err != nil {
 			continue
 		}
-		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
 		if len(fields) > 1 && fields[1] == "1" && fields[0] != "Z" { // a zombie is not the app: PID 1 reaps it
 			if found != 0 {
 				return 0, fmt.Errorf("init has several children (%s, %s): cannot tell the app", describePid(found),
