@@ -27,7 +27,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -193,16 +192,9 @@ func entrypoint(args []string) {
 		logf("starting cold: %s", why)
 	}
 	reservePid(o.pidBase)
-	path, err := exec.LookPath(o.command[0])
+	cmd, err := startApp(o.command, "")
 	if err != nil {
 		fail(ExitBootFailed, "entrypoint: %v", err)
-	}
-	cmd := exec.Command(path, o.command[1:]...)
-	cmd.Args = o.command
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		fail(ExitBootFailed, "entrypoint: cannot start %s: %v", o.command[0], err)
 	}
 	pid := cmd.Process.Pid
 	if !o.noSnapshot {

@@ -59,7 +59,9 @@ const (
 // Options both CRIU sides need: the app's stdout/stderr are pipes to the container runtime (re-attached with
 // --inherit-fd), TCP connections and Unix sockets with peers outside the tree (probes, the runtime) are cut.
 // The network is locked with libnftables (in our CRIU prefix), not the iptables binary, which app images lack.
-var criuCommon = []string{"--shell-job", "--ext-unix-sk", "--network-lock", "nftables"}
+// File locks (every embedded database holds some: H2, Derby, SQLite, RocksDB, Lucene) are dumped and taken again
+// on restore (--file-locks); without it CRIU refuses any tree holding one.
+var criuCommon = []string{"--shell-job", "--ext-unix-sk", "--network-lock", "nftables", "--file-locks"}
 
 // Meta is what a restore needs besides the images: the PID to find free, and which pipes stdio were.
 type Meta struct {
@@ -67,6 +69,8 @@ type Meta struct {
 	Pid           int               `json:"pid"`
 	Stdio         map[string]string `json:"stdio"` // "1" -> "pipe:[1234]"
 	ChangedFiles  int               `json:"changed_files"`
+	Processes     int               `json:"processes"`  // in the dumped tree (helper daemons included)
+	FileLocks     int               `json:"file_locks"` // held by the tree at the dump, taken again on restore
 }
 
 func fail(code int, format string, args ...any) {
@@ -85,8 +89,10 @@ func main() {
 	if len(os.Args) < 2 {
 		fail(ExitUsage, "usage: warmstart-init boot|dump|restore ... (see the source's header)")
 	}
-	syscall.Umask(0o077) // everything written here (images, files) is process memory: private
+	origUmask = syscall.Umask(0o077) // everything written here (images, files) is process memory: private
 	switch os.Args[1] {
+	case "exec-app":
+		execApp(os.Args[2:])
 	case "boot":
 		boot(os.Args[2:])
 	case "dump":
@@ -225,24 +231,12 @@ func boot(args []string) {
 	if len(command) == 0 {
 		fail(ExitUsage, "boot: give the app's command after --")
 	}
-	cred, err := parseUser(f["user"])
-	if err != nil {
-		fail(ExitBootFailed, "boot: user %q: %v", f["user"], err)
-	}
 	signals := make(chan os.Signal, 16)
 	signal.Notify(signals) // before the app exists: nothing sent to PID 1 is lost
 	reservePid(intFlag(f, "pid-base", 300))
-	path, err := exec.LookPath(command[0])
+	cmd, err := startApp(command, f["user"])
 	if err != nil {
 		fail(ExitBootFailed, "boot: %v", err)
-	}
-	cmd := exec.Command(path, command[1:]...)
-	cmd.Args = command
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
-	// Its own session: the app's tree is self-contained (sid = pgid = its PID), which is what CRIU dumps.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
-	if err := cmd.Start(); err != nil {
-		fail(ExitBootFailed, "boot: cannot start %s: %v", command[0], err)
 	}
 	os.Exit(supervise(cmd.Process.Pid, signals, nil))
 }
@@ -518,6 +512,11 @@ func dumpTo(out string, pid int, leaveRunning bool) error {
 			meta.Stdio[fd] = target
 		}
 	}
+	tree := treePids(pid)
+	if err := refuseUncheckpointable(tree); err != nil {
+		return err
+	}
+	meta.Processes, meta.FileLocks = len(tree), fileLocks(tree)
 	since, err := bootTime()
 	if err != nil {
 		return fmt.Errorf("boot time: %v", err)

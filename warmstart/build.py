@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from warmstart import __version__, crypt, jvmhelper, labels, lazypages, sandbox, signing
+from warmstart import __version__, criu, crypt, jvmhelper, labels, lazypages, restorepolicy, sandbox, signing
 from warmstart.cache.keys import cache_key, key_inputs
 from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, snapshot_files
@@ -67,7 +67,8 @@ class BuildResult:
     hooks: list[str] = field(default_factory=list)
     trim: dict[str, str] = field(default_factory=dict)
     untrimmed_size_bytes: int | None = None  # with compare_trim: a checkpoint taken just before trimming
-    restored_ready_seconds: float | None = None  # a trial restore of the new snapshot, timed like the cold start
+    restored_ready_seconds: float | None = None  # median of the trial restores, timed like the trial cold starts
+    cold_ready_seconds: float | None = None  # median of the trial cold starts (as `run --cold` makes them)
     working_set_bytes: int | None = None  # recorded on a lazy clone: what a lazy restore copies up front
     streamed_bytes: int | None = None  # and what it leaves to the page daemon
 
@@ -113,9 +114,11 @@ def _checkpoint(engine: Engine, container: str, stage: Path, *, mode: str, sub: 
         result = engine.exec(container=container, timeout=600,
                              command=sandbox.dump_command(f"{sandbox.OUT_MOUNT}/{sub}" if sub else sandbox.OUT_MOUNT))
         if result.exit_code != 0:
-            last = (result.output.strip().splitlines() or [f"exit code {result.exit_code}"])[-1]
-            raise CheckpointError(f"checkpoint of container {container} failed: {last}",
-                                  details=criu_log_excerpt(out / sandbox.DUMP_LOG),
+            log = out / sandbox.DUMP_LOG
+            why = criu.failure_headline(result.output, log.read_text(errors="replace") if log.is_file() else "",
+                                        default=f"exit code {result.exit_code}")
+            raise CheckpointError(f"checkpoint of container {container} failed: {why}",
+                                  details=criu_log_excerpt(log) or result.output.strip()[-2000:],
                                   hint="`warmstart doctor --smoke` checks CRIU and the runtime")
         for leftover in (sandbox.DUMP_LOG, "stats-dump"):
             with contextlib.suppress(FileNotFoundError):
@@ -188,14 +191,66 @@ def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stag
                  "random and numpy); drop `uniqueness` if sharing is intended")
 
 
-def trial_restore_seconds(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str) -> float:
-    """Time-to-ready of one clone of the staged snapshot, measured as the build's cold start was (from the engine
-    call to the probe passing) and restored as `run` would (lazily where it would): `run` compares the two before
-    choosing to restore."""
+TRIALS_VAR = "WARMSTART_TRIALS"  # trials each way (default TRIALS); the test suite lowers it where speed matters
+TRIALS = 3
+
+
+def trial_count() -> int:
+    raw = os.environ.get(TRIALS_VAR, "")
+    if not raw:
+        return TRIALS
+    if not raw.isdigit() or not 1 <= int(raw) <= 20:
+        raise UsageError(f"${TRIALS_VAR}={raw!r}: expected a whole number from 1 to 20")
+    return int(raw)
+
+
+def _cold_trial_seconds(spec: AppSpec, *, engine: Engine, store: SnapshotStore) -> float:
+    """Time-to-ready of one cold start made exactly as `run --cold` makes it (a plain container of the image, not
+    under our init), from the engine call to the probe passing from outside the container."""
+    from warmstart.launch import resolve_ports, started_state
+
+    name = labels.build_name(spec.name)
+    try:
+        with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings:
+            start = time.monotonic()
+            cid = engine.run(name=name, image=spec.image, command=list(spec.command), env=_trial_env(spec),
+                             ports=bindings, volumes=spec.volumes,
+                             labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid())})
+        probe_container(engine, container=name, probe=spec.probe,
+                        known=started_state(cid, name, bindings, restored=False))
+        return time.monotonic() - start
+    finally:
+        remove_quietly(engine, name)
+
+
+def trials(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str,
+           progress: Progress) -> dict[str, list[float]]:
+    """Time-to-ready of `trial_count()` cold starts and as many restores of the staged snapshot, each made as `run`
+    makes it (restores lazily where it would) and timed the same way, interleaved so that a noisy moment hits both:
+    `run` compares their medians before choosing to restore (restorepolicy). A kind that fails is left out."""
     lazy = lazypages.restore_env(allowed=spec.lazy_pages, memory=lazypages.images_bytes(stage / sandbox.IMAGES_DIR),
                                  memo_dir=store.root) if mode == sandbox.SANDBOX else {}
-    with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=mode, init_extra=lazy) as (_, seconds):
-        return seconds
+    times: dict[str, list[float]] = {"cold": [], "restored": []}
+    failed: set[str] = set()
+    for _ in range(trial_count()):
+        for kind in ("cold", "restored"):
+            if kind in failed:
+                continue
+            try:
+                if kind == "cold":
+                    times[kind].append(round(_cold_trial_seconds(spec, engine=engine, store=store), 3))
+                else:
+                    with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=mode,
+                                      init_extra=lazy) as (_, seconds):
+                        times[kind].append(round(seconds, 3))
+            except (EngineError, ReadinessError, HookError) as exc:
+                # Kept: the failure may be this host's or this moment's (an after-restore hook reaching a service
+                # that is down); `run` tries, falls back cold and counts failures for the snapshot's circuit.
+                progress(f"the trial {'cold start' if kind == 'cold' else 'restore'} failed ({exc}); the snapshot is "
+                         "kept without that figure")
+                failed.add(kind)
+                times[kind] = []
+    return times
 
 
 def record_working_set(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path) -> tuple[int, int]:
@@ -310,7 +365,7 @@ def build(
                 snapshot_path=str(existing.path), image=spec.image, image_id=image_id, size_bytes=existing.size,
                 build_seconds=round(time.monotonic() - start, 3), ready_seconds=t.get("ready_seconds", 0.0),
                 checkpoint_seconds=t.get("checkpoint_seconds", 0.0), reused=True,
-                restored_ready_seconds=t.get("restored_ready_seconds"),
+                restored_ready_seconds=t.get("restored_ready_seconds"), cold_ready_seconds=t.get("cold_ready_seconds"),
             )
         return _build(spec, engine=engine, store=store, tag=tag, key=key, inputs=inputs, image_id=image_id,
                       info=info, host=host.to_dict(), compare_trim=compare_trim, start=start, progress=progress,
@@ -351,7 +406,10 @@ def _build(
             checkpoint_seconds = time.monotonic() - t
             if not encryption_key:  # an encrypted snapshot holds its secrets on purpose, and never in clear
                 progress("scanning the snapshot for secrets")
-                raise_if_found(scan(work, secret_values(spec, required=False)), app=spec.name)
+                findings = scan(work, secret_values(spec, required=False))
+                for known in (f for f in findings if f.public):
+                    progress(f"found a publicly known key, not a secret: {known.describe()}")
+                raise_if_found(findings, app=spec.name)
             if spec.uniqueness:
                 progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
                 uniqueness_gate(spec, engine=engine, store=store, stage=work, mode=mode)
@@ -367,14 +425,10 @@ def _build(
                              f"{working_set[1] / 2**20:.1f} MiB streamed after")
                 except (EngineError, ReadinessError, HookError, CheckpointError, WarmupError) as exc:
                     progress(f"recording the working set failed ({exc}); a lazy restore will stream every page")
-            progress("trial restore, timed against the cold start")
-            restored_seconds: float | None = None
-            try:
-                restored_seconds = trial_restore_seconds(spec, engine=engine, store=store, stage=work, mode=mode)
-            except (EngineError, ReadinessError, HookError) as exc:
-                # Kept: the failure may be this host's or this moment's (an after-restore hook reaching a service
-                # that is down); `run` tries, falls back cold and counts failures for the snapshot's circuit.
-                progress(f"the trial restore failed ({exc}); the snapshot is kept without a restore time")
+            progress(f"trials: {trial_count()} cold starts as `run --cold` makes them and as many restores")
+            trial = trials(spec, engine=engine, store=store, stage=work, mode=mode, progress=progress)
+            trial_timings = restorepolicy.trial_timings(trial["cold"], trial["restored"])
+            restored_seconds = trial_timings.get("restored_ready_seconds")
             manifest = Manifest(
                 app=spec.name,
                 tag=tag,
@@ -388,7 +442,7 @@ def _build(
                 host=host,
                 key_inputs=inputs,
                 timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3),
-                         **({"restored_ready_seconds": round(restored_seconds, 3)} if restored_seconds else {})},
+                         **trial_timings},
             )
             remove_quietly(engine, name)  # before publishing: the container no longer writes into the snapshot
             if encryption_key:
@@ -412,6 +466,7 @@ def _build(
         build_seconds=round(time.monotonic() - start, 3),
         ready_seconds=round(ready_seconds, 3),
         restored_ready_seconds=round(restored_seconds, 3) if restored_seconds else None,
+        cold_ready_seconds=trial_timings.get("cold_ready_seconds"),
         checkpoint_seconds=round(checkpoint_seconds, 3),
         warmup_requests=warmed.requests if warmed else 0,
         warmup_seconds=warmed.seconds if warmed else 0.0,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from warmstart import labels, sandbox
+from warmstart import criu, labels, sandbox
 from warmstart.cache.store import SnapshotStore, snapshot_files
 from warmstart.containers import remove_quietly
 from warmstart.engines.base import Engine
@@ -96,8 +96,8 @@ def checkpoint_instance(
             str(sandbox.INIT), "dump", "--out", inside, *(("--then", "stop") if stop else ())))
         try:
             if result.exit_code != 0:
-                last = (result.output.strip().splitlines() or [f"exit code {result.exit_code}"])[-1]
-                raise CheckpointError(f"checkpoint of instance {name} failed: {last}",
+                why = criu.failure_headline(result.output, result.output, default=f"exit code {result.exit_code}")
+                raise CheckpointError(f"checkpoint of instance {name} failed: {why}",
                                       details=result.output[-2000:],
                                       hint="`warmstart doctor --smoke` checks CRIU and the runtime")
             if not (stop and _move_out(engine, name, inside, out)):

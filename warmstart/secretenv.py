@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import mmap
 import os
 import re
@@ -48,6 +49,29 @@ def token_shapes() -> dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]]]:
                             re.compile(rb"-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED )?PRIVATE KEY-----\r?\n"
                                        rb"[A-Za-z0-9+/]")),
     }
+
+
+# Private keys published on purpose, as test fixtures that real programs link in, by the SHA-256 of their PEM body
+# (base64, whitespace removed): finding one in a snapshot is reported, not refused. Go's net/http/httptest links
+# net/http/internal/testcert, whose LocalhostKey the runtime turns into a "PRIVATE KEY" PEM block in memory
+# (testcert.go testingKey); this is the key of Go 1.26's tree.
+PUBLIC_KEYS = {
+    "cb09f046e54aa7184ee42b82fff7650de4e95363ec03a0c671280a15aaf4a0bf":
+        "Go's public test key net/http/internal/testcert.LocalhostKey (linked by net/http/httptest)",
+}
+PEM_SHAPE = "PEM private key"
+PEM_END = b"-----END "
+PEM_MAX = 16384  # longer than any PEM private key block
+
+
+def public_key_name(data: bytes | mmap.mmap, at: int) -> str:
+    """The name of the publicly known key whose PEM block starts at `at`, or ""."""
+    header_end = data.find(b"\n", at, at + 100)
+    end = data.find(PEM_END, at, at + PEM_MAX)
+    if header_end < 0 or end < 0:
+        return ""
+    body = re.sub(rb"\s", b"", bytes(data[header_end + 1:end]))
+    return PUBLIC_KEYS.get(hashlib.sha256(body).hexdigest(), "")
 
 
 MIN_SECRET_LEN = 6  # shorter values would match by chance in megabytes of memory: refused where they are declared
@@ -113,9 +137,11 @@ class Finding:
     file: str  # relative to the snapshot dir
     offset: int
     where: str = ""  # for memory pages: "process 305, address 0x7ffd..., in 0x7ffd...-0x7ffe..."
+    public: str = ""  # a publicly known key (PUBLIC_KEYS): reported, not a secret
 
     def describe(self) -> str:
-        return f"{self.what} in {self.file} at byte {self.offset}" + (f" ({self.where})" if self.where else "")
+        what = f"{self.what} ({self.public})" if self.public else self.what
+        return f"{what} in {self.file} at byte {self.offset}" + (f" ({self.where})" if self.where else "")
 
 
 def scan(root: Path, secrets: Mapping[str, str], *, shapes: bool = True, limit: int = 10) -> list[Finding]:
@@ -130,38 +156,47 @@ def scan(root: Path, secrets: Mapping[str, str], *, shapes: bool = True, limit: 
     pages = _pages_index(root / "images")
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
         rel = str(path.relative_to(root))
-        for what, offset in _search(path, needles, shapes=shapes):
-            findings.append(Finding(what, rel, offset, _locate(pages.get(path.name), offset)))
+        for what, offset, public in _search(path, needles, shapes=shapes):
+            findings.append(Finding(what, rel, offset, _locate(pages.get(path.name), offset), public))
             if len(findings) >= limit:
                 return findings
     return findings
 
 
-def _search(path: Path, needles: list[tuple[str, bytes]], *, shapes: bool) -> Iterator[tuple[str, int]]:
+def _search(path: Path, needles: list[tuple[str, bytes]], *, shapes: bool) -> Iterator[tuple[str, int, str]]:
+    """(what, offset, public key name) for each needle and shape found in the file: the first hit of each, and for
+    PEM keys the first that is not publicly known (after at most one that is)."""
     if path.stat().st_size == 0:
         return
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         for what, needle in needles:
             at = data.find(needle)
             if at >= 0:
-                yield what, at
+                yield what, at, ""
         if shapes:
             for what, (prefixes, pattern) in token_shapes().items():
-                at = _first_shape(data, prefixes, pattern)
-                if at >= 0:
-                    yield f"a {what}", at
+                public_seen = False
+                for at in _shapes(data, prefixes, pattern):
+                    public = public_key_name(data, at) if what == PEM_SHAPE else ""
+                    if public and public_seen:
+                        continue
+                    yield f"a {what}", at, public
+                    if not public:
+                        break
+                    public_seen = True
 
 
-def _first_shape(data: mmap.mmap, prefixes: tuple[bytes, ...], pattern: re.Pattern[bytes]) -> int:
-    first = -1
-    for prefix in prefixes:
-        at = data.find(prefix)
-        while at >= 0 and (first < 0 or at < first):
-            if pattern.match(data, at):  # type: ignore[call-overload,unused-ignore]  # an mmap is a buffer for re
-                first = at
-                break
-            at = data.find(prefix, at + 1)
-    return first
+def _shapes(data: mmap.mmap, prefixes: tuple[bytes, ...], pattern: re.Pattern[bytes]) -> Iterator[int]:
+    """Offsets where `pattern` matches at one of its literal prefixes, in file order."""
+    positions = {prefix: data.find(prefix) for prefix in prefixes}
+    while True:
+        live = [(at, prefix) for prefix, at in positions.items() if at >= 0]
+        if not live:
+            return
+        at, prefix = min(live)
+        if pattern.match(data, at):  # type: ignore[call-overload,unused-ignore]  # an mmap is a buffer for re
+            yield at
+        positions[prefix] = data.find(prefix, at + 1)
 
 
 def values_named(names: list[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -171,6 +206,8 @@ def values_named(names: list[str], environ: Mapping[str, str] | None = None) -> 
 
 
 def raise_if_found(findings: list[Finding], *, app: str, outcome: str = "no snapshot was published") -> None:
+    """Raise for the findings that are secrets; publicly known keys (Finding.public) are not."""
+    findings = [f for f in findings if not f.public]
     if not findings:
         return
     raise SecretLeakError(

@@ -129,8 +129,8 @@ def build(
             extra += f", {r.untrimmed_size_bytes / 1e6:.1f} MB before trim"
         show(
             f"built snapshot {r.snapshot} of {r.app} ({r.size_bytes / 1e6:.1f} MB{extra}) in {r.build_seconds:.2f}s: "
-            f"cold start was ready in {r.ready_seconds:.2f}s, a trial restore in {r.restored_ready_seconds or 0:.2f}s, "
-            f"checkpoint took {r.checkpoint_seconds:.2f}s",
+            f"ready cold in {r.cold_ready_seconds or r.ready_seconds:.2f}s, restored in "
+            f"{r.restored_ready_seconds or 0:.2f}s (trial medians), checkpoint took {r.checkpoint_seconds:.2f}s",
         )
 
 
