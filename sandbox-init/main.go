@@ -359,6 +359,9 @@ func captureChanged(out string, since time.Time, skip []string) (int, error) {
 				return nil // vanished or unreadable: not ours to carry
 			}
 			for _, s := range skip {
+				if top != "/" && (top == s || strings.HasPrefix(top, s+"/")) {
+					continue // "/dev" is skipped in the walk of "/", not in that of "/dev/shm"
+				}
 				if path == s || strings.HasPrefix(path, s+"/") {
 					if info.IsDir() {
 						return filepath.SkipDir
@@ -531,6 +534,9 @@ func dumpTo(out string, pid int, leaveRunning bool) error {
 	}
 	argv := []string{"dump", "-t", strconv.Itoa(pid), "-D", images, "-W", out, "-o", DumpLog, "--tcp-established",
 		"--skip-in-flight"} // a client connecting while the app is frozen: its connection waits unaccepted, CRIU would refuse it
+	for _, path := range irmapScanPaths(tree) {
+		argv = append(argv, "--irmap-scan-path", path)
+	}
 	if leaveRunning {
 		argv = append(argv, "--leave-running")
 	} else { // PID 1 must outlive the app's end until this dump is complete (supervise waits for the marker)
@@ -873,6 +879,9 @@ func criuRestore(snap string, meta Meta, lazy bool) error {
 	cmd := exec.Command(criuPath(), argv...)
 	// Not captured: with --inherit-fd the restored app takes over criu's stdout/stderr, which must be ours.
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+	// CRIU sets a restored task's supplementary groups only when it had some (criu/cr-restore.c: `if
+	// (ce->n_groups && ...)`): one with none would keep CRIU's own (the init's root group). CRIU runs with none.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 0, Gid: 0, Groups: []uint32{}}}
 	if err := cmd.Run(); err != nil {
 		return fmt.Errorf("criu restore failed (%v)\n%s", err, logExcerpt(filepath.Join(work, RestoreLog), "restore.log"))
 	}

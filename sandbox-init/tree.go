@@ -5,9 +5,12 @@ package main
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // An io_uring instance's fd links to this (fs/io_uring.c: anon_inode_getfile("[io_uring]", ...)). CRIU has no
@@ -88,3 +91,88 @@ func fileLocks(tree []int) int {
 	}
 	return count
 }
+
+// inotifyWatches are the (device, inode) pairs the tree's inotify instances watch, from /proc/PID/fdinfo
+// ("inotify wd:1 ino:1a2b sdev:2d mask:100 ...", fs/notify/fdinfo.c; sdev is the kernel's dev_t encoding).
+func inotifyWatches(tree []int) map[[2]uint64]bool {
+	watches := map[[2]uint64]bool{}
+	for _, pid := range tree {
+		infos, err := os.ReadDir(fmt.Sprintf("/proc/%d/fdinfo", pid))
+		if err != nil {
+			continue
+		}
+		for _, info := range infos {
+			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, info.Name()))
+			if err != nil || !strings.Contains(string(data), "inotify wd:") {
+				continue
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				var ino, sdev uint64
+				for _, field := range strings.Fields(line) {
+					if v, ok := strings.CutPrefix(field, "ino:"); ok {
+						ino, _ = strconv.ParseUint(v, 16, 64)
+					} else if v, ok := strings.CutPrefix(field, "sdev:"); ok {
+						sdev, _ = strconv.ParseUint(v, 16, 64)
+					}
+				}
+				if strings.HasPrefix(line, "inotify wd:") && ino != 0 {
+					watches[[2]uint64{sdev >> 20, (sdev&0xfffff)<<32 | ino}] = true // {major, minor<<32|ino}
+				}
+			}
+		}
+	}
+	return watches
+}
+
+// irmapScanPaths finds the paths of the tree's inotify watches. CRIU records a watch by path, and finds it
+// by file handle, which overlayfs (the container's root) does not give out, then by scanning a few fixed
+// directories (/etc, /var/log, ...; criu/irmap.c); a watch anywhere else fails the dump with "Can't dump
+// that handle". The paths found here are handed to CRIU with --irmap-scan-path. The walk stops once every
+// watch is found, or after walkBudget entries.
+func irmapScanPaths(tree []int) []string {
+	watches := inotifyWatches(tree)
+	if len(watches) == 0 {
+		return nil
+	}
+	const walkBudget = 500000
+	var found []string
+	seen := 0
+	skip := map[string]bool{"/proc": true, "/sys": true, "/dev": true, "/opt/warmstart": true}
+	visit := func(path string, d fs.DirEntry, err error) error {
+		if seen++; seen > walkBudget || len(found) == len(watches) {
+			return fs.SkipAll
+		}
+		if err != nil {
+			return nil
+		}
+		if skip[path] {
+			return fs.SkipDir
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := info.Sys().(*syscall.Stat_t); ok && watches[[2]uint64{devMajor(st.Dev), devMinor(st.Dev)<<32 | st.Ino}] {
+			found = append(found, path)
+		}
+		return nil
+	}
+	// Where services keep what they watch first (their cwd, temp and state dirs), then everything else.
+	roots := []string{}
+	for _, pid := range tree {
+		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && cwd != "/" {
+			roots = append(roots, cwd)
+		}
+	}
+	for _, root := range append(roots, "/tmp", "/run", "/var", "/srv", "/app", "/home", "/data", "/etc", "/") {
+		if !skip[root] && seen <= walkBudget && len(found) < len(watches) {
+			_ = filepath.WalkDir(root, visit)
+			skip[root] = true
+		}
+	}
+	return found
+}
+
+// devMajor and devMinor split a userspace dev_t (glibc's gnu_dev_major/gnu_dev_minor encoding).
+func devMajor(dev uint64) uint64 { return (dev>>8)&0xfff | (dev>>32)&^0xfff }
+func devMinor(dev uint64) uint64 { return dev&0xff | (dev>>12)&^0xff }

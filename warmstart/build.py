@@ -443,6 +443,7 @@ def _build(
                 key_inputs=inputs,
                 timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3),
                          **trial_timings},
+                holds=sandbox.holds(work) if mode == sandbox.SANDBOX else {},
             )
             remove_quietly(engine, name)  # before publishing: the container no longer writes into the snapshot
             if encryption_key:

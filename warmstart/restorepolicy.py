@@ -75,11 +75,11 @@ def skip_reason(ref: str, timings: dict[str, Any], health: Health, *, always_res
         return ""
     assert isinstance(cold, (int, float)) and isinstance(restored, (int, float))
     if restored > cold * MIN_GAIN + NOISE_SECONDS:
-        trials = timings.get("cold_trials")
-        how = f"median of {len(trials)} trials each way" if isinstance(trials, list) else "one trial"
-        return (f"snapshot {ref} does not beat a cold start here: restored ready in {restored:.2f}s against "
-                f"{cold:.2f}s cold ({how}; a restore needs at most {MIN_GAIN:.0%}); set always_restore = true to "
-                "restore anyway")
+        trials = timings.get("cold_trials", 1)
+        how = f"median of {int(trials)} trials each way" if _is_number(trials) and trials > 1 else "one trial"
+        return (f"snapshot {ref} does not beat a cold start here: its trial restore was ready in {restored:.2f}s "
+                f"against {cold:.2f}s cold ({how}; a restore needs at most {MIN_GAIN:.0%}); set always_restore = "
+                "true to restore anyway")
     return ""
 
 
@@ -87,12 +87,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def trial_timings(cold: list[float], restored: list[float]) -> dict[str, Any]:
-    """The manifest's `timings` entries for a build's trials: each list and its median (a kind with no trial has
-    no median, and then `run` does not judge)."""
-    out: dict[str, Any] = {"cold_trials": cold, "restore_trials": restored}
-    if cold:
-        out["cold_ready_seconds"] = round(statistics.median(cold), 3)
-    if restored:
-        out["restored_ready_seconds"] = round(statistics.median(restored), 3)
+def trial_timings(cold: list[float], restored: list[float]) -> dict[str, float]:
+    """The manifest's `timings` entries for a build's trials: per kind the number of trials, their median (what
+    `run` judges by), fastest and slowest; a kind with no trial has no median, and then `run` does not judge.
+    (The manifest's timings are numbers only: its fixed shape.)"""
+    out: dict[str, float] = {}
+    for kind, values in (("cold", cold), ("restored", restored)):
+        out[f"{kind}_trials"] = len(values)
+        if values:
+            out[f"{kind}_ready_seconds"] = round(statistics.median(values), 3)
+            out[f"{kind}_fastest_seconds"] = round(min(values), 3)
+            out[f"{kind}_slowest_seconds"] = round(max(values), 3)
     return out

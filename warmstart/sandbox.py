@@ -15,6 +15,7 @@ any image. The whole-container path stays as mode "container" (it moves a contai
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,10 @@ DUMP_LOG = criu.DUMP_LOG  # what our init's `criu dump -o` writes into the stagi
 
 # The smallest privilege set shown to work for CRIU inside a container here (podman 4.3 / docker 20.10, runc,
 # Linux 6.18): without SYS_PTRACE or with the default seccomp profile the dump fails; without NET_ADMIN the
-# restore cannot recreate sockets' state; without SYS_TIME it cannot set the time namespace's offsets.
-CAP_ADD = ("SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "SYS_TIME")
+# restore cannot recreate sockets' state; without SYS_TIME it cannot set the time namespace's offsets; without
+# IPC_OWNER it cannot read a non-root app's SysV shared memory. The app itself never holds them: warmstart-init
+# drops them before it execs the app (sandbox-init/app.go SandboxCaps, pinned to this list by a unit test).
+CAP_ADD = ("SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN", "SYS_TIME", "IPC_OWNER")
 SECURITY_OPT = ("seccomp=unconfined",)
 
 # What a restoring init logs once the app runs again (main.go restore): a log readiness probe waits for it after a
@@ -104,3 +107,17 @@ def restore_command(*, wait: bool = False) -> list[str]:
 
 def explain_exit(code: int) -> str:
     return EXIT_CODES.get(code, "")
+
+
+def holds(snapshot_dir: Path) -> dict[str, int]:
+    """The counts the init recorded in sandbox.json before the dump (the manifest's `holds`); {} when absent
+    (container mode, or an init from before the counts)."""
+    from warmstart.cache.manifest import HOLDS_KEYS
+
+    try:
+        meta = json.loads((snapshot_dir / META_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k in HOLDS_KEYS if isinstance(v := meta.get(k), int) and not isinstance(v, bool) and v >= 0}

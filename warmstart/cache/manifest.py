@@ -32,6 +32,8 @@ MAX_BYTES = 4 << 20  # a manifest is a few KB; anything larger is not one of our
 FILE_NAME_RE = re.compile(r"^(?:images/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 SANDBOX_META = "sandbox.json"  # warmstart.sandbox.META_FILE: what a sandbox restore needs besides the images
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# `holds`: counted by warmstart-init before the dump (sandbox-init/tree.go, its sandbox.json Meta).
+HOLDS_KEYS = ("processes", "file_locks")
 
 
 class FileEntry(TypedDict):
@@ -56,6 +58,9 @@ class Manifest:
     encryption: dict[str, str] = field(default_factory=dict)  # algorithm and key_id when the files are encrypted
     # {"page_server": "ADDRESS:PORT"} for a post-copy migration snapshot (postcopy.py), {} otherwise
     post_copy: dict[str, str] = field(default_factory=dict)
+    # What the dumped process tree holds that a user may want to know (sandbox snapshots; HOLDS_KEYS): counts
+    # only. Readers from before this field ignore it, so it needs no schema bump.
+    holds: dict[str, int] = field(default_factory=dict)
     schema_version: int = 1
 
     @property
@@ -106,7 +111,7 @@ class Manifest:
         for name in ("engine", "image", "spec"):
             if not isinstance(raw.get(name), dict):
                 raise bad(name, "an object")
-        for name in ("host", "key_inputs", "files", "timings", "encryption", "post_copy"):
+        for name in ("host", "key_inputs", "files", "timings", "encryption", "post_copy", "holds"):
             if not isinstance(raw.get(name, {}), dict):
                 raise bad(name, "an object")
         if not all(isinstance(v, str) for d in (raw["engine"], raw["image"], raw.get("encryption", {}))
@@ -114,6 +119,10 @@ class Manifest:
             raise ManifestError(f"snapshot manifest {source}: engine, image and encryption must hold strings only")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.get("timings", {}).values()):
             raise bad("timings", "an object of numbers")
+        holds = raw.get("holds", {})
+        if not set(holds) <= set(HOLDS_KEYS) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31 for v in holds.values()):
+            raise bad("holds", f"an object of counts ({', '.join(HOLDS_KEYS)})")
         try:
             validate_app_name(raw["app"])
             validate_tag(raw["tag"])

@@ -91,7 +91,9 @@ def inspect(
     for name, f in m.files.items():
         show(f"file       {name} {f['size'] / 1e6:.1f}MB sha256:{f['sha256'][:16]}")
     for name, value in m.timings.items():
-        show(f"timing     {name} {value}s")
+        show(f"timing     {name} {value}{'' if name.endswith('_trials') else 's'}")
+    if m.holds:
+        show("holds      " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in m.holds.items()))
     show(f"signed     {'yes' if manifest['signed'] else 'no'}")
     circuit = health.circuit()
     detail = (
