@@ -2,14 +2,17 @@
 // `podman run` of its image gives it, not the init's:
 //
 //   - umask: the init sets 0077 for its own files (process memory); the app gets the one the runtime gave PID 1.
+//
 //   - user: the image's USER, with that user's supplementary groups from /etc/group and, where the runtime set
 //     HOME for root only because the init runs as root, that user's home directory (as runc does for USER).
+//
 //   - a child subreaper: a helper daemon that the app's start script detaches (a port mapper started with
 //     -daemon, a forking server) is reparented to the app instead of PID 1, so the app's tree is the whole
 //     service and CRIU dumps it in one piece. prctl(PR_SET_CHILD_SUBREAPER) is kept across execve(2), so the
 //     init starts itself as `exec-app`, which sets it and the umask, then execs the app in the same process.
 //
 //   - capabilities: none of those the sandbox adds for CRIU (SandboxCaps).
+//
 //   - an IPC namespace of its own (empty, as the container's was): SysV IPC is dumped with its namespace.
 //
 // The rest is passed through untouched: environment, working directory, rlimits (Go restores the soft

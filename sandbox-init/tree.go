@@ -67,29 +67,57 @@ func refuseUncheckpointable(tree []int) error {
 	return nil
 }
 
-// fileLocks counts the locks /proc/locks lists for the tree's processes (POSIX and flock locks carry the owner's
-// PID in this PID namespace; OFD locks carry -1 and are counted when their file is open in the tree, by inode).
+// fileLocks counts the locks /proc/locks lists for the tree's processes. POSIX and flock locks carry the
+// owner's PID in this PID namespace; OFD locks carry -1 and are counted only when their file is open in the
+// tree (matched by device and inode), since the host's own OFD locks (podman's, for one) show up too.
 func fileLocks(tree []int) int {
 	data, err := os.ReadFile("/proc/locks")
 	if err != nil {
 		return 0
 	}
+	return countLocks(string(data), tree, openFiles(tree))
+}
+
+// countLocks is fileLocks' parser, apart so it can be tested on a given /proc/locks text.
+func countLocks(procLocks string, tree []int, open map[string]bool) int {
 	inTree := map[string]bool{}
 	for _, pid := range tree {
 		inTree[strconv.Itoa(pid)] = true
 	}
 	count := 0
-	for _, line := range strings.Split(string(data), "\n") {
+	for _, line := range strings.Split(procLocks, "\n") {
 		// "1: POSIX  ADVISORY  WRITE 312 00:2d:1234 0 EOF" (fs/locks.c lock_get_status); "->" marks a waiter
 		fields := strings.Fields(line)
-		if len(fields) < 5 || fields[1] == "->" {
+		if len(fields) < 6 || fields[1] == "->" {
 			continue
 		}
-		if inTree[fields[4]] || fields[4] == "-1" {
+		if inTree[fields[4]] || (fields[4] == "-1" && open[fields[5]]) {
 			count++
 		}
 	}
 	return count
+}
+
+// openFiles are the files the tree has open, keyed as /proc/locks writes them: "%02x:%02x:%lu" (major,
+// minor, inode; fs/locks.c lock_get_status).
+func openFiles(tree []int) map[string]bool {
+	open := map[string]bool{}
+	for _, pid := range tree {
+		fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			continue
+		}
+		for _, fd := range fds {
+			var st syscall.Stat_t
+			if syscall.Stat(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()), &st) != nil {
+				continue
+			}
+			dev := uint64(st.Dev) //nolint:unconvert // Dev is uint64 on amd64, not everywhere
+			major, minor := (dev>>8)&0xfff|(dev>>32)&^0xfff, dev&0xff|(dev>>12)&^0xff
+			open[fmt.Sprintf("%02x:%02x:%d", major, minor, st.Ino)] = true
+		}
+	}
+	return open
 }
 
 // inotifyWatches are the (device, inode) pairs the tree's inotify instances watch, from /proc/PID/fdinfo

@@ -51,3 +51,16 @@ func TestRefuseUncheckpointableNamesAnIoUring(t *testing.T) {
 		t.Fatal("a process that does not exist was refused")
 	}
 }
+
+func TestCountLocksKeepsTheTreesOwnAndItsOpenOFDLocks(t *testing.T) {
+	locks := "1: POSIX  ADVISORY  WRITE 12 00:2d:100 0 EOF\n" +
+		"2: FLOCK  ADVISORY  WRITE 13 00:2d:101 0 EOF\n" +
+		"3: OFDLCK ADVISORY  WRITE -1 00:2d:102 0 EOF\n" + // open in the tree
+		"4: OFDLCK ADVISORY  READ  -1 fd:01:7 0 EOF\n" + // the host's (podman's lock file)
+		"4: -> OFDLCK ADVISORY  WRITE -1 fd:01:7 0 EOF\n" +
+		"5: POSIX  ADVISORY  WRITE 99 00:2d:103 0 EOF\n"
+	got := countLocks(locks, []int{12, 13}, map[string]bool{"00:2d:102": true})
+	if got != 3 {
+		t.Fatalf("countLocks = %d, want 3", got)
+	}
+}
