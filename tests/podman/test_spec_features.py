@@ -15,8 +15,11 @@ pytestmark = pytest.mark.podman
 
 
 def spec(tmp_path: Path, app: str, body: str, *, env: str = "STARTUP_DELAY = \"0.5\"", ports: str = "[8080]") -> Path:
+    """The app's spec; restored whenever the snapshot works (always_restore): these tests are about the spec's
+    features, and an app booting in 0.5 s is one the restore policy may fairly judge as fast cold."""
     path = tmp_path / "warmstart.toml"
-    path.write_text(f'[apps.{app}]\nimage = "{COUNTER_IMAGE}"\nports = {ports}\nenv = {{ {env} }}\n{body}')
+    policy = "" if "always_restore" in body else "always_restore = true\n"
+    path.write_text(f'[apps.{app}]\nimage = "{COUNTER_IMAGE}"\nports = {ports}\nenv = {{ {env} }}\n{policy}{body}')
     return path
 
 
