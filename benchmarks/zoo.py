@@ -11,15 +11,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from warmstart import restorepolicy
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "images" / "zoo"
@@ -37,7 +42,10 @@ class Outcome:
     holds: dict[str, int] = field(default_factory=dict)
     cold_s: float | None = None
     restored_s: float | None = None
-    mode: str = ""  # what `run` did: restored, or cold (and why, in note)
+    mode: str = ""  # what the forced restore did: restored, or cold (and why, in note)
+    policy: str = ""  # what a plain `run` does after this build: "restore", or "cold" where the restore did not win
+    trial_cold_s: float | None = None  # the build's trial medians, which the policy judges by
+    trial_restored_s: float | None = None
     check: str = ""  # "ok" or what went wrong
     load: str = ""
     note: str = ""
@@ -98,21 +106,36 @@ def last_line(text: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def run_service(name: str, zoo: dict[str, Any], spec: dict[str, Any]) -> Outcome:
+def forced_spec(directory: Path) -> Path:
+    """SPEC with always_restore = true in every app (the zoo proves the restore, whatever the policy would pick),
+    written to `directory`, with its build contexts made absolute."""
+    text = re.sub(r"^(\[apps\.[\w-]+\].*)$", r"\1\nalways_restore = true", SPEC.read_text(), flags=re.M)
+    text = re.sub(r'^build = "([\w-]+)"', lambda m: f'build = "{ZOO / m.group(1)}"', text, flags=re.M)
+    path = directory / "warmstart.toml"
+    path.write_text(text)
+    return path
+
+
+def run_service(name: str, zoo: dict[str, Any], spec: dict[str, Any], forced: Path) -> Outcome:
     out = Outcome(service=name)
     port_in = int(zoo.get("port", spec["ports"][0]))
     built = warmstart("build", "-f", str(SPEC), "--name", name, "--json")
     if built.returncode != 0:
-        err = next((ln for ln in built.stderr.splitlines() if ln.startswith("warmstart: error:")), last_line(built.stderr))
+        errors = (ln for ln in built.stderr.splitlines() if ln.startswith("warmstart: error:"))
+        err = next(errors, last_line(built.stderr))
         out.note = err.removeprefix("warmstart: error: ")
         return out
     out.built = True
+    figures = json.loads(built.stdout)
+    out.trial_cold_s, out.trial_restored_s = figures.get("cold_ready_seconds"), figures.get("restored_ready_seconds")
+    out.policy = "cold" if restorepolicy.skip_reason(name, figures, restorepolicy.Health(), always_restore=False) \
+        else "restore"
     info = warmstart("cache", "inspect", name, "--json")
     out.holds = json.loads(info.stdout).get("holds", {}) if info.returncode == 0 else {}
     answers: dict[str, str] = {}
     for mode in ("cold", "restored"):
         port = free_port()
-        argv = [WARMSTART, "run", name, "-f", str(SPEC), "--json", "-p", f"127.0.0.1:{port}:{port_in}",
+        argv = [WARMSTART, "run", name, "-f", str(forced), "--json", "-p", f"127.0.0.1:{port}:{port_in}",
                 *(["--cold"] if mode == "cold" else [])]
         ttr, result = timed_launch(argv, port, zoo["probe"])
         instance = result.get("name")
@@ -147,13 +170,13 @@ def run_service(name: str, zoo: dict[str, Any], spec: dict[str, Any]) -> Outcome
 
 
 def table(outcomes: list[Outcome]) -> str:
-    rows = ["| service | version | holds | cold (s) | restored (s) | restored/cold | run | check | load | note |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| service | version | holds | cold (s) | restored (s) | restored/cold | restore | check | load | "
+            "`run` picks | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         ratio = f"{o.restored_s / o.cold_s:.0%}" if o.cold_s and o.restored_s and o.mode == "restored" else ""
         holds = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in o.holds.items() if v)
         rows.append(f"| {o.service} | {o.version.replace('|', '/')} | {holds} | {o.cold_s or ''} | "
-                    f"{o.restored_s or ''} | {ratio} | {o.mode or 'not built'} | {o.check} | {o.load} | "
+                    f"{o.restored_s or ''} | {ratio} | {o.mode or 'not built'} | {o.check} | {o.load} | {o.policy} | "
                     f"{o.note.replace('|', '/')[:300]} |")
     return "\n".join(rows) + "\n"
 
@@ -168,11 +191,17 @@ def main() -> int:
     specs = tomllib.loads(SPEC.read_text())["apps"]
     names = [n for n in zoo if (not a.only or n in a.only.split(",")) and (not a.fast or zoo[n].get("fast"))]
     outcomes = []
+    scratch = Path(tempfile.mkdtemp(prefix="warmstart-zoo-spec."))
+    forced = forced_spec(scratch)
     for name in names:
         print(f"zoo: {name}", file=sys.stderr, flush=True)
-        outcome = run_service(name, zoo[name], specs[name])
+        try:
+            outcome = run_service(name, zoo[name], specs[name], forced)
+        except subprocess.TimeoutExpired as exc:
+            outcome = Outcome(service=name, note=f"timed out: {shlex.join(map(str, exc.cmd))[:200]}")
         print(f"zoo: {name}: {json.dumps(asdict(outcome))}", file=sys.stderr, flush=True)
         outcomes.append(outcome)
+    shutil.rmtree(scratch)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "trials": os.environ.get("WARMSTART_TRIALS", "3"),

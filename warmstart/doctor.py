@@ -16,7 +16,14 @@ from warmstart.cache.store import SnapshotStore
 from warmstart.containers import remove_quietly
 from warmstart.engines import ResolvedEngine, resolve_engine
 from warmstart.errors import WarmstartError
-from warmstart.host import criu_version, version_tuple
+from warmstart.host import (
+    CAP_SYS_RESOURCE,
+    RLIMITS_SHIM,
+    criu_has_rlimits_shim,
+    criu_version,
+    has_capability,
+    version_tuple,
+)
 from warmstart.sandbox import CRIU_PREFIX, INIT
 from warmstart.spec import AppSpec, ProbeSpec
 
@@ -56,6 +63,19 @@ def _criu() -> Check:
         last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return Check("criu", False, f"`criu check` failed: {last}", "run `criu check` for details; CRIU needs root")
     return Check("criu", True, f"{path} {found}, `criu check` passes")
+
+
+def _other_users() -> Check:
+    """Whether CRIU can dump a process that runs as another user (most production images): it reads that
+    process's rlimits with prlimit64, which needs CAP_SYS_RESOURCE, or warmstart's shim where root lacks it."""
+    if has_capability(CAP_SYS_RESOURCE):
+        return Check("users", True, "non-root processes can be dumped: root holds CAP_SYS_RESOURCE")
+    path = shutil.which("criu")
+    if path and criu_has_rlimits_shim(path):
+        return Check("users", True, f"non-root processes can be dumped: root lacks CAP_SYS_RESOURCE, and {path} loads "
+                     f"warmstart's rlimits shim ({RLIMITS_SHIM})")
+    return Check("users", False, f"processes running as another user cannot be dumped: root lacks CAP_SYS_RESOURCE "
+                 f"and {path or 'criu'} has no rlimits shim", f"{SETUP_HINT} (links {RLIMITS_SHIM} into its CRIU)")
 
 
 def _configured_nofile() -> int | None:
@@ -189,6 +209,7 @@ def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = Fals
         resolved, error = None, str(exc)
     checks += _engine(resolved, error)
     checks.append(_criu())
+    checks.append(_other_users())
     checks.append(_ulimits(resolved.engine.name if resolved else "podman"))
     checks.append(_restore_path(resolved.engine.name if resolved else "podman"))
     checks.append(_lazy())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -15,6 +16,9 @@ from typing import Any
 from warmstart.cache import safefs
 
 CRIU_VERSION_MEMO = ".criu-version"  # in the cache root: "<path>:<inode>:<size>:<mtime_ns>\n<version>\n"
+# linux/capability.h: sizes pipes past fs.pipe-max-size, and lets CRIU read another user's rlimits (prlimit64)
+CAP_SYS_RESOURCE = 24
+RLIMITS_SHIM = "libwarmstart-rlimits.so"  # criu-shim/rlimits.c, added to criu's DT_NEEDED by scripts/setup-host
 UFFD_MEMO = ".criu-uffd"  # in the cache root: "<that key>:<kernel release>\nyes|no\n"
 
 
@@ -123,6 +127,25 @@ def host_facts(memo_dir: Path | None = None) -> HostFacts:
     model, flags = _cpuinfo()
     return HostFacts(kernel=os.uname().release, arch=os.uname().machine, cpu_model=model, cpu_flags=flags,
                      criu_version=criu_version(memo_dir / CRIU_VERSION_MEMO if memo_dir else None))
+
+
+def has_capability(bit: int) -> bool:
+    """Whether this process holds capability `bit` (its effective set, /proc/self/status CapEff)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("CapEff:"):
+                return bool(int(line.split()[1], 16) >> bit & 1)
+    return False
+
+
+def criu_has_rlimits_shim(criu: str) -> bool:
+    """Whether the CRIU binary at `criu` loads warmstart's rlimits shim (its name among the ELF's strings, where
+    DT_NEEDED names live) and the shim is beside it in its prefix's lib/."""
+    real = Path(os.path.realpath(criu))
+    try:
+        return RLIMITS_SHIM.encode() in real.read_bytes() and (real.parent.parent / "lib" / RLIMITS_SHIM).is_file()
+    except OSError:
+        return False
 
 
 def version_tuple(v: str) -> tuple[int, ...]:

@@ -39,6 +39,7 @@ from warmstart import sandbox
 from warmstart.cache.manifest import POST_COPY_SCHEMA, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.errors import RestoreError, UsageError
+from warmstart.host import CAP_SYS_RESOURCE, has_capability
 from warmstart.lazypages import LAZY_VAR
 
 REMOTE = "remote"  # sandbox-init/postcopy.go RemoteMode: LAZY_VAR's value for a post-copy restore
@@ -50,7 +51,6 @@ CLIENT_KEY = "client.key"  # sandbox-init/postcopy.go TLSClientKey
 MAX_CREDENTIALS = 64 << 10  # three PEM files of a few hundred bytes each
 PIPE_BYTES = 4 << 20  # criu/page-pipe.c pipe_read_dest_init: the pipe size the page server needs
 PIPE_MAX_SIZE = Path("/proc/sys/fs/pipe-max-size")
-CAP_SYS_RESOURCE = 24  # linux/capability.h: lets a process size pipes past fs.pipe-max-size
 LOG = "page-server.log"
 
 Progress = Callable[[str], None]
@@ -150,18 +150,10 @@ def why_not_here() -> str:
         pipe_max = int(PIPE_MAX_SIZE.read_text())
     except (OSError, ValueError):
         pipe_max = 0
-    if pipe_max < PIPE_BYTES and not _has_capability(CAP_SYS_RESOURCE):
+    if pipe_max < PIPE_BYTES and not has_capability(CAP_SYS_RESOURCE):
         return (f"CRIU's page server needs {PIPE_BYTES >> 20} MiB pipes, and fs.pipe-max-size is {pipe_max} bytes "
                 "without CAP_SYS_RESOURCE (scripts/setup-host raises it)")
     return ""
-
-
-def _has_capability(bit: int) -> bool:
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("CapEff:"):
-                return bool(int(line.split()[1], 16) >> bit & 1)
-    return False
 
 
 def endpoint(spec: str | None) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart import restorepolicy, secretenv
+from warmstart import host, restorepolicy, secretenv
 from warmstart.cache.manifest import Manifest
 from warmstart.errors import ManifestError, SecretLeakError
 from warmstart.restorepolicy import Health
@@ -94,3 +94,19 @@ def test_the_manifest_records_what_the_tree_holds_and_validates_it() -> None:
     for bad in ({"processes": -1}, {"processes": True}, {"secrets": 1}, {"processes": "2"}, []):
         with pytest.raises(ManifestError, match="holds"):
             Manifest.from_raw(_manifest(holds=bad), source="t")
+
+
+def test_a_criu_without_the_rlimits_shim_is_found_out(tmp_path: Path) -> None:
+    prefix = tmp_path / "criu"
+    (prefix / "bin").mkdir(parents=True)
+    (prefix / "lib").mkdir()
+    criu = prefix / "bin" / "criu"
+    criu.write_bytes(b"\x7fELF...libc.so.6\x00")
+    assert not host.criu_has_rlimits_shim(str(criu))
+    criu.write_bytes(b"\x7fELF...libc.so.6\x00" + host.RLIMITS_SHIM.encode() + b"\x00")
+    assert not host.criu_has_rlimits_shim(str(criu))  # named, but not in the prefix: the loader would fail
+    (prefix / "lib" / host.RLIMITS_SHIM).write_bytes(b"")
+    link = tmp_path / "criu-on-path"
+    link.symlink_to(criu)
+    assert host.criu_has_rlimits_shim(str(link))  # the PATH entry is a link into the prefix
+    assert not host.criu_has_rlimits_shim(str(tmp_path / "missing"))
