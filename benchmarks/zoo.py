@@ -60,8 +60,8 @@ def free_port() -> int:
 
 def client_ready(port: int, probe: Any) -> bool:
     """One attempt of an outside client: its protocol's first exchange on 127.0.0.1:port."""
-    if isinstance(probe, str) and probe.startswith("http:"):
-        send, expect = f"GET {probe[5:]} HTTP/1.0\r\nHost: zoo\r\n\r\n".encode(), b"HTTP/1."
+    if isinstance(probe, str) and probe.startswith("http:"):  # Host: a real address (H2 refuses others)
+        send, expect = f"GET {probe[5:]} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode(), b"HTTP/1."
     else:
         send, expect = bytes.fromhex(probe["send"]), bytes.fromhex(probe["expect"])
     try:
@@ -207,6 +207,7 @@ def main() -> int:
                                    "trials": os.environ.get("WARMSTART_TRIALS", "3"),
                                    "services": [asdict(o) for o in outcomes]}, indent=2) + "\n")
     if not a.no_docs and not a.only and not a.fast:
+        DOC.parent.mkdir(exist_ok=True)
         text = DOC.read_text() if DOC.exists() else ""
         head = text.split("<!-- zoo table -->")[0] if "<!-- zoo table -->" in text else text
         DOC.write_text(head + "<!-- zoo table -->\n" + table(outcomes))

@@ -15,6 +15,11 @@
 //
 //   - an IPC namespace of its own (empty, as the container's was): SysV IPC is dumped with its namespace.
 //
+//   - no io_uring: the engines' default seccomp profiles (podman's, docker's since 25) answer io_uring_setup,
+//     _enter and _register with ENOSYS, and services fall back to another I/O method (MariaDB to libaio, Tokio
+//     and libuv to threads). The sandbox runs unconfined for CRIU, so exec-app installs a filter that answers
+//     the same; CRIU cannot dump io_uring, and keeps (dumps, restores) the filter itself.
+//
 // The rest is passed through untouched: environment, working directory, rlimits (Go restores the soft
 // RLIMIT_NOFILE it raised before exec), stdout/stderr; stdin is /dev/null and no other fd is inherited.
 package main
@@ -181,6 +186,37 @@ func dropSandboxCaps() error {
 	return nil
 }
 
+// The io_uring system calls (the same numbers on every architecture: include/uapi/asm-generic/unistd.h) and
+// seccomp's constants (include/uapi/linux/seccomp.h, prctl.h).
+const (
+	sysIoUringSetup    = 425
+	sysIoUringRegister = 427 // io_uring_enter is 426, between the two
+	prSetSeccomp       = 22
+	seccompModeFilter  = 2
+	seccompRetAllow    = 0x7fff0000
+	seccompRetErrno    = 0x00050000
+)
+
+// ioUringFilter answers the io_uring calls with ENOSYS and allows everything else (classic BPF over
+// seccomp_data, whose first word is the call's number; a jump skips jt or jf instructions).
+var ioUringFilter = []syscall.SockFilter{
+	{Code: syscall.BPF_LD | syscall.BPF_W | syscall.BPF_ABS, K: 0},
+	{Code: syscall.BPF_JMP | syscall.BPF_JGE | syscall.BPF_K, K: sysIoUringSetup, Jt: 0, Jf: 2},
+	{Code: syscall.BPF_JMP | syscall.BPF_JGT | syscall.BPF_K, K: sysIoUringRegister, Jt: 1, Jf: 0},
+	{Code: syscall.BPF_RET | syscall.BPF_K, K: seccompRetErrno | uint32(syscall.ENOSYS)},
+	{Code: syscall.BPF_RET | syscall.BPF_K, K: seccompRetAllow},
+}
+
+// denyIoUring installs ioUringFilter on this thread (the one that execs; the filter is kept across execve).
+func denyIoUring() error {
+	prog := syscall.SockFprog{Len: uint16(len(ioUringFilter)), Filter: &ioUringFilter[0]}
+	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetSeccomp, seccompModeFilter, uintptr(unsafe.Pointer(&prog)))
+	if errno != 0 {
+		return fmt.Errorf("seccomp filter denying io_uring: %v", errno)
+	}
+	return nil
+}
+
 // execApp is `warmstart-init exec-app --umask N [--ids UID:GID[:GROUP...]] -- PATH ARGV...`: the app's own
 // process until it execs. It starts as root (the init's user), drops the sandbox's capabilities, switches to
 // the app's user (Go applies setuid/setgid to every thread), sets the umask and the subreaper flag, and execs.
@@ -207,6 +243,9 @@ func execApp(args []string) {
 	}
 	if len(ids) == 1 {
 		fail(ExitUsage, "exec-app: --ids needs UID:GID")
+	}
+	if err := denyIoUring(); err != nil { // while CAP_SYS_ADMIN is held: no need for PR_SET_NO_NEW_PRIVS
+		fail(ExitBootFailed, "exec-app: %v", err)
 	}
 	if err := dropSandboxCaps(); err != nil {
 		fail(ExitBootFailed, "exec-app: %v", err)

@@ -99,7 +99,7 @@ def _start(spec: AppSpec, *, engine: Engine, name: str, mode: str, stage: Path) 
     common["labels"][labels.INIT] = "warmstart-init"
     engine.run(command=sandbox.boot_command(command, user=image.user),
                volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{stage}:{sandbox.OUT_MOUNT}"),
-               extras=sandbox.RunExtras(), **common)
+               extras=sandbox.RunExtras.for_app(spec.name), **common)
 
 
 def _checkpoint(engine: Engine, container: str, stage: Path, *, mode: str, sub: str = "", keep: bool = True) -> int:
@@ -151,7 +151,7 @@ def _trial_clone(
                                          labels.INIT: "warmstart-init"},
                                  volumes=(*spec.volumes, *sandbox.tool_mounts(),
                                           f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro", *volumes),
-                                 extras=sandbox.RunExtras())
+                                 extras=sandbox.RunExtras.for_app(spec.name))
             else:
                 cid = engine.restore(archive=stage / CHECKPOINT_FILE, name=name, ports=bindings)
         state = started_state(cid, name, bindings, restored=True)

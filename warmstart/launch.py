@@ -337,7 +337,7 @@ def _restore(
                         labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
                 volumes=(*spec.volumes, *placement.volumes, *sandbox.tool_mounts(),
                          f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro", *tls),
-                extras=sandbox.RunExtras(), limits=placement.limits,
+                extras=sandbox.RunExtras.for_app(spec.name), limits=placement.limits,
             )
         else:
             container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
@@ -388,7 +388,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
                         labels.TRIGGER: str(ctl / sandbox.TRIGGER)},
                 volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro",
                          f"{ctl}:{sandbox.CTL_MOUNT}"),
-                extras=sandbox.RunExtras(),
+                extras=sandbox.RunExtras.for_app(spec.name),
             )
     except BaseException:
         shutil.rmtree(ctl, ignore_errors=True)

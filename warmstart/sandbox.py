@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +66,28 @@ EXIT_CODES = {
 
 @dataclass(frozen=True)
 class RunExtras:
-    """What a sandbox container needs beyond a plain `run`: our init as entrypoint, root (CRIU), privileges."""
+    """What a sandbox container needs beyond a plain `run`: our init as entrypoint, root (CRIU), privileges, and
+    the app's fixed hostname."""
 
+    hostname: str
     entrypoint: str = str(INIT)
     user: str = "0:0"
     cap_add: tuple[str, ...] = CAP_ADD
     security_opt: tuple[str, ...] = SECURITY_OPT
+
+    @classmethod
+    def for_app(cls, app: str) -> RunExtras:
+        return cls(hostname=hostname_for(app))
+
+
+def hostname_for(app: str) -> str:
+    """The hostname of every sandbox container of `app`: its build, trials and restored instances. A process
+    keeps the hostname it booted with in memory (an Erlang node is rabbit@HOST, a JVM caches its InetAddress, a
+    database writes it to its logs and lock files), and the engine gives each container its own (its ID), so a
+    restore into a container named otherwise breaks what the app derived from it: RabbitMQ's CLI, for one,
+    reaches rabbit@NEWHOST and is refused. A cold start may have any."""
+    label = re.sub(r"[^a-z0-9-]+", "-", app.lower()).strip("-")
+    return f"ws-{label}"[:63].rstrip("-")
 
 
 def missing() -> str:

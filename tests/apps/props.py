@@ -8,12 +8,14 @@ gives them.
 LOCKS=1      holds an flock(2) lock and a POSIX (fcntl) record lock on files under /tmp, as embedded databases do.
 KINDS=1      holds what CRIU must dump besides memory: eventfd, timerfd, inotify, POSIX and SysV shared memory,
              a deleted-but-open file, a unix socket pair, and 60 extra threads.
-IO_URING=1   holds an io_uring instance (what CRIU cannot dump).
+IO_URING=1   sets up an io_uring instance where the kernel lets it (what CRIU cannot dump), and falls back to plain
+             I/O on ENOSYS, as MariaDB, Tokio and libuv do; /state says which ("fd N" or the errno's name).
 `props.py --daemonize` starts the helper daemon (a unix-socket echo server that detaches with a double fork and
 setsid, as `-daemon` helpers do) and returns; the service then reports whether its helper answers.
 """
 
 import ctypes
+import errno
 import fcntl
 import json
 import mmap
@@ -30,6 +32,7 @@ HELPER_SOCKET = "/tmp/props-helper.sock"
 FDS_AT_START = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in map(int, os.listdir("/proc/self/fd"))
                 if os.path.exists(f"/proc/self/fd/{fd}")}
 BOOT_TOKEN = secrets.token_hex(8)
+BOOT_HOSTNAME = socket.gethostname()  # what a service derives from its host name at boot (a node name, a log file)
 STATE = {"count": 0}
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -136,12 +139,12 @@ def held_locks() -> list[str]:
         return sorted(line.split()[1] for line in f if len(line.split()) > 4 and line.split()[4] == str(os.getpid()))
 
 
-def io_uring() -> int:
+def io_uring() -> str:
     params = ctypes.create_string_buffer(120)
     fd = libc.syscall(425, 8, params)  # io_uring_setup(8 entries)
     if fd < 0:
-        raise OSError(ctypes.get_errno(), "io_uring_setup")
-    return fd
+        return errno.errorcode.get(ctypes.get_errno(), "unknown")
+    return f"fd {fd}"
 
 
 def main() -> None:
@@ -160,7 +163,8 @@ def main() -> None:
             if self.path == "/healthz":
                 body: dict = {"ok": True}
             elif self.path == "/state":
-                body = {"boot_token": BOOT_TOKEN, "pid": os.getpid(), **attributes(), "locks": held_locks(),
+                body = {"boot_token": BOOT_TOKEN, "pid": os.getpid(), **attributes(),
+                        "boot_hostname": BOOT_HOSTNAME, "hostname": socket.gethostname(), "locks": held_locks(),
                         "helper": helper() if os.path.exists(HELPER_SOCKET) else None,
                         "kinds": kinds.check() if kinds else None, "io_uring": ring}
             else:

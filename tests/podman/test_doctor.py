@@ -18,8 +18,8 @@ def test_doctor_passes_on_the_set_up_host_including_a_real_smoke_checkpoint(cli:
     assert res.returncode == 0, res.stdout
     checks = {c["name"]: c for c in res.json["checks"]}
     assert res.json["ok"] is True
-    assert set(checks) == {"root", "engine", "runtime", "criu", "users", "ulimits", "path", "lazy", "post-copy", "cache",
-                           "smoke"}
+    assert set(checks) == {"root", "engine", "runtime", "criu", "users", "ulimits", "path", "lazy", "post-copy",
+                           "cache", "smoke"}
     assert all(c["ok"] for c in checks.values())
     assert "runc" in checks["runtime"]["detail"] and "criu check" in checks["criu"]["detail"]
     assert "restored" in checks["smoke"]["detail"]

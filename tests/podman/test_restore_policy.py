@@ -32,7 +32,8 @@ def test_a_snapshot_that_does_not_beat_cold_is_skipped_with_the_reason(
     assert inspected["timings"]["restored_ready_seconds"] == built["restored_ready_seconds"]
 
     snap = Path(built["snapshot_path"])
-    _set_timings(snap, cold_ready_seconds=0.5, restored_ready_seconds=0.8, cold_trials=1)  # as measured for a service that boots fast
+    # as measured for a service that boots fast
+    _set_timings(snap, cold_ready_seconds=0.5, restored_ready_seconds=0.8, cold_trials=1)
     res = cli("run", owned_app, "--json")
     assert res.returncode == 0, res.stderr
     assert res.json["mode"] == "cold"

@@ -116,7 +116,8 @@ class DockerEngine(Engine):
         privileges: dict[str, Any] = {}
         if extras:
             privileges = {"cap_add": list(extras.cap_add), "security_opt": list(extras.security_opt)}
-            extra = {**(extra or {}), "entrypoint": [extras.entrypoint], "user": extras.user}
+            extra = {**(extra or {}), "entrypoint": [extras.entrypoint], "user": extras.user,
+                     "hostname": extras.hostname}
         if limits and limits.memory_bytes:
             privileges["mem_limit"] = limits.memory_bytes
         if limits and limits.cpus:

@@ -138,7 +138,7 @@ class PodmanEngine(Engine):
         if log_max_bytes:
             args += ["--log-opt", f"max-size={log_max_bytes}"]
         if extras:
-            args += ["--entrypoint", extras.entrypoint, "--user", extras.user]
+            args += ["--entrypoint", extras.entrypoint, "--user", extras.user, "--hostname", extras.hostname]
             args += [f"--cap-add={c}" for c in extras.cap_add] + [f"--security-opt={o}" for o in extras.security_opt]
         for volume in volumes:
             args += ["--volume", volume]
