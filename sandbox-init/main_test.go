@@ -1,98 +1,9 @@
 package main
 
 import (
-	"archive/tar"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
-
-type member struct {
-	name, link string
-	kind       byte
-	body       string
-}
-
-func archive(t *testing.T, members ...member) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "rootfs.tar")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tw := tar.NewWriter(f)
-	for _, m := range members {
-		hdr := &tar.Header{Name: m.name, Linkname: m.link, Typeflag: m.kind, Mode: 0o640, Size: int64(len(m.body))}
-		if m.kind != tar.TypeReg {
-			hdr.Size = 0
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
-			t.Fatal(err)
-		}
-		if m.kind == tar.TypeReg {
-			if _, err := tw.Write([]byte(m.body)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	return path
-}
-
-func TestExtractPutsFilesBackWithTheirModes(t *testing.T) {
-	root := t.TempDir()
-	err := extract(archive(t,
-		member{name: "tmp/hsperfdata_root", kind: tar.TypeDir},
-		member{name: "tmp/hsperfdata_root/300", kind: tar.TypeReg, body: "perf"},
-		member{name: "var/log/app..log", kind: tar.TypeReg, body: "two dots in a name are fine"},
-		member{name: "tmp/current", kind: tar.TypeSymlink, link: "hsperfdata_root/300"},
-	), root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(root, "tmp/hsperfdata_root/300"))
-	if err != nil || string(data) != "perf" {
-		t.Fatalf("file not restored: %q %v", data, err)
-	}
-	if info, _ := os.Stat(filepath.Join(root, "tmp/hsperfdata_root/300")); info.Mode().Perm() != 0o640 {
-		t.Fatalf("mode %v, want 0640", info.Mode().Perm())
-	}
-	if target, _ := os.Readlink(filepath.Join(root, "tmp/current")); target != "hsperfdata_root/300" {
-		t.Fatalf("symlink not restored: %q", target)
-	}
-}
-
-func TestExtractRefusesWhatCouldEscape(t *testing.T) {
-	cases := map[string]member{
-		"dot-dot":   {name: "tmp/../../escape", kind: tar.TypeReg, body: "x"},
-		"hard link": {name: "tmp/hard", kind: tar.TypeLink, link: "etc/shadow"},
-	}
-	for label, m := range cases {
-		root := t.TempDir()
-		err := extract(archive(t, m), root)
-		if err == nil || !strings.Contains(err.Error(), "refused archive member") {
-			t.Fatalf("%s: want a refusal, got %v", label, err)
-		}
-	}
-}
-
-func TestExtractDoesNotWriteThroughASymlinkedDirectory(t *testing.T) {
-	root, outside := t.TempDir(), t.TempDir()
-	if err := os.Symlink(outside, filepath.Join(root, "tmp")); err != nil {
-		t.Fatal(err)
-	}
-	err := extract(archive(t, member{name: "tmp/planted", kind: tar.TypeReg, body: "x"}), root)
-	if err == nil || !strings.Contains(err.Error(), "is a symlink") {
-		t.Fatalf("want a refusal, got %v", err)
-	}
-	if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
-		t.Fatal("wrote through the symlink")
-	}
-}
 
 func TestFlagsStopAtDoubleDash(t *testing.T) {
 	f, rest := flags([]string{"--pid-base", "300", "--", "java", "--pid-base", "1"}, "pid-base", "user")

@@ -1,0 +1,196 @@
+// The app's file changes: what it wrote on the container's root filesystem after boot is captured with the dump
+// and put back before a restore (defensively: relative names, no "..", no writing through a symlink).
+package main
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// bootTime is when PID 1 (this container's init) started: files whose inode changed after it were made or
+// changed by the app, and must be put back before a restore.
+func bootTime() (time.Time, error) {
+	fields, err := statFields(1)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if len(fields) < 20 {
+		return time.Time{}, errors.New("/proc/1/stat: too few fields")
+	}
+	ticks, err := strconv.ParseInt(fields[19], 10, 64) // field 22 of stat: starttime, in clock ticks after boot
+	if err != nil {
+		return time.Time{}, err
+	}
+	sys, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for _, line := range strings.Split(string(sys), "\n") {
+		if strings.HasPrefix(line, "btime ") {
+			btime, _ := strconv.ParseInt(strings.TrimSpace(line[6:]), 10, 64)
+			return time.Unix(btime, 0).Add(time.Duration(ticks) * 10 * time.Millisecond).Add(-time.Second), nil
+		}
+	}
+	return time.Time{}, errors.New("no btime in /proc/stat")
+}
+
+// captureChanged writes every file on the root filesystem (and in /dev/shm) whose inode changed after `since`
+// into a tar: what the app created or modified (the JVM's hsperfdata, temp dirs, logs). Other mounts (volumes,
+// the runtime's /etc/hosts, ours) are not the app's to carry.
+func captureChanged(out string, since time.Time, skip []string) (int, error) {
+	var root syscall.Stat_t
+	if err := syscall.Lstat("/", &root); err != nil {
+		return 0, err
+	}
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	tw := tar.NewWriter(f)
+	count := 0
+	walk := func(top string, sameDev bool) error {
+		return filepath.Walk(top, func(path string, info os.FileInfo, err error) error {
+			if err != nil {
+				return nil // vanished or unreadable: not ours to carry
+			}
+			for _, s := range skip {
+				if top != "/" && (top == s || strings.HasPrefix(top, s+"/")) {
+					continue // "/dev" is skipped in the walk of "/", not in that of "/dev/shm"
+				}
+				if path == s || strings.HasPrefix(path, s+"/") {
+					if info.IsDir() {
+						return filepath.SkipDir
+					}
+					return nil
+				}
+			}
+			st := info.Sys().(*syscall.Stat_t)
+			if sameDev && st.Dev != root.Dev {
+				if info.IsDir() {
+					return filepath.SkipDir
+				}
+				return nil
+			}
+			if path == top || time.Unix(st.Ctim.Sec, st.Ctim.Nsec).Before(since) {
+				return nil
+			}
+			if !info.Mode().IsRegular() && !info.IsDir() && info.Mode()&os.ModeSymlink == 0 {
+				return nil // sockets, fifos, devices: CRIU or the runtime recreate those
+			}
+			link := ""
+			if info.Mode()&os.ModeSymlink != 0 {
+				link, _ = os.Readlink(path)
+			}
+			hdr, err := tar.FileInfoHeader(info, link)
+			if err != nil {
+				return err
+			}
+			hdr.Name = strings.TrimPrefix(path, "/")
+			hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+			hdr.Uname, hdr.Gname = "", ""
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if info.Mode().IsRegular() {
+				src, err := os.Open(path)
+				if err != nil {
+					return err
+				}
+				_, err = io.CopyN(tw, src, hdr.Size)
+				src.Close()
+				if err != nil {
+					return err
+				}
+			}
+			count++
+			return nil
+		})
+	}
+	if err := walk("/", true); err != nil {
+		return count, err
+	}
+	if err := walk("/dev/shm", false); err != nil {
+		return count, err
+	}
+	return count, tw.Close()
+}
+
+// extract puts the captured files back. The archive comes from our own cache (digest-verified before the
+// launch), and is still read defensively: relative names only, no "..", no writing through a symlink.
+func extract(archive, root string) error {
+	f, err := os.Open(archive)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		rel := filepath.Clean("/" + hdr.Name)
+		if rel == "/" || hasDotDot(hdr.Name) || (hdr.Typeflag == tar.TypeLink) {
+			return fmt.Errorf("refused archive member %q", hdr.Name)
+		}
+		name := filepath.Join(root, rel)
+		if parent, err := filepath.EvalSymlinks(filepath.Dir(name)); err == nil && parent != filepath.Dir(name) {
+			return fmt.Errorf("refused archive member %q: its directory is a symlink", hdr.Name)
+		}
+		mode := os.FileMode(hdr.Mode).Perm() | os.FileMode(hdr.Mode)&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(name, mode); err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			_ = os.Remove(name)
+			if err := os.Symlink(hdr.Linkname, name); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			_ = os.MkdirAll(filepath.Dir(name), 0o755)
+			_ = os.Remove(name)
+			out, err := os.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, mode)
+			if err != nil {
+				return err
+			}
+			_, err = io.Copy(out, tr)
+			out.Close()
+			if err != nil {
+				return err
+			}
+		default:
+			continue
+		}
+		_ = os.Lchown(name, hdr.Uid, hdr.Gid)
+		if hdr.Typeflag != tar.TypeSymlink {
+			_ = os.Chmod(name, mode)
+			_ = os.Chtimes(name, hdr.AccessTime, hdr.ModTime)
+		}
+	}
+}
+
+func hasDotDot(name string) bool {
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return true
+		}
+	}
+	return false
+}
