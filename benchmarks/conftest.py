@@ -237,9 +237,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _chart(RESULTS / "latest.png", stamp)
     except ImportError:
         pass
-    readme = ROOT / "README.md"
+    readme = ROOT / "docs" / "benchmarks.md"
     block = (f"<!-- bench:start -->\nLatest run ({stamp}, {_machine()}):\n\n{_table()}\n\n"
-             "![cold vs restored](benchmarks/results/latest.png)\n<!-- bench:end -->")
+             "![cold vs restored](../benchmarks/results/latest.png)\n<!-- bench:end -->")
     text = readme.read_text()
     if "<!-- bench:start -->" in text:
         start, end = text.index("<!-- bench:start -->"), text.index("<!-- bench:end -->") + len("<!-- bench:end -->")

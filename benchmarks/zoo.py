@@ -60,8 +60,9 @@ def free_port() -> int:
 
 def client_ready(port: int, probe: Any) -> bool:
     """One attempt of an outside client: its protocol's first exchange on 127.0.0.1:port."""
-    if isinstance(probe, str) and probe.startswith("http:"):  # Host: a real address (H2 refuses others)
-        send, expect = f"GET {probe[5:]} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode(), b"HTTP/1."
+    if isinstance(probe, str) and probe.startswith("http:"):  # HTTP/1.1: H2's console answers 1.0 with a 400
+        request = f"GET {probe[5:]} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        send, expect = request.encode(), b"HTTP/1."
     else:
         send, expect = bytes.fromhex(probe["send"]), bytes.fromhex(probe["expect"])
     try:
