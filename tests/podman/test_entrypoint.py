@@ -16,7 +16,8 @@ from tests.helpers import free_port
 
 pytestmark = pytest.mark.podman
 IMAGE = "localhost/warmstart-example-selfsnap:latest"
-# The smallest privilege set shown to work (docs/restore-paths.md, "Containers that snapshot themselves"): no --privileged.
+# The smallest privilege set shown to work (docs/restore-paths.md, "Containers that snapshot themselves"): no
+# --privileged.
 PRIVS = ["--cap-add", "SYS_ADMIN", "--cap-add", "SYS_PTRACE", "--cap-add", "NET_ADMIN", "--cap-add", "SYS_TIME",
          "--security-opt", "seccomp=unconfined"]
 
