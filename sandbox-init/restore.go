@@ -93,6 +93,9 @@ func restoreApp(snap string, meta Meta, mode string) *lazyDaemon {
 		daemon.kill()
 		daemon = nil
 		fmt.Fprintf(os.Stderr, "warmstart-init: restoring eagerly, the lazy restore failed: %v\n", err)
+		// What the failed attempt left (a task CRIU had forked at the app's PID, a zombie until PID 1 reaps it)
+		// would fail the retry with "Can't fork for PID: File exists".
+		stopRestored(meta.Pid)
 		if err := criuRestore(snap, meta, false); err != nil {
 			fail(ExitRestoreFailed, "restore: %v", err)
 		}

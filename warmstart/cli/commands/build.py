@@ -127,10 +127,12 @@ def build(
         extra = f", {r.warmup_requests} warm-up requests in {r.warmup_seconds:.1f}s" if r.warmup_requests else ""
         if r.untrimmed_size_bytes is not None:
             extra += f", {r.untrimmed_size_bytes / 1e6:.1f} MB before trim"
+        restored = (f"restored in {r.restored_ready_seconds:.2f}s" if r.restored_ready_seconds is not None
+                    else "its trial restores failed (run will try, and start cold if they fail)")
         show(
             f"built snapshot {r.snapshot} of {r.app} ({r.size_bytes / 1e6:.1f} MB{extra}) in {r.build_seconds:.2f}s: "
-            f"ready cold in {r.cold_ready_seconds or r.ready_seconds:.2f}s, restored in "
-            f"{r.restored_ready_seconds or 0:.2f}s (trial medians), checkpoint took {r.checkpoint_seconds:.2f}s",
+            f"ready cold in {r.cold_ready_seconds or r.ready_seconds:.2f}s, {restored} (trial medians), checkpoint "
+            f"took {r.checkpoint_seconds:.2f}s",
         )
 
 
