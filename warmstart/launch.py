@@ -7,9 +7,6 @@ service, unless they asked for restore-or-fail (`no_fallback`).
 from __future__ import annotations
 
 import contextlib
-import errno
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -331,7 +328,7 @@ def _restore(
             # mounted read-only: nothing is copied or unpacked per launch.
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(),
-                env={**run_env(spec), **init_env(snapshot.manifest.spec), **_lazy_env(spec, snapshot, memo_dir)},
+                env={**run_env(spec), **init_env(snapshot.manifest.spec), **lazy_env(spec, snapshot, memo_dir)},
                 ports=bindings,
                 labels={**placement.labels, **labels.labels_for(spec.name), labels.MODE: "restored",
                         labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
@@ -344,92 +341,8 @@ def _restore(
         state = started_state(container, name, bindings, restored=True)
         by_init = snapshot.manifest.mode == sandbox.SANDBOX
         run_hooks("after_restore", after_restore_hooks(spec, by_init=by_init), engine=engine, state=state)
-        return _ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref,
-                      after_init=_runs_after_restore(snapshot))
-
-
-@dataclass(frozen=True)
-class Prestarted:
-    """A sandbox started ahead of demand: container up, ports published, files put back, its init waiting for
-    the trigger. `activate` turns it into a running instance at the cost of CRIU's restore alone."""
-
-    spec: AppSpec
-    snapshot: Snapshot
-    state: ContainerState
-    ctl: Path  # the cache's control dir for it, holding the trigger FIFO
-
-
-def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: SnapshotStore) -> Prestarted:
-    """Start a sandbox for `snapshot` that waits to be activated (sandbox-mode snapshots only)."""
-    from warmstart.containers import removed_on_failure
-    from warmstart.hooks import init_env
-    from warmstart.secretenv import run_env
-
-    if snapshot.manifest.encryption:
-        raise UsageError(f"snapshot {snapshot.ref} is encrypted: it is not pre-started (its clear text would wait "
-                         "in memory for a request)")
-    if snapshot.manifest.mode != sandbox.SANDBOX:
-        raise UsageError(f"snapshot {snapshot.ref} is a {snapshot.manifest.mode}-mode snapshot: only sandbox "
-                         "snapshots can be pre-started")
-    name = labels.instance_name(spec.name)
-    ctl = store.sandboxes / name
-    ctl.mkdir(mode=0o700)
-    os.mkfifo(ctl / sandbox.TRIGGER, 0o600)
-    try:
-        with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings, removed_on_failure(engine, name):
-            container = engine.run(
-                name=name, image=spec.image, command=sandbox.restore_command(wait=True),
-                env={**run_env(spec), **init_env(snapshot.manifest.spec), **_lazy_env(spec, snapshot, store.root)},
-                ports=bindings,
-                labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
-                        labels.CACHE: str(store.root),
-                        labels.SNAPSHOT: snapshot.ref,
-                        labels.OWNER_PID: str(os.getpid()),
-                        labels.TRIGGER: str(ctl / sandbox.TRIGGER)},
-                volumes=(*spec.volumes, *sandbox.tool_mounts(), f"{snapshot.path}:{sandbox.SNAPSHOT_MOUNT}:ro",
-                         f"{ctl}:{sandbox.CTL_MOUNT}"),
-                extras=sandbox.RunExtras.for_app(spec.name),
-            )
-    except BaseException:
-        shutil.rmtree(ctl, ignore_errors=True)
-        raise
-    return Prestarted(spec, snapshot, started_state(container, name, bindings, restored=True), ctl)
-
-
-def activate(pre: Prestarted, *, engine: Engine, trigger_timeout: float = 10.0) -> LaunchResult:
-    """Trigger a pre-started sandbox's restore and wait until it is ready (hooks, probe) as `run` does."""
-    from warmstart.containers import removed_on_failure
-    from warmstart.hooks import after_restore_hooks, run_hooks
-
-    start = time.monotonic()
-    with removed_on_failure(engine, pre.state.name):
-        try:
-            _trigger(pre.ctl / sandbox.TRIGGER, timeout=trigger_timeout)
-        finally:
-            shutil.rmtree(pre.ctl, ignore_errors=True)
-        run_hooks("after_restore", after_restore_hooks(pre.spec, by_init=True), engine=engine, state=pre.state)
-        return _ready(pre.spec, engine=engine, state=pre.state, mode="restored", start=start,
-                      after_init=_runs_after_restore(pre.snapshot),
-                      snapshot=pre.snapshot.ref)
-
-
-def _trigger(fifo: Path, *, timeout: float) -> None:
-    """Write the byte the waiting init reads. Opening a FIFO for writing without a reader fails with ENXIO: the
-    init may still be starting, so try again until `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO or time.monotonic() > deadline:
-                raise RestoreError(f"the pre-started sandbox did not take its trigger: {exc.strerror}") from exc
-            time.sleep(0.005)
-            continue
-        try:
-            os.write(fd, b"1")
-        finally:
-            os.close(fd)
-        return
+        return await_ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref,
+                      after_init=runs_after_restore(snapshot))
 
 
 def _cold(
@@ -449,7 +362,7 @@ def _cold(
             volumes=(*spec.volumes, *placement.volumes), limits=placement.limits,
         )
         state = started_state(container, name, bindings, restored=False)
-        return _ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)
+        return await_ready(spec, engine=engine, state=state, mode="cold", start=start, reason=reason)
 
 
 @contextlib.contextmanager
@@ -499,7 +412,7 @@ def _key_problem(encryption: dict[str, str]) -> str:
     return ""
 
 
-def _lazy_env(spec: AppSpec, snapshot: Snapshot, memo_dir: Path | None) -> dict[str, str]:
+def lazy_env(spec: AppSpec, snapshot: Snapshot, memo_dir: Path | None) -> dict[str, str]:
     """Ask the init for a lazy restore where it pays and this host can (lazypages.py); `memo_dir`: the cache root.
     A post-copy snapshot has no other way: its pages are on the host it migrates from (postcopy.py)."""
     from warmstart.lazypages import memory_bytes, restore_env
@@ -516,14 +429,14 @@ def _lazy_env(spec: AppSpec, snapshot: Snapshot, memo_dir: Path | None) -> dict[
     return restore_env(allowed=spec.lazy_pages, memory=memory_bytes(snapshot.manifest.files), memo_dir=memo_dir)
 
 
-def _runs_after_restore(snapshot: Snapshot) -> bool:
+def runs_after_restore(snapshot: Snapshot) -> bool:
     """Whether the restoring init runs the app's afterRestore before it is ready (the JVM helper)."""
     from warmstart.hooks import init_env
 
     return snapshot.manifest.mode == sandbox.SANDBOX and bool(init_env(snapshot.manifest.spec))
 
 
-def _ready(
+def await_ready(
     spec: AppSpec, *, engine: Engine, state: ContainerState, mode: str, start: float,
     snapshot: str | None = None, reason: str | None = None, after_init: bool = False,
 ) -> LaunchResult:

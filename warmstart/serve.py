@@ -37,15 +37,8 @@ from warmstart.cache.store import SnapshotStore
 from warmstart.containers import remove_quietly
 from warmstart.engines.base import Engine
 from warmstart.errors import UsageError, WarmstartError
-from warmstart.launch import (
-    LaunchResult,
-    Prestarted,
-    activate,
-    known_app,
-    launch,
-    prestart,
-    usable_snapshot,
-)
+from warmstart.launch import LaunchResult, known_app, launch, usable_snapshot
+from warmstart.pool import Prestarted, activate, prestart
 from warmstart.signing import NO_POLICY, TrustPolicy
 from warmstart.spec import AppSpec
 
