@@ -5,9 +5,8 @@ use, so `import warmstart` stays cheap for the CLI's restore path."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+# Nothing is imported here: the console script imports this package before warmstart.cli's main() can make an
+# interrupt during start-up quiet, so the shorter that window, the rarer a KeyboardInterrupt traceback.
 __version__ = "0.1.0"
 
 _EXPORTS = {
@@ -23,9 +22,12 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     target = _EXPORTS.get(name)
     if target is None:
         raise AttributeError(f"module 'warmstart' has no attribute {name!r}")
     module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr or name)
+    import importlib
+
+    resolved: object = getattr(importlib.import_module(module), attr or name)
+    return resolved

@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import Cli, containers_of
+from tests.conftest import COUNTER_IMAGE, Cli, containers_of
 from tests.helpers import RegistryServer, build, free_port, http_json, login
 from tests.podman.test_serve import Front
 
@@ -298,6 +299,42 @@ def test_interrupt_during_a_restore_leaves_no_container_and_no_process(
         time.sleep(0.1)
     assert containers_of(owned_app) == []
     assert _conmon_of(f"ws-{owned_app}") == []
+
+
+def test_an_interrupt_at_any_of_20_moments_of_a_first_launch_leaves_nothing_or_what_it_reported(
+        cli: Cli, owned_app: str, tmp_path: Path) -> None:
+    """A first launch in a fresh cache (no snapshot: a cold start, the app record written on the way), SIGINT at
+    20 moments spread evenly over its whole length: each attempt either reported its instance (exit 0, which is
+    then ours to stop) or was interrupted (130, or the signal before anything started) and left no container and no
+    conmon behind."""
+    spec = tmp_path / "warmstart.toml"
+    spec.write_text(f'[apps.{owned_app}]\nimage = "{COUNTER_IMAGE}"\nports = [8080]\nready = {{ http = "/healthz" }}\n'
+                    'env = { STARTUP_DELAY = "0.3" }\n')
+    t0 = time.monotonic()
+    whole = cli("run", owned_app, "-f", str(spec), "--json")
+    length = time.monotonic() - t0
+    assert whole.returncode == 0 and whole.json["mode"] == "cold", whole.stderr
+    assert cli("stop", whole.json["name"]).returncode == 0
+    outcomes = []
+    for k in range(20):
+        shutil.rmtree(cli.cache, ignore_errors=True)  # a fresh cache every time
+        proc = subprocess.Popen(cli.argv("run", owned_app, "-f", str(spec), "--json"), env=cli.env(),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        time.sleep(length * (k + 1) / 21)  # from start-up (imports) to the instance being ready
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        assert "Traceback" not in err
+        outcomes.append(proc.returncode)
+        if proc.returncode == 0:
+            assert cli("stop", json.loads(out)["name"]).returncode == 0
+        else:
+            assert proc.returncode in (130, 128 + signal.SIGINT, -signal.SIGINT), (k, proc.returncode, err)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (containers_of(owned_app) or _conmon_of(f"ws-{owned_app}")):
+            time.sleep(0.1)
+        assert containers_of(owned_app) == [], (k, proc.returncode, err)
+        assert _conmon_of(f"ws-{owned_app}") == [], (k, proc.returncode, err)
+    assert any(code != 0 for code in outcomes)  # the moments did reach into the launch
 
 
 # -- ports ------------------------------------------------------------------------------------------------------------
