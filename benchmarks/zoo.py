@@ -204,10 +204,14 @@ def main() -> int:
         outcomes.append(outcome)
     shutil.rmtree(scratch)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if a.only and RESULTS.exists():  # a partial run updates its services in the last full run's results
+        rerun = {o.service for o in outcomes}
+        kept = [Outcome(**o) for o in json.loads(RESULTS.read_text())["services"] if o["service"] not in rerun]
+        outcomes = sorted(kept + outcomes, key=lambda o: list(zoo).index(o.service) if o.service in zoo else 99)
     RESULTS.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                    "trials": os.environ.get("WARMSTART_TRIALS", "3"),
                                    "services": [asdict(o) for o in outcomes]}, indent=2) + "\n")
-    if not a.no_docs and not a.only and not a.fast:
+    if not a.no_docs and not a.fast:
         DOC.parent.mkdir(exist_ok=True)
         text = DOC.read_text() if DOC.exists() else ""
         head = text.split("<!-- zoo table -->")[0] if "<!-- zoo table -->" in text else text
