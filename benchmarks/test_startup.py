@@ -191,8 +191,8 @@ def test_raw_podman_restore(benchmark: Any, built: dict[str, Any], cache: Path) 
 def test_criu_restore_in_a_started_container(benchmark: Any, built: dict[str, Any], cache: Path) -> None:
     """The floor: the container is already up (network, ports published; `sleep` as PID 1, untimed), and only the
     restore is timed, triggered with `podman exec` of the same init and CRIU on the same snapshot dir."""
-    from warmstart import sandbox
-    from warmstart.hooks import init_env
+    from warmstart.core import sandbox
+    from warmstart.runtime.hooks import init_env
 
     snapshot = Path(built["snapshot_path"])
     manifest = json.loads((snapshot / "manifest.json").read_text())
@@ -235,7 +235,7 @@ def test_cli_to_first_engine_call(tmp_path: Path) -> None:
     A podman shim on PATH writes the time it was exec'd and refuses everything, so nothing starts; the shim's own
     start (sh, date) counts against us."""
     from warmstart.cache.store import SnapshotStore
-    from warmstart.spec import AppSpec
+    from warmstart.core.spec import AppSpec
 
     store = SnapshotStore(tmp_path / "cache").open()
     store.save_app(AppSpec(name="cli", image="localhost/warmstart-example-counter:latest", ports=(8080,)))

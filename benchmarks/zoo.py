@@ -24,8 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from warmstart import restorepolicy
-
 ROOT = Path(__file__).resolve().parents[1]
 ZOO = ROOT / "images" / "zoo"
 SPEC = ZOO / "warmstart.toml"
@@ -129,8 +127,9 @@ def run_service(name: str, zoo: dict[str, Any], spec: dict[str, Any], forced: Pa
     out.built = True
     figures = json.loads(built.stdout)
     out.trial_cold_s, out.trial_restored_s = figures.get("cold_ready_seconds"), figures.get("restored_ready_seconds")
-    out.policy = "cold" if restorepolicy.skip_reason(name, figures, restorepolicy.Health(), always_restore=False) \
-        else "restore"
+    from warmstart.restore import policy
+
+    out.policy = "cold" if policy.skip_reason(name, figures, policy.Health(), always_restore=False) else "restore"
     info = warmstart("cache", "inspect", name, "--json")
     out.holds = json.loads(info.stdout).get("holds", {}) if info.returncode == 0 else {}
     answers: dict[str, str] = {}

@@ -145,7 +145,7 @@ func startApp(command []string, userSpec string) (*exec.Cmd, error) {
 }
 
 // SandboxCaps are the capabilities the sandbox container gets beyond an engine's default set, for CRIU
-// (warmstart/sandbox.py CAP_ADD, same order; include/uapi/linux/capability.h numbers). The app never holds
+// (warmstart/core/sandbox.py CAP_ADD, same order; include/uapi/linux/capability.h numbers). The app never holds
 // them: exec-app drops them before it execs the app, as root or not.
 var SandboxCaps = map[string]uintptr{"SYS_ADMIN": 21, "SYS_PTRACE": 19, "NET_ADMIN": 12, "SYS_TIME": 25,
 	"IPC_OWNER": 15}

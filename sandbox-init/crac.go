@@ -18,8 +18,8 @@ import (
 )
 
 const (
-	CracPortVar          = "WARMSTART_CRAC_PORT"     // shared with warmstart/jvmhelper.py
-	PyHelperVar          = "WARMSTART_PYTHON_HELPER" // "1": the app uses warmstart_helper (warmstart/hooks.py)
+	CracPortVar          = "WARMSTART_CRAC_PORT"     // shared with warmstart/core/jvmhelper.py
+	PyHelperVar          = "WARMSTART_PYTHON_HELPER" // "1": the app uses warmstart_helper (warmstart/runtime/hooks.py)
 	PyHelperSocket       = "@warmstart-helper"       // warmstart_helper.SOCKET_NAME
 	ExitAfterRestoreFail = 125                       // the app's afterRestore failed: the restore is not usable
 )

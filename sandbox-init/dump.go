@@ -44,7 +44,7 @@ func dump(args []string) {
 // dumpTo writes a snapshot of the tree rooted at pid into out: the changed files, CRIU's images (the app keeps
 // running) and sandbox.json.
 // dumpTo dumps the app into out; without leaveRunning, CRIU ends the app once the dump succeeded (a failed dump
-// leaves it running), so nothing it does after the dump is lost: stop-and-copy migration (warmstart/migrate.py).
+// leaves it running), so nothing it does after the dump is lost: stop-and-copy migration (warmstart/migrate/migration.py).
 func dumpTo(out string, pid int, leaveRunning bool) error {
 	meta := Meta{SchemaVersion: 1, Pid: pid, Stdio: map[string]string{}}
 	for _, fd := range []string{"1", "2"} {

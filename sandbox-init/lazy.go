@@ -1,6 +1,6 @@
 // Lazy restore: CRIU's page daemon (`criu lazy-pages`) serves the app's memory on demand through userfaultfd and
 // streams the rest in the background, so the app runs before all of its memory is copied. Pages the snapshot
-// marks eager (the working set, see warmstart/lazypages.py) are copied by `criu restore` itself, as always.
+// marks eager (the working set, see warmstart/restore/lazypages.py) are copied by `criu restore` itself, as always.
 //
 // The daemon is what makes the memory whole: if it dies before it has served every page, the app would read
 // zeros where its data was (a released userfaultfd leaves missing anonymous pages empty). So a daemon that
@@ -20,7 +20,7 @@ import (
 )
 
 const (
-	LazyVar           = "WARMSTART_LAZY"    // "1": restore lazily when this host can (set by warmstart/launch.py)
+	LazyVar           = "WARMSTART_LAZY"    // "1": restore lazily when this host can (set by warmstart/restore/launch.py)
 	LazyPagesLog      = "lazy-pages.log"    // the daemon's log, in the work dir
 	LazySocket        = "lazy-pages.socket" // criu/uffd.c LAZY_PAGES_SOCK_NAME, created in the daemon's work dir
 	ExitLazyPagesDied = 126                 // the page daemon died before the app's memory was whole: app stopped

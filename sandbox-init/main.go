@@ -41,7 +41,7 @@ const (
 
 	// A restoring init hands the app its secrets (the names in SecretNamesVar, values from this container's
 	// environment, which the snapshot never saw) on this abstract Unix socket: NAME=VALUE pairs, each ended by
-	// a NUL byte, then EOF. Shared with warmstart/secretenv.py and warmstart_helper.py.
+	// a NUL byte, then EOF. Shared with warmstart/security/secretenv.py and warmstart_helper.py.
 	SecretsSocket  = "@warmstart-secrets"
 	SecretNamesVar = "WARMSTART_SECRET_NAMES"
 )

@@ -4,7 +4,7 @@
 // and PAGEMAP_MAGIC (u32 each), then entries, each a u32 length and a protobuf message: first a pagemap_head
 // {pages_id = 1}, then pagemap_entry {vaddr = 1, compat_nr_pages = 2, in_parent = 3, flags = 4, nr_pages = 5}
 // (CRIU writes the count to field 5 and leaves 0 in the required field 2: criu/page-xfer.c write_pagemap_loc).
-// The pages of PE_PRESENT entries lie back to back in pages-<pages_id>.img, in entry order. warmstart/secretenv.py
+// The pages of PE_PRESENT entries lie back to back in pages-<pages_id>.img, in entry order. warmstart/security/secretenv.py
 // reads the same format (to say where a secret sits).
 package main
 

@@ -1,4 +1,4 @@
-// Post-copy migration (warmstart/postcopy.py): the destination restores before the app's memory has arrived; its
+// Post-copy migration (warmstart/restore/postcopy.py): the destination restores before the app's memory has arrived; its
 // page daemon fetches the lazy pages from the source host's CRIU page server, on fault and in the background.
 //
 // The source dumps normally (all pages to its local cache), then `warmstart-init post-copy` writes a thin copy
@@ -25,7 +25,7 @@ import (
 const (
 	RemoteMode     = "remote"                // LazyVar's value: the lazy pages come from PageServerVar
 	PageServerVar  = "WARMSTART_PAGE_SERVER" // "ADDRESS:PORT" of the source's page server
-	TLSDir         = "/.warmstart/postcopy"  // warmstart/postcopy.py TLS_MOUNT: a read-only tmpfs dir of the host's
+	TLSDir         = "/.warmstart/postcopy"  // warmstart/restore/postcopy.py TLS_MOUNT: a read-only tmpfs dir of the host's
 	TLSCACert      = "ca.pem"                // the migration's CA
 	TLSClientCert  = "client.pem"            // the destination's certificate, signed by the CA
 	TLSClientKey   = "client.key"            // and its key
@@ -36,7 +36,7 @@ var taskPagemap = regexp.MustCompile(`^pagemap-[0-9]+\.img$`) // a process's; pa
 
 // postCopy is `warmstart-init post-copy --images FULL --out THIN`: THIN gets every image of FULL, with the pages
 // of PE_LAZY entries left out (they will come from the page server). Prints "LAZY_BYTES KEPT_BYTES". Run on the
-// host by warmstart/postcopy.py; THIN must exist and be empty.
+// host by warmstart/restore/postcopy.py; THIN must exist and be empty.
 func postCopy(args []string) {
 	f, _ := flags(args, "images", "out")
 	if f["images"] == "" || f["out"] == "" {

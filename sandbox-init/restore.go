@@ -51,7 +51,7 @@ func restore(args []string) {
 		start = time.Now()
 	}
 	daemon := restoreApp(f["snapshot"], meta, os.Getenv(LazyVar))
-	// The line a log readiness probe waits for after a restore (warmstart/sandbox.py RESTORED_LINE): the app
+	// The line a log readiness probe waits for after a restore (warmstart/core/sandbox.py RESTORED_LINE): the app
 	// printed its own ready line before the checkpoint and will not print it again.
 	how := "eagerly"
 	if daemon != nil {

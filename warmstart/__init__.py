@@ -10,13 +10,13 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AppSpec": "warmstart.spec",
-    "load_spec_file": "warmstart.specfile:load",
+    "AppSpec": "warmstart.core.spec",
+    "load_spec_file": "warmstart.core.specfile:load",
     "SnapshotStore": "warmstart.cache.store",
     "resolve_engine": "warmstart.engines",
-    "build_snapshot": "warmstart.build:build",  # not `build`/`launch`: those names are the submodules
-    "launch_instance": "warmstart.launch:launch",
-    "TrustPolicy": "warmstart.signing",
+    "build_snapshot": "warmstart.snapshot.build:build",  # not `build`/`launch`: those names are the submodules
+    "launch_instance": "warmstart.restore.launch:launch",
+    "TrustPolicy": "warmstart.security.signing",
     "WarmstartError": "warmstart.errors",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warmstart.cache.store import SnapshotStore
-from warmstart.containers import remove_quietly
-from warmstart.engines import ResolvedEngine, resolve_engine
-from warmstart.errors import WarmstartError
-from warmstart.host import (
+from warmstart.core.host import (
     CAP_SYS_RESOURCE,
     RLIMITS_SHIM,
     criu_has_rlimits_shim,
@@ -24,8 +21,11 @@ from warmstart.host import (
     has_capability,
     version_tuple,
 )
-from warmstart.sandbox import CRIU_PREFIX, INIT
-from warmstart.spec import AppSpec, ProbeSpec
+from warmstart.core.sandbox import CRIU_PREFIX, INIT
+from warmstart.core.spec import AppSpec, ProbeSpec
+from warmstart.engines import ResolvedEngine, resolve_engine
+from warmstart.errors import WarmstartError
+from warmstart.runtime.containers import remove_quietly
 
 MIN_CRIU = (4, 2)  # older CRIU fails on Linux >= 6.16 (vDSO bounds, SO_PASSCRED on INET sockets)
 SETUP_HINT = "run scripts/setup-host"
@@ -143,8 +143,8 @@ def _engine(resolved: ResolvedEngine | None, error: str) -> list[Check]:
 
 def _smoke(resolved: ResolvedEngine, image: str) -> Check:
     """A real build + restore of a tiny HTTP server (an INET socket: the case old CRIUs fail on)."""
-    from warmstart.build import build
-    from warmstart.launch import launch
+    from warmstart.restore.launch import launch
+    from warmstart.snapshot.build import build
 
     engine = resolved.engine
     with tempfile.TemporaryDirectory(prefix="warmstart-smoke-") as tmp:
@@ -165,7 +165,7 @@ def _smoke(resolved: ResolvedEngine, image: str) -> Check:
 
 def _restore_path(engine: str) -> Check:
     """Which path `run` takes for new snapshots, and why (not a failure when it is the container path)."""
-    from warmstart.build import default_mode  # the one rule build follows
+    from warmstart.snapshot.build import default_mode  # the one rule build follows
 
     mode, why = default_mode()
     if mode == "sandbox":
@@ -177,8 +177,8 @@ def _restore_path(engine: str) -> Check:
 
 def _lazy() -> Check:
     """Whether restores can be lazy here (not a failure when not: they are eager, as before)."""
-    from warmstart import lazypages
-    from warmstart.host import uffd_supported
+    from warmstart.core.host import uffd_supported
+    from warmstart.restore import lazypages
 
     if uffd_supported():
         return Check("lazy", True, f"lazy restore available (`criu check --feature uffd-noncoop` passes): snapshots "
@@ -190,7 +190,7 @@ def _lazy() -> Check:
 
 def _post_copy() -> Check:
     """Whether this host can serve a post-copy migration's pages (not a failure when not: stop-and-copy works)."""
-    from warmstart import postcopy
+    from warmstart.migrate import postcopy
 
     problem = postcopy.why_not_here()
     if problem:

@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_untrusted_input import GOOD_OCI, SHA, raw_manifest
-from warmstart import specfile
 from warmstart.cache.manifest import Manifest
 from warmstart.cache.prune import prune
 from warmstart.cache.registry import Reference, _snapshot_layers
 from warmstart.cache.store import SnapshotStore, parse_ref
+from warmstart.core import specfile
 from warmstart.engines.docker import checkpoint_members
 from warmstart.errors import WarmstartError
 

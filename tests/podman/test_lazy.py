@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ENGINES, Cli, containers_of
 from tests.helpers import ballast_spec, http_json
-from warmstart.host import UFFD_MEMO, uffd_supported
+from warmstart.core.host import UFFD_MEMO, uffd_supported
 
 pytestmark = pytest.mark.podman
 

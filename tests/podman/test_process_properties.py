@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import BASE_IMAGE, Cli, containers_of
 from tests.helpers import http_json
-from warmstart import sandbox
+from warmstart.core import sandbox
 
 pytestmark = pytest.mark.podman
 

@@ -103,7 +103,7 @@ def test_a_secret_that_reaches_memory_anyway_fails_the_build_naming_where(
 
 
 def test_a_secret_needed_during_warm_up_is_only_stored_encrypted(tmp_path: Path, cli: Cli, owned_app: str) -> None:
-    from warmstart import crypt
+    from warmstart.security import crypt
 
     secret = f"sk-test-{uuid.uuid4().hex}"
     key = tmp_path / "snapshot.key"

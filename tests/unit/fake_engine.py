@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from warmstart import sandbox
+from warmstart.core import sandbox
+from warmstart.core.spec import PortBinding
 from warmstart.engines.base import ContainerState, Engine, EngineInfo, ExecResult, ImageConfig
 from warmstart.errors import ImageNotFound, RestoreError
-from warmstart.spec import PortBinding
 
 
 class FakeEngine(Engine):

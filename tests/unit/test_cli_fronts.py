@@ -32,7 +32,8 @@ def test_lean_run_hands_help_and_unknown_options_to_the_full_cli() -> None:
 
 
 def test_run_does_not_import_typer_or_rich() -> None:
-    code = ("import sys; from warmstart.cli.plain import run_parser; import warmstart.launch, warmstart.engines.podman;"
+    code = ("import sys; from warmstart.cli.plain import run_parser;"
+            " import warmstart.restore.launch, warmstart.engines.podman;"
             "bad = [m for m in ('typer', 'rich', 'click', 'tenacity', 'http.client', 'docker') if m in sys.modules];"
             "print(','.join(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

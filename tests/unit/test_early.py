@@ -1,4 +1,4 @@
-"""`run`'s early engine query (warmstart.early): started before the launch's imports, taken by the engine, never
+"""`run`'s early engine query (warmstart.engines.early): started before the launch's imports, taken by the engine, never
 started where it could be wrong, and reaped when nobody takes it. A fake `podman` on PATH records its calls."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from warmstart import early
 from warmstart.cache.store import SnapshotStore
+from warmstart.core.spec import AppSpec
+from warmstart.engines import early
 from warmstart.engines.podman import PodmanEngine
-from warmstart.spec import AppSpec
 
 FAKE_PODMAN = """#!/bin/sh
 echo "$*" >> "{log}"
@@ -68,21 +68,23 @@ def test_an_answer_nobody_takes_is_reaped(fake_podman: Path, store: SnapshotStor
 
 
 def test_run_asks_the_engine_before_importing_the_launch(fake_podman: Path, store: SnapshotStore) -> None:
-    """The first podman call happens while warmstart.launch is still unimported: the query overlaps the imports
+    """The first podman call happens while warmstart.restore.launch is still unimported: the query overlaps the imports
     (the fake podman cannot see our modules, so the order is shown by when each side happened)."""
-    code = ("import sys, time; from warmstart import early;"
+    code = ("import sys, time; from warmstart.engines import early;"
             f"early.prefetch_for_run('app', cache_dir=__import__('pathlib').Path({str(store.root)!r}), engine=None,"
             " spec_file=None);"
-            "print('warmstart.launch' in sys.modules, len(early._started))")
+            "print('warmstart.restore.launch' in sys.modules, len(early._started))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "1"]
 
 
 def test_the_restore_path_imports_only_what_comes_before_its_first_engine_call() -> None:
     """Pins #11's import diet: these modules are needed only after a snapshot is chosen (or never on `run`)."""
-    code = ("import sys; import warmstart.cli.plain, warmstart.launch, warmstart.engines.podman, warmstart.early;"
-            "late = ['warmstart.containers', 'warmstart.hooks', 'warmstart.probes', 'warmstart.secretenv',"
-            " 'warmstart.signing', 'warmstart.engines.docker', 'tarfile', 'hashlib',"
+    code = ("import sys; import warmstart.cli.plain, warmstart.restore.launch, warmstart.engines.podman,"
+            " warmstart.engines.early;"
+            "late = ['warmstart.runtime.containers', 'warmstart.runtime.hooks', 'warmstart.runtime.probes',"
+            " 'warmstart.security.secretenv', 'warmstart.security.signing', 'warmstart.engines.docker', 'tarfile',"
+            " 'hashlib',"
             " 'platform', 'tempfile', 'typer', 'rich'];"
             "print(','.join(m for m in late if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

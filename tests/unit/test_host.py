@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart.host import criu_version
+from warmstart.core.host import criu_version
 
 FAKE_CRIU = '#!/bin/sh\necho x >> "{log}"\necho "Version: {version}"\n'
 

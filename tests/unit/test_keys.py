@@ -4,8 +4,8 @@ import dataclasses
 import json
 
 from warmstart.cache.keys import cache_key, key_inputs
+from warmstart.core.spec import AppSpec, HttpCall, WarmupSpec
 from warmstart.engines.base import EngineInfo
-from warmstart.spec import AppSpec, HttpCall, WarmupSpec
 
 ENGINE = EngineInfo("podman", "4.3.1", "runc", "1.1.5")
 BASE = AppSpec(name="a", image="img", command=("serve",), env={"MODE": "fast", "TOKEN": "s3cret"}, ports=(80,),

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-import warmstart.build
+import warmstart.snapshot.build
 from tests.unit.fake_engine import FakeEngine
-from warmstart.build import build
 from warmstart.cache.store import SnapshotStore
+from warmstart.core.spec import AppSpec, PortBinding, ProbeSpec
 from warmstart.errors import RestoreError, SnapshotNotFound, UnknownAppError, UsageError
-from warmstart.launch import launch
-from warmstart.spec import AppSpec, PortBinding, ProbeSpec
+from warmstart.restore.launch import launch
+from warmstart.snapshot.build import build
 
 
 def _probed(engine: object, *, container: str, probe: object, known: object = None, after_init: bool = False) -> object:
@@ -30,7 +30,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, 
     store = SnapshotStore(tmp_path / "c").open()
     # build() insists on a probe, which the fake cannot answer: build with the probe stubbed, run without one.
     with monkeypatch.context() as m:
-        m.setattr(warmstart.build, "probe_container", _probed)
+        m.setattr(warmstart.snapshot.build, "probe_container", _probed)
         build(AppSpec(name="app", image="img", ports=(8080,), probe=ProbeSpec(kind="tcp", port=8080)),
               engine=engine, store=store)
     store.save_app(SPEC)
@@ -100,7 +100,7 @@ def test_snapshot_needing_a_cpu_flag_this_host_lacks_is_refused(setup: tuple[Fak
 def test_unchanged_app_reuses_its_snapshot_unless_forced(setup: tuple[FakeEngine, SnapshotStore],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     engine, store = setup
-    monkeypatch.setattr(warmstart.build, "probe_container", _probed)
+    monkeypatch.setattr(warmstart.snapshot.build, "probe_container", _probed)
     spec = AppSpec(name="app", image="img", ports=(8080,), probe=ProbeSpec(kind="tcp", port=8080))
     first = store.latest("app")
     again = build(spec, engine=engine, store=store)
@@ -135,7 +135,7 @@ def test_any_engine_failure_while_restoring_falls_back_cold(setup: tuple[FakeEng
 
 
 def test_stop_with_a_grace_period_sends_sigterm_first(setup: tuple[FakeEngine, SnapshotStore]) -> None:
-    from warmstart.instances import stop_instances
+    from warmstart.runtime.instances import stop_instances
 
     engine, store = setup
     name = launch("app", engine=engine, store=store, ports=[]).name

@@ -1,5 +1,5 @@
-"""When a launch asks the init for a lazy restore (warmstart.lazypages): the app allows it, the snapshot's memory
-is big enough to pay, and this host's CRIU can; each refusal says why."""
+"""When a launch asks the init for a lazy restore (warmstart.restore.lazypages): the app allows it, the snapshot's
+memory is big enough to pay, and this host's CRIU can; each refusal says why."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from warmstart import lazypages
+from warmstart.restore import lazypages
 
 FILES = {"images/pages-1.img": {"size": 200 << 20, "sha256": "x"}, "images/core-1.img": {"size": 10, "sha256": "y"},
          "rootfs.tar": {"size": 1 << 30, "sha256": "z"}}

@@ -10,19 +10,20 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from warmstart import postcopy
 from warmstart.errors import UsageError
+from warmstart.migrate import postcopy as source
+from warmstart.restore import postcopy as destination
 
 
 def test_credentials_chain_to_a_ca_of_their_own_and_reach_the_destination_as_json() -> None:
-    creds = postcopy.credentials()
+    creds = source.credentials()
     ca = x509.load_pem_x509_certificate(creds.ca)
     for pem in (creds.server_cert, creds.client_cert):
         cert = x509.load_pem_x509_certificate(pem)
         cert.verify_directly_issued_by(ca)  # raises if not signed by this migration's CA
-    files = postcopy.destination_credentials(creds.for_destination())
-    assert set(files) == {postcopy.CA_FILE, postcopy.CLIENT_CERT, postcopy.CLIENT_KEY}
-    assert "PRIVATE KEY" in files[postcopy.CLIENT_KEY] and creds.server_key.decode() not in files.values()
+    files = destination.destination_credentials(creds.for_destination())
+    assert set(files) == {destination.CA_FILE, destination.CLIENT_CERT, destination.CLIENT_KEY}
+    assert "PRIVATE KEY" in files[destination.CLIENT_KEY] and creds.server_key.decode() not in files.values()
 
 
 @pytest.mark.parametrize("text", ["", "not json", "[]", json.dumps({"ca.pem": "x"}),
@@ -32,14 +33,14 @@ def test_credentials_chain_to_a_ca_of_their_own_and_reach_the_destination_as_jso
                                               "client.key": ""})])
 def test_malformed_credentials_are_refused_in_one_line(text: str) -> None:
     with pytest.raises(UsageError, match="--post-copy-credentials: expected the JSON"):
-        postcopy.destination_credentials(text)
+        destination.destination_credentials(text)
 
 
 def test_tls_volume_is_private_and_gone_afterwards() -> None:
-    files = postcopy.destination_credentials(postcopy.credentials().for_destination())
-    with postcopy.tls_volume(files) as volume:
+    files = destination.destination_credentials(source.credentials().for_destination())
+    with destination.tls_volume(files) as volume:
         host, mount, mode = volume.split(":")
-        assert mount == postcopy.TLS_MOUNT and mode == "ro"
+        assert mount == destination.TLS_MOUNT and mode == "ro"
         assert Path(host).stat().st_mode & 0o777 == 0o700
         assert all((Path(host) / n).stat().st_mode & 0o777 == 0o600 for n in files)
     assert not Path(host).exists()
@@ -55,7 +56,7 @@ def test_tls_volume_is_private_and_gone_afterwards() -> None:
 ])
 def test_bad_page_server_endpoints_are_refused_before_anything_stops(spec: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
-        postcopy.endpoint(spec)
+        source.endpoint(spec)
 
 
 def test_the_default_endpoint_is_this_hosts_address_with_a_free_port() -> None:
@@ -65,7 +66,7 @@ def test_the_default_endpoint_is_this_hosts_address_with_a_free_port() -> None:
         except OSError:
             pytest.skip("no default route here")
         address = s.getsockname()[0]
-    chosen = postcopy.endpoint(None)
+    chosen = source.endpoint(None)
     assert chosen.startswith(f"{address}:") and int(chosen.rsplit(":", 1)[1]) > 0
 
 
@@ -80,7 +81,7 @@ def test_the_page_server_ends_with_migrate_even_killed(tmp_path: Path) -> None:
     pidfile = tmp_path / "child"
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
-        "from warmstart.postcopy import _end_with_parent\n"
+        "from warmstart.migrate.postcopy import _end_with_parent\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], preexec_fn=_end_with_parent)\n"
         f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
         "time.sleep(60)\n")])

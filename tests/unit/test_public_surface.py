@@ -16,7 +16,7 @@ def test_the_library_exports_exactly_these_names_and_each_resolves() -> None:
         "launch_instance", "TrustPolicy", "WarmstartError"])
     for name in warmstart.__all__:
         assert getattr(warmstart, name) is not None
-    importlib.import_module("warmstart.build")  # the submodules, once imported, must not hide the functions
+    importlib.import_module("warmstart.snapshot.build")  # the submodules, once imported, must not hide the functions
     assert callable(warmstart.build_snapshot) and callable(warmstart.launch_instance)
 
 

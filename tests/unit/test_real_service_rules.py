@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from warmstart import host, restorepolicy, secretenv
 from warmstart.cache.manifest import Manifest
+from warmstart.core import host
 from warmstart.errors import ManifestError, SecretLeakError
-from warmstart.restorepolicy import Health
+from warmstart.restore import policy
+from warmstart.restore.policy import Health
+from warmstart.security import secretenv
 
 
 def _pem(body: bytes) -> bytes:
@@ -59,25 +61,25 @@ def test_the_listed_go_test_key_is_the_one_in_gos_source() -> None:
 
 
 def test_trial_timings_are_numbers_the_manifest_accepts_with_medians_and_spread() -> None:
-    timings = restorepolicy.trial_timings([1.0, 3.0, 2.0], [0.2, 0.1, 0.9])
+    timings = policy.trial_timings([1.0, 3.0, 2.0], [0.2, 0.1, 0.9])
     assert timings == {"cold_trials": 3, "cold_ready_seconds": 2.0, "cold_fastest_seconds": 1.0,
                        "cold_slowest_seconds": 3.0, "restored_trials": 3, "restored_ready_seconds": 0.2,
                        "restored_fastest_seconds": 0.1, "restored_slowest_seconds": 0.9}
-    assert restorepolicy.trial_timings([], []) == {"cold_trials": 0, "restored_trials": 0}
+    assert policy.trial_timings([], []) == {"cold_trials": 0, "restored_trials": 0}
 
 
 def test_the_policy_judges_medians_and_ignores_differences_below_the_noise_floor() -> None:
     fresh = Health()
     # One slow restore among three does not decide: the median does.
-    slow_once = restorepolicy.trial_timings([0.20, 0.21, 0.19], [0.12, 0.60, 0.11])
-    assert restorepolicy.skip_reason("a:1", slow_once, fresh, always_restore=False) == ""
+    slow_once = policy.trial_timings([0.20, 0.21, 0.19], [0.12, 0.60, 0.11])
+    assert policy.skip_reason("a:1", slow_once, fresh, always_restore=False) == ""
     # A restore that loses by more than the noise floor is skipped, and the reason says on what evidence.
-    loses = restorepolicy.trial_timings([0.20, 0.20, 0.20], [0.27, 0.26, 0.28])
-    reason = restorepolicy.skip_reason("a:1", loses, fresh, always_restore=False)
+    loses = policy.trial_timings([0.20, 0.20, 0.20], [0.27, 0.26, 0.28])
+    reason = policy.skip_reason("a:1", loses, fresh, always_restore=False)
     assert "does not beat a cold start here" in reason and "median of 3 trials each way" in reason
     # Both at 0.00 s (an engine that starts nothing): within the noise floor, not judged.
-    zero = restorepolicy.trial_timings([0.0], [0.0])
-    assert restorepolicy.skip_reason("a:1", zero, fresh, always_restore=False) == ""
+    zero = policy.trial_timings([0.0], [0.0])
+    assert policy.skip_reason("a:1", zero, fresh, always_restore=False) == ""
 
 
 def _manifest(**extra: object) -> dict[str, object]:

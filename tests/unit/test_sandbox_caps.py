@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from warmstart import sandbox
+from warmstart.core import sandbox
 
 APP_GO = Path(__file__).resolve().parents[2] / "sandbox-init" / "app.go"
 

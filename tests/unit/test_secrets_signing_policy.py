@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from warmstart import restorepolicy, secretenv, signing
 from warmstart.cache.manifest import Manifest
 from warmstart.cache.store import SnapshotStore
+from warmstart.core.spec import AppSpec
 from warmstart.errors import SecretLeakError, SignatureError, UsageError
-from warmstart.restorepolicy import Health, skip_reason
-from warmstart.spec import AppSpec
+from warmstart.restore import policy
+from warmstart.restore.policy import Health, skip_reason
+from warmstart.security import secretenv, signing
 
 SPEC = AppSpec(name="shop", image="img", env={"MODE": "fast", "API_KEY": "from-spec-file"}, secret_env=("API_KEY",))
 
@@ -134,7 +135,7 @@ def test_a_signature_verifies_and_any_change_to_the_manifest_breaks_it(keys: tup
         signing.check(_manifest(), text, signing.TrustPolicy(keys=(other_pub,)), ref="shop:v1")
     with pytest.raises(SignatureError, match="is not signed, and signatures are required"):
         signing.check(_manifest(), None, policy, ref="shop:v1")
-    with pytest.raises(SignatureError, match="unreadable manifest.sig"):
+    with pytest.raises(SignatureError, match="unreadable signature file"):
         signing.check(_manifest(), "{not json", policy, ref="shop:v1")
     # Without a policy nothing is checked; with keys but not required, unsigned passes and a bad one does not.
     assert signing.check(tampered, text, signing.NO_POLICY, ref="shop:v1") == ""
@@ -177,14 +178,14 @@ def test_a_snapshot_is_restored_only_where_it_beat_cold() -> None:
 
 def test_the_circuit_opens_after_repeated_failures_and_half_opens_after_the_cool_down() -> None:
     h = Health()
-    for i in range(restorepolicy.FAILURES_TO_OPEN - 1):
+    for i in range(policy.FAILURES_TO_OPEN - 1):
         h = h.after_failure(f"boom {i}", now=1000.0)
         assert h.circuit(now=1000.0) == "closed"
     h = h.after_failure("boom last", now=1000.0)
-    assert h.circuit(now=1000.0) == "open" and h.open_until == 1000.0 + restorepolicy.COOLDOWN_SECONDS
+    assert h.circuit(now=1000.0) == "open" and h.open_until == 1000.0 + policy.COOLDOWN_SECONDS
     reason = skip_reason("a:1", {}, h, always_restore=True, now=1001.0)
     assert "circuit open after 3 failed restores in a row (last: boom last)" in reason
-    later = 1000.0 + restorepolicy.COOLDOWN_SECONDS + 1
+    later = 1000.0 + policy.COOLDOWN_SECONDS + 1
     assert h.circuit(now=later) == "half-open" and skip_reason("a:1", {}, h, always_restore=True, now=later) == ""
     assert h.after_failure("again", now=later).circuit(now=later) == "open"  # the half-open try failed
     assert Health.from_raw({"consecutive_failures": "x", "open_until": True}) == Health()  # advice, never a crash
@@ -206,8 +207,8 @@ def test_the_store_records_failures_and_clears_them_on_success(tmp_path: Path) -
 # -- encryption at rest -----------------------------------------------------------------------------------------------
 
 def test_encrypted_files_round_trip_and_refuse_tampering(tmp_path: Path) -> None:
-    from warmstart import crypt
     from warmstart.errors import CacheError
+    from warmstart.security import crypt
 
     key_path = tmp_path / "k"
     crypt.generate(key_path)
@@ -237,7 +238,7 @@ def test_encrypted_files_round_trip_and_refuse_tampering(tmp_path: Path) -> None
 
 
 def test_empty_files_and_key_file_rules(tmp_path: Path) -> None:
-    from warmstart import crypt
+    from warmstart.security import crypt
 
     key = os.urandom(32)
     (tmp_path / "empty").write_bytes(b"")

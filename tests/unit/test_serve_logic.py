@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from tests.unit.fake_engine import FakeEngine
-from warmstart import serve as serve_mod
 from warmstart.cache.store import SnapshotStore
+from warmstart.core.spec import AppSpec
 from warmstart.errors import EngineError
-from warmstart.launch import LaunchResult
-from warmstart.serve import Front, Instance, ServeOptions, _proxy
-from warmstart.spec import AppSpec
+from warmstart.restore.launch import LaunchResult
+from warmstart.serve import front as serve_mod
+from warmstart.serve.front import Front, Instance, ServeOptions, _proxy
 
 SPEC = AppSpec(name="app", image="img", ports=(8080,))
 

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from warmstart.errors import UsageError
-from warmstart.spec import (
+from warmstart.core.spec import (
     AppSpec,
     PortBinding,
     ProbeSpec,
@@ -13,6 +12,7 @@ from warmstart.spec import (
     parse_port_binding,
     validate_app_name,
 )
+from warmstart.errors import UsageError
 
 
 @pytest.mark.parametrize(

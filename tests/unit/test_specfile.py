@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from warmstart import specfile
+from warmstart.core import specfile
+from warmstart.core.spec import HookSpec, HttpCall, ProbeSpec, TrimSpec
 from warmstart.errors import SpecError
-from warmstart.spec import HookSpec, HttpCall, ProbeSpec, TrimSpec
 
 GOOD = """
 [apps.shop]
@@ -144,7 +144,7 @@ def test_durations() -> None:
 
 
 def test_uniqueness_is_a_path(tmp_path: Path) -> None:
-    from warmstart import specfile
+    from warmstart.core import specfile
     from warmstart.errors import SpecError
 
     path = tmp_path / "warmstart.toml"

@@ -16,12 +16,12 @@ from tests.unit.fake_engine import FakeEngine
 from warmstart.cache.manifest import Manifest
 from warmstart.cache.prune import prune
 from warmstart.cache.store import SnapshotStore
+from warmstart.core.spec import HookSpec, HttpCall, ProbeSpec, WarmupSpec
 from warmstart.engines.base import ContainerState
 from warmstart.errors import HookError, ReadinessError, UsageError, WarmupError
-from warmstart.hooks import run_hooks
-from warmstart.probes import NotReady, wait_ready
-from warmstart.spec import HookSpec, HttpCall, ProbeSpec, WarmupSpec
-from warmstart.warmup import run_warmup
+from warmstart.runtime.hooks import run_hooks
+from warmstart.runtime.probes import NotReady, wait_ready
+from warmstart.snapshot.warmup import run_warmup
 
 # -- probes ----------------------------------------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ def test_prune_by_count_size_and_age(tmp_path: Path) -> None:
 def test_a_stopped_instances_dump_is_moved_out_of_its_layer_only_through_real_dirs(tmp_path: Path) -> None:
     """checkpoint --stop renames the dump out of the writable layer; a symlink anywhere below the layer (the app's
     to plant) or a layer the engine does not name means: copy through the engine instead (False)."""
-    from warmstart.checkpoint import _move_out
+    from warmstart.snapshot.checkpoint import _move_out
 
     layer = tmp_path / "upper"
     (layer / "tmp" / ".warmstart" / "checkpoint-1").mkdir(parents=True)

@@ -12,8 +12,8 @@ import pytest
 
 from warmstart.cache.manifest import Manifest
 from warmstart.cache.store import SnapshotStore
+from warmstart.core.spec import AppSpec
 from warmstart.errors import CacheError, ManifestError
-from warmstart.spec import AppSpec
 
 
 def manifest(app: str = "a", created: str = "2026-01-01T00:00:00") -> Manifest:

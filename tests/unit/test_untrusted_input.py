@@ -20,9 +20,9 @@ from warmstart.cache.manifest import Manifest
 from warmstart.cache.prune import prune
 from warmstart.cache.registry import Reference, _snapshot_layers, credentials
 from warmstart.cache.store import SnapshotStore, parse_ref
+from warmstart.core.spec import AppSpec
 from warmstart.engines.docker import checkpoint_members
 from warmstart.errors import CacheError, ManifestError, RegistryError, SnapshotCorrupt, UsageError
-from warmstart.spec import AppSpec
 
 SHA = hashlib.sha256(b"data").hexdigest()
 
@@ -410,7 +410,7 @@ def test_archive_members_outside_checkpoint_are_ignored_and_names_made_relative(
 # -- the fallback promise ---------------------------------------------------------------------------------------------
 
 def test_spec_file_that_is_not_utf8_is_a_spec_error(tmp_path: Path) -> None:
-    from warmstart import specfile
+    from warmstart.core import specfile
     from warmstart.errors import SpecError
 
     path = tmp_path / "warmstart.toml"
@@ -420,7 +420,7 @@ def test_spec_file_that_is_not_utf8_is_a_spec_error(tmp_path: Path) -> None:
 
 
 def test_app_known_only_from_a_snapshot_with_a_malformed_spec_is_a_clear_error(store: SnapshotStore) -> None:
-    from warmstart.launch import launch
+    from warmstart.restore.launch import launch
 
     snapshot_dir(store.root, spec={"name": "a", "image": "img", "ports": 5})
     with pytest.raises(ManifestError, match="its manifest's spec is malformed"):

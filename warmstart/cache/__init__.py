@@ -1,7 +1,8 @@
-"""The snapshot cache: a local directory today (the embedded default); registries come on top of it.
+"""The snapshot cache: the local store (store: staging, publish, verify, quarantine), the manifest's fixed shape
+(manifest), the cache key (keys), pruning (prune), restore records (health), what a snapshot holds (contents), and
+sharing through any OCI registry (registry). May import: errors, core, engines (their facts, for the key), security.
 
-The names below are resolved on first use, so importing a light submodule (layout, safefs) loads nothing else:
-`run`'s early start needs them before the store is imported (see warmstart.early)."""
+The names below are resolved on first use, so importing a submodule loads nothing else."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ _EXPORTS = {
     "Manifest": "warmstart.cache.manifest",
     "Snapshot": "warmstart.cache.store",
     "SnapshotStore": "warmstart.cache.store",
-    "default_cache_dir": "warmstart.cache.layout",
+    "default_cache_dir": "warmstart.core.layout",
 }
 __all__ = sorted(_EXPORTS)
 

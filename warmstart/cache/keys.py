@@ -12,8 +12,8 @@ import hashlib
 import json
 from typing import Any
 
+from warmstart.core.spec import AppSpec
 from warmstart.engines.base import EngineInfo
-from warmstart.spec import AppSpec
 
 FORMAT_VERSION = 1  # warmstart's snapshot format; bump when the layout of what is stored changes
 

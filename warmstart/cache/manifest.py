@@ -17,23 +17,23 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
+from warmstart.core.sandbox import HOLDS_KEYS
+from warmstart.core.spec import validate_app_name, validate_tag
 from warmstart.errors import ManifestError, UsageError
-from warmstart.spec import validate_app_name, validate_tag
 
 FILENAME = "manifest.json"
 CHECKPOINT_FILE = "checkpoint.tar"  # the engine's checkpoint archive (podman `checkpoint --export`, uncompressed)
 SIGNATURE_FILE = "manifest.sig"  # beside the manifest: an Ed25519 signature over it (see signing.py)
 SCHEMA_VERSION = 2  # the newest this reads; written only where it is needed (POST_COPY_SCHEMA), 1 otherwise
 POST_COPY_SCHEMA = 2  # a post-copy snapshot lacks its lazy pages: a reader from before post-copy must refuse it
-# A post-copy snapshot's `post_copy` (warmstart/postcopy.py): where its missing pages are served, IPv4:port.
+# A post-copy snapshot's `post_copy` (warmstart/restore/postcopy.py): where its missing pages are served, IPv4:port.
 PAGE_SERVER_RE = re.compile(r"^(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}:[1-9]\d{0,4}$")
 MAX_BYTES = 4 << 20  # a manifest is a few KB; anything larger is not one of ours
 # A plain name inside the snapshot dir, or inside its CRIU image dir (sandbox snapshots keep it unpacked).
 FILE_NAME_RE = re.compile(r"^(?:images/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-SANDBOX_META = "sandbox.json"  # warmstart.sandbox.META_FILE: what a sandbox restore needs besides the images
+SANDBOX_META = "sandbox.json"  # warmstart.core.sandbox.META_FILE: what a sandbox restore needs besides the images
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # `holds`: counted by warmstart-init before the dump (sandbox-init/tree.go, its sandbox.json Meta).
-HOLDS_KEYS = ("processes", "file_locks")
 
 
 class FileEntry(TypedDict):
@@ -78,7 +78,7 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
-        from warmstart.cache.safefs import read_owned  # no symlinks, our own regular file
+        from warmstart.core.safefs import read_owned  # no symlinks, our own regular file
 
         try:
             raw = json.loads(read_owned(path, limit=MAX_BYTES))

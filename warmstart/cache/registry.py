@@ -33,8 +33,8 @@ from typing import Any
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, SIGNATURE_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
 from warmstart.errors import ManifestError, RegistryError
-from warmstart.secretenv import raise_if_found, scan, values_named
-from warmstart.signing import NO_POLICY, TrustPolicy, check
+from warmstart.security.secretenv import raise_if_found, scan, values_named
+from warmstart.security.signing import NO_POLICY, TrustPolicy, check
 
 CONFIG_MEDIA_TYPE = "application/vnd.warmstart.snapshot.config.v1+json"
 # A sandbox snapshot's files (CRIU images, rootfs.tar, sandbox.json), packed for the trip.

@@ -27,18 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warmstart.cache import layout, safefs
-from warmstart.cache.layout import app_record
+from warmstart.cache.health import Health
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, SIGNATURE_FILE, FileEntry, Manifest
-from warmstart.cache.safefs import write_private
+from warmstart.core import layout, safefs
+from warmstart.core.labels import pid_alive
+from warmstart.core.layout import app_record
+from warmstart.core.safefs import write_private
+from warmstart.core.spec import AppSpec, validate_app_name, validate_tag
 from warmstart.errors import CacheError, ManifestError, SnapshotCorrupt, SnapshotNotFound, UsageError
-from warmstart.labels import pid_alive
-from warmstart.restorepolicy import Health
-from warmstart.spec import AppSpec, validate_app_name, validate_tag
 
 APP_RECORD_VERSION = 1
 APP_RECORD_MAX_BYTES = 1 << 20
-HEALTH_FILE = ".health"  # restore failures and circuit state (restorepolicy.Health), advice only
+HEALTH_FILE = ".health"  # restore failures and circuit state (cache/health.py), advice only
 VERIFIED_STAMP = ".verified"  # (inode, size, mtime, ctime) of each file when its sha256 last matched
 
 
@@ -155,7 +155,7 @@ class SnapshotStore:
     # -- apps ---------------------------------------------------------------------------------------------------------
     def save_app(self, spec: AppSpec) -> None:
         # Secret values are never written: `run` takes them from its own environment.
-        from warmstart.secretenv import stored_spec  # the build's path only
+        from warmstart.security.secretenv import stored_spec  # the build's path only
 
         data = json.dumps({"record_version": APP_RECORD_VERSION, "spec": stored_spec(spec).to_dict()}, indent=2) + "\n"
         write_private(app_record(self.root, validate_app_name(spec.name)), data)
@@ -332,12 +332,12 @@ class SnapshotStore:
             write_private(path / VERIFIED_STAMP, json.dumps(stamp))
 
     def contents(self, snapshot: Snapshot) -> dict[str, Any]:
-        """What the snapshot holds, decoded with CRIU's decoder (warmstart.contents)."""
+        """What the snapshot holds, decoded with CRIU's decoder (warmstart.cache.contents)."""
         if snapshot.manifest.encryption:
             raise CacheError(f"snapshot {snapshot.ref} is encrypted: its contents are not decoded",
                              hint="its images are ciphertext; restore it with its key instead")
         self.verify(snapshot)  # decode only what matches its digests
-        from warmstart.contents import describe_snapshot
+        from warmstart.cache.contents import describe_snapshot
 
         return describe_snapshot(snapshot.path)
 

@@ -1,4 +1,4 @@
-"""The command-line layer: typer and rich live here and nowhere else."""
+"""The command-line layer: typer and rich live here and nowhere else. May import every package."""
 
 import os
 import signal
@@ -42,7 +42,7 @@ def main() -> None:
     import sys
 
     from warmstart.cli.plain import committed, lean_run
-    from warmstart.signals import install_sigterm_as_interrupt
+    from warmstart.core.signals import install_sigterm_as_interrupt
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     install_sigterm_as_interrupt()

@@ -95,14 +95,14 @@ def load_spec_file(path: Path | None) -> dict[str, Any]:
         path = Path("warmstart.toml")  # specfile.DEFAULT_FILE, without importing the parser when there is none
         if not path.exists():
             return {}
-    from warmstart import specfile
+    from warmstart.core import specfile
 
     return specfile.load(path)
 
 
 def open_store(cache_dir: Path | None) -> Any:
-    from warmstart.cache.layout import default_cache_dir
     from warmstart.cache.store import SnapshotStore
+    from warmstart.core.layout import default_cache_dir
 
     return SnapshotStore(cache_dir or default_cache_dir()).open()
 
@@ -114,7 +114,7 @@ def engine_for(choice: str | None) -> Any:
 
 
 def port_bindings(values: list[str] | None) -> list[Any]:
-    from warmstart.spec import parse_port_binding
+    from warmstart.core.spec import parse_port_binding
 
     return [parse_port_binding(v) for v in values or []]
 
@@ -125,9 +125,9 @@ def limits_from(memory: str | None, cpus: float | None) -> Any:
     """`--memory 512M --cpus 1.5` as engine limits (None when neither is given)."""
     if memory is None and cpus is None:
         return None
+    from warmstart.core.spec import parse_size
     from warmstart.engines.base import Limits
     from warmstart.errors import UsageError
-    from warmstart.spec import parse_size
 
     if cpus is not None and not 0 < cpus <= 1024:
         raise UsageError(f"invalid --cpus {cpus:g}: expected a number of CPUs greater than 0")
@@ -138,7 +138,7 @@ def limits_from(memory: str | None, cpus: float | None) -> Any:
 
 
 def trust_policy(keys: list[Path] | None, require: bool) -> Any:
-    from warmstart.signing import TrustPolicy
+    from warmstart.security.signing import TrustPolicy
 
     return TrustPolicy.from_sources(keys=keys, require=require)
 
@@ -149,21 +149,21 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
         label: list[str] | None = None, memory: str | None = None, cpus: float | None = None,
         volume: list[str] | None = None, post_copy_credentials: str | None = None) -> None:
     """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
-    from warmstart.early import prefetch_for_run
+    from warmstart.engines.early import prefetch_for_run
 
     prefetch_for_run(app, cache_dir=cache_dir, engine=engine, spec_file=file)  # overlaps with the imports below
-    from warmstart.launch import launch
+    from warmstart.restore.launch import launch
 
     bindings = port_bindings(ports)
     trust = trust_policy(trust_key, require_signed)
     spec = load_spec_file(file).get(app)
     store = open_store(cache_dir)
-    from warmstart.labels import user_labels
+    from warmstart.core.labels import user_labels
 
     tls = None
     if post_copy_credentials is not None:  # from `migrate --post-copy`, on this command's stdin only
         from warmstart.errors import UsageError
-        from warmstart.postcopy import destination_credentials
+        from warmstart.restore.postcopy import destination_credentials
 
         if post_copy_credentials != "-":
             raise UsageError("--post-copy-credentials takes - (stdin) only: a key does not belong in a file or "

@@ -1,20 +1,19 @@
-"""Engines behind one interface, and the resolver that picks one and says where the choice came from."""
+"""Engines behind one interface (base), podman and docker, the resolver below that picks one and says where the
+choice came from (choice), and `run`'s early image query (early). May import: errors, core."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from warmstart.engines.choice import ENGINES, ENV_VAR, requested_engine
 from warmstart.errors import EngineUnavailable, UsageError
 
-if TYPE_CHECKING:  # the engine modules are imported when an engine is made: see warmstart.early for why
+if TYPE_CHECKING:  # the engine modules are imported when an engine is made: see warmstart.engines.early for why
     from warmstart.engines.base import Engine
 
-ENGINES = ("podman", "docker")
-ENV_VAR = "WARMSTART_ENGINE"
 
-__all__ = ["ENGINES", "ResolvedEngine", "requested_engine", "resolve_engine"]
+__all__ = ["ENGINES", "ENV_VAR", "ResolvedEngine", "requested_engine", "resolve_engine"]
 
 
 @dataclass(frozen=True)
@@ -33,15 +32,6 @@ def _make(name: str) -> Engine:
 
         return DockerEngine()
     raise UsageError(f"unknown engine {name!r}: supported engines are {', '.join(ENGINES)}")
-
-
-def requested_engine(choice: str | None = None) -> tuple[str, str] | None:
-    """The engine the user asked for and where they said it (the flag, else $WARMSTART_ENGINE); None: detect one,
-    podman first."""
-    if choice:
-        return choice, "--engine flag"
-    env = os.environ.get(ENV_VAR)
-    return (env, f"${ENV_VAR}") if env else None
 
 
 def resolve_engine(choice: str | None = None) -> ResolvedEngine:

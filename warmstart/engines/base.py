@@ -6,8 +6,8 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from warmstart.sandbox import RunExtras
-from warmstart.spec import PortBinding
+from warmstart.core.sandbox import RunExtras
+from warmstart.core.spec import PortBinding
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from warmstart.criu import DUMP_LOG, RESTORE_LOG
+from warmstart.core.criu import DUMP_LOG, RESTORE_LOG
+from warmstart.core.sandbox import RunExtras
+from warmstart.core.spec import PortBinding
 from warmstart.engines.base import (
     ContainerState,
     Engine,
@@ -40,8 +42,6 @@ from warmstart.engines.base import (
     upper_dir,
 )
 from warmstart.errors import CheckpointError, EngineError, EngineUnavailable, ImageNotFound, RestoreError
-from warmstart.sandbox import RunExtras
-from warmstart.spec import PortBinding
 
 CHECKPOINT_NAME = "warmstart"
 # Members of warmstart's docker snapshot archive (podman's equivalents, for comparison: config.dump,

@@ -14,8 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from warmstart import early
-from warmstart.criu import DUMP_LOG, RESTORE_LOG
+from warmstart.core.criu import DUMP_LOG, RESTORE_LOG
+from warmstart.core.sandbox import RunExtras
+from warmstart.core.signals import shielded
+from warmstart.core.spec import PortBinding
+from warmstart.engines import early
 from warmstart.engines.base import (
     ContainerState,
     Engine,
@@ -35,9 +38,6 @@ from warmstart.errors import (
     RestoreError,
     UsageError,
 )
-from warmstart.sandbox import RunExtras
-from warmstart.signals import shielded
-from warmstart.spec import PortBinding
 
 DEFAULT_TIMEOUT = 120.0
 MODE_LABEL = "io.warmstart.mode"  # labels.MODE: set on sandbox-restored instances, which podman sees as plain runs

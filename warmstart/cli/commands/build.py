@@ -9,8 +9,8 @@ import typer
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, progress
 from warmstart.cli.output import result as show
+from warmstart.core.spec import AppSpec, make_probe, parse_container_port, parse_env, validate_app_name, validate_tag
 from warmstart.errors import UsageError
-from warmstart.spec import AppSpec, make_probe, parse_container_port, parse_env, validate_app_name, validate_tag
 
 
 @handle_errors
@@ -66,8 +66,9 @@ def build(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Start the app, wait until it is ready, warm it up, checkpoint it and store the snapshot in the cache."""
-    from warmstart import signing, specfile
-    from warmstart.build import build as build_snapshot
+    from warmstart.core import specfile
+    from warmstart.security import signing
+    from warmstart.snapshot.build import build as build_snapshot
 
     apps = options.load_spec_file(file)
     flags_given = any(

@@ -13,8 +13,8 @@ from warmstart.cache.store import Snapshot
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, progress
 from warmstart.cli.output import result as show
+from warmstart.core.spec import parse_duration, parse_size
 from warmstart.errors import UsageError
-from warmstart.spec import parse_duration, parse_size
 
 app = typer.Typer(help="List, inspect, remove and prune cached snapshots.", no_args_is_help=True,
                   rich_markup_mode=None)

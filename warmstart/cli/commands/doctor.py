@@ -4,9 +4,9 @@ from typing import Annotated
 
 import typer
 
-from warmstart.cache.layout import default_cache_dir
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, stdout
+from warmstart.core.layout import default_cache_dir
 
 
 @handle_errors

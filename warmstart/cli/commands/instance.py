@@ -10,7 +10,7 @@ from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, progress
 from warmstart.cli.output import result as show
 from warmstart.errors import UsageError
-from warmstart.instances import inspect_instance, ours
+from warmstart.runtime.instances import inspect_instance, ours
 
 
 @handle_errors
@@ -75,7 +75,7 @@ def checkpoint(
 ) -> None:
     """Snapshot a running instance's state into the cache (it keeps running unless --stop); `run APP:TAG` restores
     it."""
-    from warmstart.checkpoint import checkpoint_instance
+    from warmstart.snapshot.checkpoint import checkpoint_instance
 
     result = checkpoint_instance(name, engine=options.engine_for(engine), store=options.open_store(cache_dir),
                                  tag=tag, stop=stop)
@@ -109,7 +109,7 @@ def migrate(
     import shlex
 
     from warmstart.errors import UsageError
-    from warmstart.migrate import migrate as migrate_instance
+    from warmstart.migrate.migration import migrate as migrate_instance
 
     try:
         prefix = shlex.split(via)

@@ -25,7 +25,7 @@ def generate(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Create a new Ed25519 signing key (never overwrites)."""
-    from warmstart.signing import generate as generate_key
+    from warmstart.security.signing import generate as generate_key
 
     public, key_id = generate_key(path)
     if json_output:
@@ -44,8 +44,8 @@ def encryption(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Create a key that encrypts snapshots holding secrets (secrets_during_warmup); never overwrites."""
-    from warmstart.crypt import KEY_ENV
-    from warmstart.crypt import generate as generate_key
+    from warmstart.security.crypt import KEY_ENV
+    from warmstart.security.crypt import generate as generate_key
 
     key_id = generate_key(path)
     if json_output:

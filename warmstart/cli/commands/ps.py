@@ -9,7 +9,7 @@ import typer
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors
 from warmstart.cli.output import result as show
-from warmstart.instances import list_instances
+from warmstart.runtime.instances import list_instances
 
 
 @handle_errors
@@ -24,8 +24,8 @@ def ps(
     json_output: options.JsonOpt = False,
 ) -> None:
     """List the instances warmstart started (mode: restored, cold, or pooled: a pre-started sandbox)."""
-    from warmstart.cache.layout import default_cache_dir
     from warmstart.cache.store import SnapshotStore
+    from warmstart.core.layout import default_cache_dir
 
     cache = None if all_caches else str(SnapshotStore(cache_dir or default_cache_dir()).root)
     if format_ not in ("table", "json"):

@@ -27,8 +27,8 @@ def push(
     json_output: options.JsonOpt = False,
 ) -> None:
     """Push a snapshot to an OCI registry (credentials from podman/docker login or the environment)."""
-    from warmstart import signing
     from warmstart.cache.registry import Reference, Registry
+    from warmstart.security import signing
 
     store = options.open_store(cache_dir)
     snap = store.resolve(snapshot)[0]

@@ -54,8 +54,8 @@ def serve(
     trust_key: options.TrustKey = None,
 ) -> None:
     """Scale from zero: restore an instance when a connection arrives, stop it when idle."""
-    from warmstart.serve import ServeOptions, parse_listen
-    from warmstart.serve import serve as run_front
+    from warmstart.serve.front import ServeOptions, parse_listen
+    from warmstart.serve.front import serve as run_front
 
     host, listen_port = parse_listen(listen)
     opts = ServeOptions(

@@ -7,7 +7,7 @@ import typer
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors
 from warmstart.cli.output import result as show
-from warmstart.instances import stop_instances
+from warmstart.runtime.instances import stop_instances
 
 
 @handle_errors

@@ -1,0 +1,191 @@
+"""Use case `migrate`: move a running sandbox instance to another host, stop-and-copy, through an OCI registry both
+hosts reach; its memory state and the files it changed go with it.
+
+    1. final checkpoint: CRIU dumps the app and ends it in the same step (`warmstart-init dump --then stop`), so
+       nothing it answers after the dump is lost; the snapshot lands in this host's cache, the source is removed
+    2. push the snapshot to REF
+    3. on the destination, `DEST warmstart run APP:TAG --registry REF --no-fallback --json` with the instance's
+       name and published ports: DEST is the command that reaches the other host (`ssh hostb`); it pulls, verifies
+       and restores (never a cold start, which would lose the state)
+    4. if 2 or 3 fails, the instance is restored here from the same snapshot, same name and ports: nothing is lost,
+       and the error says which step failed
+
+With `post_copy` (postcopy.py here), step 2 pushes a thin copy of the checkpoint, without the memory the destination
+can fetch later, and this host serves that memory from the checkpoint to the destination's page daemon until it has
+every page; the destination answers as soon as its working pages have come. A failure of the page server or the
+destination before the last page has arrived restores the instance here from the checkpoint, as in 4, after
+stopping what runs on the destination.
+
+The downtime is from the start of the dump to the destination's readiness; the result reports each phase.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from warmstart.cache.store import Snapshot, SnapshotStore
+from warmstart.engines.base import Engine
+from warmstart.errors import Interrupted, RegistryError, RestoreError, UsageError, WarmstartError
+
+if TYPE_CHECKING:
+    from warmstart.cache.registry import Reference
+    from warmstart.migrate.postcopy import PageServer
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    instance: str
+    snapshot: str  # APP:TAG of the final checkpoint (kept in this host's cache)
+    reference: str  # where it was pushed
+    destination: dict[str, Any]  # the destination's `run --json` result
+    downtime_seconds: float  # dump start -> destination ready (as the destination's run reports it)
+    phases: dict[str, float]  # checkpoint, push, destination (and with post-copy: prepare, stream)
+    mode: str = "stop-and-copy"  # or "post-copy"
+    streamed_bytes: int = 0  # post-copy: memory sent by the page server after the destination started
+
+
+def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: SnapshotStore, insecure: bool = False,
+            post_copy: bool = False, page_server: str | None = None, progress: Progress = lambda _: None,
+            dest_timeout: float = 600) -> MigrateResult:
+    from warmstart.cache.registry import Reference
+    from warmstart.runtime.instances import inspect_instance
+    from warmstart.snapshot.checkpoint import checkpoint_instance
+
+    instance = inspect_instance(engine=engine, name=name)
+    ports = [f"{addr}:{key.split('/')[0]}" for key, addr in sorted(instance.ports.items())]
+    endpoint = ""
+    if post_copy:  # everything that can be refused is, before the app stops
+        from warmstart.migrate import postcopy
+
+        problem = postcopy.why_not_here()
+        if problem:
+            raise UsageError(f"post-copy migration is not possible here: {problem}",
+                             hint="migrate without --post-copy (stop-and-copy)")
+        endpoint = postcopy.endpoint(page_server)
+    elif page_server:
+        raise UsageError("--page-server is for --post-copy")
+    tag = f"migrate-{time.strftime('%Y%m%d%H%M%S')}"
+    started = time.monotonic()
+    progress(f"checkpointing {name} (the app stops with the dump)")
+    checkpoint = checkpoint_instance(name, engine=engine, store=store, tag=tag, stop=True)
+    phases = {"checkpoint": round(time.monotonic() - started, 3)}
+    snapshot = store.resolve(checkpoint.snapshot)[0]
+    target = Reference.parse(to, default_tag=f"{snapshot.manifest.app}-{tag}")
+    step = "push"
+    try:
+        with contextlib.ExitStack() as cleanup:
+            if post_copy:
+                step = "prepare"
+                shipped, server, lazy = _post_copy_source(snapshot, store=store, tag=f"{tag}-postcopy",
+                                                          endpoint=endpoint, cleanup=cleanup, progress=progress)
+                phases["prepare"] = round(time.monotonic() - started - phases["checkpoint"], 3)
+                step = "push"
+            else:
+                shipped, server, lazy = snapshot, None, 0
+            destination = _ship(shipped, target=target, via=via, name=name, ports=ports, insecure=insecure,
+                                timeout=dest_timeout, store=store, phases=phases, progress=progress,
+                                server=server)
+            step = "destination"
+            downtime = round(time.monotonic() - started, 3)
+            if server is not None:
+                step = "stream"
+                progress(f"the destination runs; streaming the rest of its memory ({lazy / 2**20:.0f} MiB) from "
+                         f"{endpoint}")
+                try:
+                    phases["stream"] = round(server.wait_done(dest_timeout), 3)
+                except WarmstartError:
+                    _stop_destination(via, name, progress)
+                    raise
+    except KeyboardInterrupt:  # after the dump, an interrupted migration must not leave the app nowhere
+        from warmstart.core.signals import shielded
+
+        progress(f"interrupted; restoring {name} here from {checkpoint.snapshot}")
+        with shielded():
+            if step == "stream":
+                _stop_destination(via, name, progress)
+            _restore_here(checkpoint.snapshot, name=name, ports=ports, engine=engine, store=store, progress=progress)
+        raise Interrupted(f"migration of {name} interrupted; it runs here again, restored from "
+                          f"{checkpoint.snapshot}") from None
+    except (WarmstartError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        if step == "push" and "push" in phases:
+            step = "destination"
+        progress(f"migration failed ({exc}); restoring {name} here from {checkpoint.snapshot}")
+        _restore_here(checkpoint.snapshot, name=name, ports=ports, engine=engine, store=store, progress=progress)
+        error = RegistryError if step == "push" else RestoreError
+        # Post-copy's price: once the destination has run, what it did there is gone with it.
+        lost = ("what it did on the destination since it started there is lost" if step == "stream"
+                else "nothing was lost")
+        raise error(f"migration of {name} failed at the {step} step: {exc}; it runs here again, restored from "
+                    f"{checkpoint.snapshot} ({lost})", details=getattr(exc, "details", "")) from exc
+    return MigrateResult(instance=name, snapshot=checkpoint.snapshot, reference=str(target),
+                         destination=destination, downtime_seconds=downtime, phases=phases,
+                         mode="post-copy" if post_copy else "stop-and-copy", streamed_bytes=lazy)
+
+
+def _post_copy_source(snapshot: Snapshot, *, store: SnapshotStore, tag: str, endpoint: str,
+                      cleanup: contextlib.ExitStack, progress: Progress) -> tuple[Snapshot, PageServer, int]:
+    """Start the page server on the checkpoint (it loads the pages meanwhile) and publish the thin copy to push;
+    both are undone when `cleanup` closes (the thin copy is of use only during this migration)."""
+    from warmstart.migrate import postcopy
+
+    creds = postcopy.credentials()
+    server = cleanup.enter_context(postcopy.serving(snapshot, store=store, endpoint=endpoint, creds=creds))
+    thin, lazy = postcopy.thin_snapshot(snapshot, store=store, tag=tag, page_server=endpoint)
+    cleanup.callback(store.remove, thin)
+    progress(f"{lazy / 2**20:.0f} MiB of memory stay here for the page server on {endpoint}; pushing the rest")
+    return thin, server, lazy
+
+
+def _ship(snapshot: Snapshot, *, target: Reference, via: list[str], name: str, ports: list[str], insecure: bool,
+          timeout: float, store: SnapshotStore, phases: dict[str, float], progress: Progress,
+          server: PageServer | None) -> dict[str, Any]:
+    """Push `snapshot` to `target`, then restore it on the destination; returns the destination's run result."""
+    from warmstart.cache.registry import Registry
+
+    t = time.monotonic()
+    with store.staging("push") as scratch:
+        Registry(target, insecure=insecure or None).push(snapshot, scratch=scratch, progress=progress)
+    phases["push"] = round(time.monotonic() - t, 3)
+    if server is not None:
+        server.wait_listening()
+    t = time.monotonic()
+    argv = [*via, "warmstart", "run", snapshot.ref, "--registry", str(target), "--no-fallback",
+            "--name", name, "--json", *(a for p in ports for a in ("-p", p))]
+    if server is not None:  # the destination's TLS key: through the --via channel's stdin, nowhere else
+        argv += ["--post-copy-credentials", "-"]
+    progress(f"starting it on the destination: {shlex.join(argv)}")
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          input=server.creds.for_destination() if server is not None else "")
+    if proc.returncode != 0:
+        why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        raise RestoreError(f"the destination did not restore it: {why}", details=proc.stderr[-2000:])
+    phases["destination"] = round(time.monotonic() - t, 3)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def _stop_destination(via: list[str], name: str, progress: Progress) -> None:
+    """Best effort: the destination's init stops an app whose memory cannot be completed by itself (exit 126);
+    this removes its container too."""
+    argv = [*via, "warmstart", "stop", name]
+    progress(f"stopping it on the destination: {shlex.join(argv)}")
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(argv, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _restore_here(ref: str, *, name: str, ports: list[str], engine: Engine, store: SnapshotStore,
+                  progress: Progress) -> None:
+    from warmstart.core.spec import parse_port_binding
+    from warmstart.restore.launch import launch
+
+    launch(ref, engine=engine, store=store, ports=[parse_port_binding(p) for p in ports], name=name,
+           no_fallback=True, progress=progress)
