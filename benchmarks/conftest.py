@@ -100,7 +100,11 @@ def _table() -> str:
         )
     rows += [f"\n{app}: raw podman restore failed: {m['raw_error']}"
              for app, m in COLLECTED.items() if "raw_error" in m]
-    rows += ["", "Where a restore's time goes (medians): the launch command to the first 200 seen outside = the CLI "
+    return "\n".join(rows + _breakdown() + _serve_rows() + _lazy_rows() + _migration_rows() + _cli_rows())
+
+
+def _breakdown() -> list[str]:
+    rows = ["", "Where a restore's time goes (medians): the launch command to the first 200 seen outside = the CLI "
              "until the engine call + the engine starting the container + CRIU restoring the process (as the init "
              "measures it) + the rest (first probe, first request).", "",
              "| app | outside TTR | warmstart's own ready_seconds | CLI before it (TTR - ready_seconds) | CRIU restore "
@@ -110,6 +114,10 @@ def _table() -> str:
             rows.append(f"| {app} | {_s(m['restored_ttr'])} | {_s(m['restored_ready_seconds'])} | "
                         f"{_s(m['restored_ttr'] - m['restored_ready_seconds'])} | "
                         f"{_s(m.get('criu_restore_s'), 's', 3)} |")
+    return rows
+
+
+def _serve_rows() -> list[str]:
     extra = ["", "| app | serve: request-to-first-byte from zero, pre-started sandbox (default) | from zero, "
              "--pool 0 | from zero, cold | build | checkpoint |", "|---|---|---|---|---|---|"]
     for app, m in COLLECTED.items():
@@ -118,6 +126,11 @@ def _table() -> str:
                          f"{_s(m.get('serve_first_byte_restored'))} | "
                          f"{_s(m.get('serve_first_byte_cold'))} | {m.get('build_seconds', 0):.1f} s | "
                          f"{_s(m.get('checkpoint_seconds'))} |")
+    return extra if len(extra) > 3 else []
+
+
+def _lazy_rows() -> list[str]:
+    extra: list[str] = []
     sizes = [(app, m) for app, m in COLLECTED.items() if app.endswith(" MiB") and "lazy_ttr" in m and "eager_ttr" in m]
     if sizes:
         extra += ["", "Lazy restore against memory size (the counter with that much random memory and a 16 MiB hot "
@@ -132,6 +145,11 @@ def _table() -> str:
                 f"{m['lazy_ttr'] / m['eager_ttr']:.0%} | {m['lazy_first_ms']:.1f} / {m['lazy_p50_ms']:.1f} / "
                 f"{m['lazy_p99_ms']:.1f} ms | {m['eager_first_ms']:.1f} / {m['eager_p50_ms']:.1f} / "
                 f"{m['eager_p99_ms']:.1f} ms |")
+    return extra
+
+
+def _migration_rows() -> list[str]:
+    extra: list[str] = []
     moves = [(app, m) for app, m in COLLECTED.items() if app.startswith("migrate ") and "downtime_s" in m]
     if moves:
         extra += ["", "Migration through a local registry to a second podman storage and cache, stop-and-copy and "
@@ -152,11 +170,15 @@ def _table() -> str:
                 f"{_s(m.get('post_copy_push_s'))} / {_s(m.get('post_copy_destination_s'))}; "
                 f"{_s(m.get('post_copy_stream_s'))} | "
                 f"{_s(m.get('worst_gap_after_s'))} / {_s(m.get('post_copy_worst_gap_after_s'))} |")
+    return extra
+
+
+def _cli_rows() -> list[str]:
     cli = COLLECTED.get("cli", {})
-    if "first_engine_call_ms" in cli:
-        extra += ["", f"`warmstart run`, exec to its first engine call: {cli['first_engine_call_ms']:.1f} ms "
-                  f"(median of 21; a bare `python -c pass` takes {cli['bare_python_ms']:.1f} ms here)."]
-    return "\n".join(rows + (extra if len(extra) > 3 else []))
+    if "first_engine_call_ms" not in cli:
+        return []
+    return ["", f"`warmstart run`, exec to its first engine call: {cli['first_engine_call_ms']:.1f} ms "
+            f"(median of 21; a bare `python -c pass` takes {cli['bare_python_ms']:.1f} ms here)."]
 
 
 def _chart(path: Path, stamp: str) -> None:

@@ -62,19 +62,8 @@ func captureChanged(out string, since time.Time, skip []string) (int, error) {
 			if err != nil {
 				return nil // vanished or unreadable: not ours to carry
 			}
-			for _, s := range skip {
-				if top != "/" && (top == s || strings.HasPrefix(top, s+"/")) {
-					continue // "/dev" is skipped in the walk of "/", not in that of "/dev/shm"
-				}
-				if path == s || strings.HasPrefix(path, s+"/") {
-					if info.IsDir() {
-						return filepath.SkipDir
-					}
-					return nil
-				}
-			}
 			st := info.Sys().(*syscall.Stat_t)
-			if sameDev && st.Dev != root.Dev {
+			if skipped(top, path, skip) || (sameDev && st.Dev != root.Dev) {
 				if info.IsDir() {
 					return filepath.SkipDir
 				}
@@ -86,30 +75,8 @@ func captureChanged(out string, since time.Time, skip []string) (int, error) {
 			if !info.Mode().IsRegular() && !info.IsDir() && info.Mode()&os.ModeSymlink == 0 {
 				return nil // sockets, fifos, devices: CRIU or the runtime recreate those
 			}
-			link := ""
-			if info.Mode()&os.ModeSymlink != 0 {
-				link, _ = os.Readlink(path)
-			}
-			hdr, err := tar.FileInfoHeader(info, link)
-			if err != nil {
+			if err := addFile(tw, path, info, st); err != nil {
 				return err
-			}
-			hdr.Name = strings.TrimPrefix(path, "/")
-			hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
-			hdr.Uname, hdr.Gname = "", ""
-			if err := tw.WriteHeader(hdr); err != nil {
-				return err
-			}
-			if info.Mode().IsRegular() {
-				src, err := os.Open(path)
-				if err != nil {
-					return err
-				}
-				_, err = io.CopyN(tw, src, hdr.Size)
-				src.Close()
-				if err != nil {
-					return err
-				}
 			}
 			count++
 			return nil
@@ -122,6 +89,48 @@ func captureChanged(out string, since time.Time, skip []string) (int, error) {
 		return count, err
 	}
 	return count, tw.Close()
+}
+
+// skipped tells whether `path`, met in the walk of `top`, lies under one of the skipped dirs ("/dev" is skipped in
+// the walk of "/", not in that of "/dev/shm").
+func skipped(top, path string, skip []string) bool {
+	for _, s := range skip {
+		if top != "/" && (top == s || strings.HasPrefix(top, s+"/")) {
+			continue
+		}
+		if path == s || strings.HasPrefix(path, s+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// addFile writes one file, dir or symlink to the tar with its numeric owner and, for a regular file, its content.
+func addFile(tw *tar.Writer, path string, info os.FileInfo, st *syscall.Stat_t) error {
+	link := ""
+	if info.Mode()&os.ModeSymlink != 0 {
+		link, _ = os.Readlink(path)
+	}
+	hdr, err := tar.FileInfoHeader(info, link)
+	if err != nil {
+		return err
+	}
+	hdr.Name = strings.TrimPrefix(path, "/")
+	hdr.Uid, hdr.Gid = int(st.Uid), int(st.Gid)
+	hdr.Uname, hdr.Gname = "", ""
+	if err := tw.WriteHeader(hdr); err != nil {
+		return err
+	}
+	if !info.Mode().IsRegular() {
+		return nil
+	}
+	src, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	_, err = io.CopyN(tw, src, hdr.Size)
+	return err
 }
 
 // extract puts the captured files back. The archive comes from our own cache (digest-verified before the

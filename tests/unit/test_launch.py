@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import warmstart.snapshot.build
+import warmstart.snapshot.trials
 from tests.unit.fake_engine import FakeEngine
 from warmstart.cache.store import SnapshotStore
 from warmstart.core.spec import AppSpec, PortBinding, ProbeSpec
@@ -31,6 +32,7 @@ def setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FakeEngine, 
     # build() insists on a probe, which the fake cannot answer: build with the probe stubbed, run without one.
     with monkeypatch.context() as m:
         m.setattr(warmstart.snapshot.build, "probe_container", _probed)
+        m.setattr(warmstart.snapshot.trials, "probe_container", _probed)
         build(AppSpec(name="app", image="img", ports=(8080,), probe=ProbeSpec(kind="tcp", port=8080)),
               engine=engine, store=store)
     store.save_app(SPEC)
@@ -101,6 +103,7 @@ def test_unchanged_app_reuses_its_snapshot_unless_forced(setup: tuple[FakeEngine
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     engine, store = setup
     monkeypatch.setattr(warmstart.snapshot.build, "probe_container", _probed)
+    monkeypatch.setattr(warmstart.snapshot.trials, "probe_container", _probed)
     spec = AppSpec(name="app", image="img", ports=(8080,), probe=ProbeSpec(kind="tcp", port=8080))
     first = store.latest("app")
     again = build(spec, engine=engine, store=store)

@@ -101,56 +101,9 @@ class Manifest:
                 hint="upgrade warmstart, or rebuild the snapshot with this version",
             )
 
-        def bad(name: str, expected: str) -> ManifestError:
-            got = type(raw.get(name)).__name__ if name in raw else "nothing"
-            return ManifestError(f"snapshot manifest {source}: {name}: expected {expected}, got {got}")
-
-        for name in ("app", "tag", "key", "created_at", "warmstart_version"):
-            if not isinstance(raw.get(name), str):
-                raise bad(name, "a string")
-        for name in ("engine", "image", "spec"):
-            if not isinstance(raw.get(name), dict):
-                raise bad(name, "an object")
-        for name in ("host", "key_inputs", "files", "timings", "encryption", "post_copy", "holds"):
-            if not isinstance(raw.get(name, {}), dict):
-                raise bad(name, "an object")
-        if not all(isinstance(v, str) for d in (raw["engine"], raw["image"], raw.get("encryption", {}))
-                   for v in d.values()):
-            raise ManifestError(f"snapshot manifest {source}: engine, image and encryption must hold strings only")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.get("timings", {}).values()):
-            raise bad("timings", "an object of numbers")
-        holds = raw.get("holds", {})
-        if not set(holds) <= set(HOLDS_KEYS) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31 for v in holds.values()):
-            raise bad("holds", f"an object of counts ({', '.join(HOLDS_KEYS)})")
-        try:
-            validate_app_name(raw["app"])
-            validate_tag(raw["tag"])
-        except UsageError as exc:
-            raise ManifestError(f"snapshot manifest {source}: {exc}") from None
-        try:
-            datetime.fromisoformat(raw["created_at"])
-        except ValueError:
-            raise ManifestError(f"snapshot manifest {source}: created_at: expected an ISO 8601 time, got "
-                                f"{raw['created_at'][:40]!r}") from None
-        files = raw.get("files", {})
+        _check_fields(raw, source)
         mode = raw["engine"].get("mode", "container")
-        if mode not in ("sandbox", "container"):
-            raise ManifestError(f"snapshot manifest {source}: engine.mode: expected sandbox or container, got "
-                                f"{mode[:40]!r}")
-        if mode == "container" and CHECKPOINT_FILE not in files:
-            raise ManifestError(f"snapshot manifest {source}: files: does not list {CHECKPOINT_FILE}")
-        if mode == "sandbox" and (SANDBOX_META not in files or not any(n.startswith("images/") for n in files)):
-            raise ManifestError(f"snapshot manifest {source}: files: a sandbox snapshot lists {SANDBOX_META} and "
-                                "its CRIU images")
-        for name, entry in files.items():
-            if not FILE_NAME_RE.match(name) or name == FILENAME:
-                raise ManifestError(f"snapshot manifest {source}: files: {name[:80]!r} is not a plain file name")
-            if (not isinstance(entry, dict) or not isinstance(entry.get("size"), int)
-                    or isinstance(entry.get("size"), bool) or entry["size"] < 0
-                    or not isinstance(entry.get("sha256"), str) or not SHA256_RE.match(entry["sha256"])):
-                raise ManifestError(f"snapshot manifest {source}: files.{name}: expected "
-                                    "{\"size\": bytes, \"sha256\": 64 hex digits}")
+        _check_files(raw.get("files", {}), mode=mode, source=source)
         post_copy = raw.get("post_copy", {})
         if post_copy and (set(post_copy) != {"page_server"} or not isinstance(post_copy["page_server"], str)
                           or not PAGE_SERVER_RE.match(post_copy["page_server"])):
@@ -159,3 +112,61 @@ class Manifest:
             raise ManifestError(f"snapshot manifest {source}: post_copy needs schema_version {POST_COPY_SCHEMA} and "
                                 "a sandbox snapshot")
         return cls(**{k: raw[k] for k in cls.__dataclass_fields__ if k in raw})
+
+
+def _check_fields(raw: dict[str, Any], source: str) -> None:
+    """Every top-level field has its type, and names and times their syntax."""
+
+    def bad(name: str, expected: str) -> ManifestError:
+        got = type(raw.get(name)).__name__ if name in raw else "nothing"
+        return ManifestError(f"snapshot manifest {source}: {name}: expected {expected}, got {got}")
+
+    for name in ("app", "tag", "key", "created_at", "warmstart_version"):
+        if not isinstance(raw.get(name), str):
+            raise bad(name, "a string")
+    for name in ("engine", "image", "spec"):
+        if not isinstance(raw.get(name), dict):
+            raise bad(name, "an object")
+    for name in ("host", "key_inputs", "files", "timings", "encryption", "post_copy", "holds"):
+        if not isinstance(raw.get(name, {}), dict):
+            raise bad(name, "an object")
+    if not all(isinstance(v, str) for d in (raw["engine"], raw["image"], raw.get("encryption", {}))
+               for v in d.values()):
+        raise ManifestError(f"snapshot manifest {source}: engine, image and encryption must hold strings only")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw.get("timings", {}).values()):
+        raise bad("timings", "an object of numbers")
+    holds = raw.get("holds", {})
+    if not set(holds) <= set(HOLDS_KEYS) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31 for v in holds.values()):
+        raise bad("holds", f"an object of counts ({', '.join(HOLDS_KEYS)})")
+    try:
+        validate_app_name(raw["app"])
+        validate_tag(raw["tag"])
+    except UsageError as exc:
+        raise ManifestError(f"snapshot manifest {source}: {exc}") from None
+    try:
+        datetime.fromisoformat(raw["created_at"])
+    except ValueError:
+        raise ManifestError(f"snapshot manifest {source}: created_at: expected an ISO 8601 time, got "
+                            f"{raw['created_at'][:40]!r}") from None
+
+
+def _check_files(files: dict[str, Any], *, mode: str, source: str) -> None:
+    """The engine mode is known, the files a snapshot of that mode needs are listed, and each entry is a plain name
+    with a size and a digest."""
+    if mode not in ("sandbox", "container"):
+        raise ManifestError(f"snapshot manifest {source}: engine.mode: expected sandbox or container, got "
+                            f"{mode[:40]!r}")
+    if mode == "container" and CHECKPOINT_FILE not in files:
+        raise ManifestError(f"snapshot manifest {source}: files: does not list {CHECKPOINT_FILE}")
+    if mode == "sandbox" and (SANDBOX_META not in files or not any(n.startswith("images/") for n in files)):
+        raise ManifestError(f"snapshot manifest {source}: files: a sandbox snapshot lists {SANDBOX_META} and "
+                            "its CRIU images")
+    for name, entry in files.items():
+        if not FILE_NAME_RE.match(name) or name == FILENAME:
+            raise ManifestError(f"snapshot manifest {source}: files: {name[:80]!r} is not a plain file name")
+        if (not isinstance(entry, dict) or not isinstance(entry.get("size"), int)
+                or isinstance(entry.get("size"), bool) or entry["size"] < 0
+                or not isinstance(entry.get("sha256"), str) or not SHA256_RE.match(entry["sha256"])):
+            raise ManifestError(f"snapshot manifest {source}: files.{name}: expected "
+                                "{\"size\": bytes, \"sha256\": 64 hex digits}")

@@ -174,33 +174,13 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
     t = r.table(raw, key, APP_KEYS)
     if "image" not in t and "build" not in t:
         raise r.fail(key, "needs `image` (a local image) or `build` (a directory with a Containerfile)")
-    build_context = r.string(t["build"], f"{key}.build") if "build" in t else None
-    if build_context is not None:
-        context = (r.file.parent / build_context).resolve()
-        if not context.is_dir():
-            raise r.fail(f"{key}.build", f"{context} is not a directory")
-        build_context = str(context)
+    build_context = _build_context(r, key, t)
     image = r.string(t["image"], f"{key}.image") if "image" in t else f"localhost/warmstart-app-{name}:latest"
-    env = {}
-    if not isinstance(t.get("env", {}), dict):
-        raise r.fail(f"{key}.env", f"expected a table of NAME = \"value\", got {_kind(t['env'])}")
-    for k, v in t.get("env", {}).items():
-        if not ENV_NAME_RE.match(k):
-            raise r.fail(f"{key}.env.{k}", "invalid environment variable name")
-        if not isinstance(v, str):
-            raise r.fail(f"{key}.env.{k}", f"expected a string, got {_kind(v)}")
-        env[k] = v
-    secret_env = r.strings(t.get("secret_env", []), f"{key}.secret_env")
-    for s in secret_env:  # values: from warmstart's own environment at build/run time, else from env
-        if not ENV_NAME_RE.match(s):
-            raise r.fail(f"{key}.secret_env", f"{s!r} is not an environment variable name")
+    env, secret_env = _env(r, key, t)
     if not isinstance(t.get("ports", []), list):
         raise r.fail(f"{key}.ports", f"expected a list of port numbers, got {_kind(t['ports'])}")
     ports = tuple(r.port(p, f"{key}.ports[{i}]") for i, p in enumerate(t.get("ports", [])))
-    volumes = r.strings(t.get("volumes", []), f"{key}.volumes")
-    for i, v in enumerate(volumes):
-        if len(v.split(":")) not in (2, 3) or not v.startswith("/"):
-            raise r.fail(f"{key}.volumes[{i}]", f"expected HOST_PATH:CONTAINER_PATH[:OPTIONS], got {v!r}")
+    volumes = _volumes(r, key, t)
     probe = _probe(r, f"{key}.ready", t["ready"], ports) if "ready" in t else None
     default_port = probe.port if probe else 0  # HTTP calls go where the probe goes unless they say otherwise
     warmup = _warmup(r, f"{key}.warmup", t["warmup"], ports, default_port) if "warmup" in t else None
@@ -234,6 +214,43 @@ def _app(r: _Reader, name: str, raw: Any) -> AppSpec:
         containerfile=r.string(t.get("containerfile", "Containerfile"), f"{key}.containerfile"),
         uniqueness=r.url_path(t["uniqueness"], f"{key}.uniqueness") if "uniqueness" in t else None,
     )
+
+
+def _build_context(r: _Reader, key: str, t: dict[str, Any]) -> str | None:
+    """`build`: a directory relative to the spec file, made absolute."""
+    if "build" not in t:
+        return None
+    context = (r.file.parent / r.string(t["build"], f"{key}.build")).resolve()
+    if not context.is_dir():
+        raise r.fail(f"{key}.build", f"{context} is not a directory")
+    return str(context)
+
+
+def _env(r: _Reader, key: str, t: dict[str, Any]) -> tuple[dict[str, str], tuple[str, ...]]:
+    """`env` (names and values) and `secret_env` (names only: values come from warmstart's own environment at
+    build/run time, else from env)."""
+    if not isinstance(t.get("env", {}), dict):
+        raise r.fail(f"{key}.env", f"expected a table of NAME = \"value\", got {_kind(t['env'])}")
+    env = {}
+    for k, v in t.get("env", {}).items():
+        if not ENV_NAME_RE.match(k):
+            raise r.fail(f"{key}.env.{k}", "invalid environment variable name")
+        if not isinstance(v, str):
+            raise r.fail(f"{key}.env.{k}", f"expected a string, got {_kind(v)}")
+        env[k] = v
+    secret_env = r.strings(t.get("secret_env", []), f"{key}.secret_env")
+    for s in secret_env:
+        if not ENV_NAME_RE.match(s):
+            raise r.fail(f"{key}.secret_env", f"{s!r} is not an environment variable name")
+    return env, secret_env
+
+
+def _volumes(r: _Reader, key: str, t: dict[str, Any]) -> tuple[str, ...]:
+    volumes = r.strings(t.get("volumes", []), f"{key}.volumes")
+    for i, v in enumerate(volumes):
+        if len(v.split(":")) not in (2, 3) or not v.startswith("/"):
+            raise r.fail(f"{key}.volumes[{i}]", f"expected HOST_PATH:CONTAINER_PATH[:OPTIONS], got {v!r}")
+    return volumes
 
 
 def _port_of(r: _Reader, key: str, t: dict[str, Any], ports: tuple[int, ...], default: int = 0) -> int:

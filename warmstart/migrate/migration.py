@@ -62,17 +62,7 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
 
     instance = inspect_instance(engine=engine, name=name)
     ports = [f"{addr}:{key.split('/')[0]}" for key, addr in sorted(instance.ports.items())]
-    endpoint = ""
-    if post_copy:  # everything that can be refused is, before the app stops
-        from warmstart.migrate import postcopy
-
-        problem = postcopy.why_not_here()
-        if problem:
-            raise UsageError(f"post-copy migration is not possible here: {problem}",
-                             hint="migrate without --post-copy (stop-and-copy)")
-        endpoint = postcopy.endpoint(page_server)
-    elif page_server:
-        raise UsageError("--page-server is for --post-copy")
+    endpoint = _post_copy_endpoint(post_copy, page_server)  # refused now, before the app stops
     tag = f"migrate-{time.strftime('%Y%m%d%H%M%S')}"
     started = time.monotonic()
     progress(f"checkpointing {name} (the app stops with the dump)")
@@ -106,20 +96,15 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
                     _stop_destination(via, name, progress)
                     raise
     except KeyboardInterrupt:  # after the dump, an interrupted migration must not leave the app nowhere
-        from warmstart.core.signals import shielded
-
-        progress(f"interrupted; restoring {name} here from {checkpoint.snapshot}")
-        with shielded():
-            if step == "stream":
-                _stop_destination(via, name, progress)
-            _restore_here(checkpoint.snapshot, name=name, ports=ports, engine=engine, store=store, progress=progress)
+        _back_here(name, checkpoint.snapshot, step=step, via=via, ports=ports, engine=engine, store=store,
+                   progress=progress, why="interrupted")
         raise Interrupted(f"migration of {name} interrupted; it runs here again, restored from "
                           f"{checkpoint.snapshot}") from None
     except (WarmstartError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
         if step == "push" and "push" in phases:
             step = "destination"
-        progress(f"migration failed ({exc}); restoring {name} here from {checkpoint.snapshot}")
-        _restore_here(checkpoint.snapshot, name=name, ports=ports, engine=engine, store=store, progress=progress)
+        _back_here(name, checkpoint.snapshot, step="", via=via, ports=ports, engine=engine, store=store,
+                   progress=progress, why=f"migration failed ({exc})")
         error = RegistryError if step == "push" else RestoreError
         # Post-copy's price: once the destination has run, what it did there is gone with it.
         lost = ("what it did on the destination since it started there is lost" if step == "stream"
@@ -129,6 +114,35 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
     return MigrateResult(instance=name, snapshot=checkpoint.snapshot, reference=str(target),
                          destination=destination, downtime_seconds=downtime, phases=phases,
                          mode="post-copy" if post_copy else "stop-and-copy", streamed_bytes=lazy)
+
+
+def _post_copy_endpoint(post_copy: bool, page_server: str | None) -> str:
+    """The page server's endpoint for a post-copy migration ("" for stop-and-copy); what this host cannot do is
+    refused here, before the app stops."""
+    if not post_copy:
+        if page_server:
+            raise UsageError("--page-server is for --post-copy")
+        return ""
+    from warmstart.migrate import postcopy
+
+    problem = postcopy.why_not_here()
+    if problem:
+        raise UsageError(f"post-copy migration is not possible here: {problem}",
+                         hint="migrate without --post-copy (stop-and-copy)")
+    return postcopy.endpoint(page_server)
+
+
+def _back_here(name: str, snapshot: str, *, step: str, via: list[str], ports: list[str], engine: Engine,
+               store: SnapshotStore, progress: Progress, why: str) -> None:
+    """After the dump the app must not be left nowhere: stop a destination that streams (interrupted mid-stream),
+    then restore the app here from its checkpoint, shielded from a second Ctrl-C."""
+    from warmstart.core.signals import shielded
+
+    progress(f"{why}; restoring {name} here from {snapshot}")
+    with shielded():
+        if step == "stream":
+            _stop_destination(via, name, progress)
+        _restore_here(snapshot, name=name, ports=ports, engine=engine, store=store, progress=progress)
 
 
 def _post_copy_source(snapshot: Snapshot, *, store: SnapshotStore, tag: str, endpoint: str,

@@ -12,7 +12,7 @@ import dataclasses
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,24 +26,23 @@ from warmstart.core import criu, jvmhelper, labels, sandbox
 from warmstart.core.host import host_facts
 from warmstart.core.labels import pid_alive
 from warmstart.core.spec import AppSpec, PortBinding
-from warmstart.engines.base import ContainerState, Engine, EngineInfo, criu_log_excerpt
+from warmstart.engines.base import Engine, EngineInfo, criu_log_excerpt
 from warmstart.errors import (
     CheckpointError,
     EngineError,
     HookError,
     ReadinessError,
-    UniquenessError,
     UsageError,
     WarmupError,
 )
 from warmstart.restore import lazypages, policy
-from warmstart.runtime.containers import probe_container, published, remove_quietly
-from warmstart.runtime.hooks import after_restore_hooks, before_checkpoint_hooks, init_env, run_hooks
-from warmstart.runtime.ports import reserved
+from warmstart.runtime.containers import probe_container, remove_quietly
+from warmstart.runtime.hooks import before_checkpoint_hooks, run_hooks
 from warmstart.security import crypt, signing
-from warmstart.security.secretenv import build_env, raise_if_found, run_env, scan, secret_values
+from warmstart.security.secretenv import build_env, raise_if_found, scan, secret_values
+from warmstart.snapshot.trials import record_working_set, trial_count, trials, uniqueness_gate
 from warmstart.snapshot.trim import trim
-from warmstart.snapshot.warmup import run_warmup
+from warmstart.snapshot.warmup import WarmupResult, run_warmup
 
 Progress = Callable[[str], None]
 # The build container's log is saved inside the checkpoint and restored with every instance: capped, so a chatty
@@ -130,154 +129,6 @@ def _checkpoint(engine: Engine, container: str, stage: Path, *, mode: str, sub: 
     if not keep:
         shutil.rmtree(out)
     return size
-
-
-@contextlib.contextmanager
-def _trial_clone(
-    spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str,
-    init_extra: dict[str, str] | None = None, volumes: tuple[str, ...] = (),
-) -> Iterator[tuple[ContainerState, float]]:
-    """Restore one clone of the staged snapshot as `run` would (after-restore hooks, probe) and yield its state and
-    time-to-ready; the clone is removed afterwards, whatever happens. `init_extra`: more of the init's environment
-    (lazy restore, recording); `volumes`: more mounts."""
-    from warmstart.restore.launch import resolve_ports, started_state
-
-    name = labels.build_name(spec.name)
-    try:
-        with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings:
-            start = time.monotonic()
-            if mode == sandbox.SANDBOX:
-                cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(),
-                                 env={**_trial_env(spec), **init_env(spec.to_dict()), **(init_extra or {})},
-                                 ports=bindings,
-                                 labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
-                                         labels.INIT: "warmstart-init"},
-                                 volumes=(*spec.volumes, *sandbox.tool_mounts(),
-                                          f"{stage}:{sandbox.SNAPSHOT_MOUNT}:ro", *volumes),
-                                 extras=sandbox.RunExtras.for_app(spec.name))
-            else:
-                cid = engine.restore(archive=stage / CHECKPOINT_FILE, name=name, ports=bindings)
-        state = started_state(cid, name, bindings, restored=True)
-        by_init = mode == sandbox.SANDBOX
-        run_hooks("after_restore", after_restore_hooks(spec, by_init=by_init), engine=engine, state=state)
-        state = probe_container(engine, container=name, probe=spec.probe, known=state,
-                                after_init=by_init and bool(init_env(spec.to_dict())))
-        yield state, time.monotonic() - start
-    finally:
-        remove_quietly(engine, name)
-
-
-def uniqueness_gate(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str) -> None:
-    """Restore two clones from the staged snapshot (after-restore hooks included, as `run` does), GET
-    `spec.uniqueness` on each, and refuse the snapshot when they answer the same: Lambda SnapStart leaves
-    "uniqueness" to its users; here the build checks it."""
-    assert spec.uniqueness is not None
-    from warmstart.core.spec import HttpCall
-    from warmstart.runtime.probes import http_request
-
-    port = spec.probe.port if spec.probe and spec.probe.kind == "http" else (spec.ports[0] if spec.ports else 0)
-    if not port:
-        raise UsageError(f"app {spec.name!r}: the uniqueness probe needs a published port")
-    answers: list[bytes] = []
-    for _ in range(2):
-        with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=mode) as (state, _):
-            status, body = http_request(*published(state, port), HttpCall(path=spec.uniqueness), timeout=10)
-            if not 200 <= status < 300:
-                raise UniquenessError(f"uniqueness probe GET {spec.uniqueness} answered HTTP {status} on a trial clone")
-            answers.append(body)
-    if answers[0] == answers[1]:
-        raise UniquenessError(
-            f"two clones restored from the snapshot answered GET {spec.uniqueness} identically "
-            f"({answers[0][:80].decode(errors='replace')!r}): every instance would share that state; no snapshot "
-            "was published",
-            hint="reseed in an after_restore hook, or use the Python helper (python_helper = true, which reseeds "
-                 "random and numpy); drop `uniqueness` if sharing is intended")
-
-
-TRIALS_VAR = "WARMSTART_TRIALS"  # trials each way (default TRIALS); the test suite lowers it where speed matters
-TRIALS = 3
-
-
-def trial_count() -> int:
-    raw = os.environ.get(TRIALS_VAR, "")
-    if not raw:
-        return TRIALS
-    if not raw.isdigit() or not 1 <= int(raw) <= 20:
-        raise UsageError(f"${TRIALS_VAR}={raw!r}: expected a whole number from 1 to 20")
-    return int(raw)
-
-
-def _cold_trial_seconds(spec: AppSpec, *, engine: Engine, store: SnapshotStore) -> float:
-    """Time-to-ready of one cold start made exactly as `run --cold` makes it (a plain container of the image, not
-    under our init), from the engine call to the probe passing from outside the container."""
-    from warmstart.restore.launch import resolve_ports, started_state
-
-    name = labels.build_name(spec.name)
-    try:
-        with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings:
-            start = time.monotonic()
-            cid = engine.run(name=name, image=spec.image, command=list(spec.command), env=_trial_env(spec),
-                             ports=bindings, volumes=spec.volumes,
-                             labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid())})
-        probe_container(engine, container=name, probe=spec.probe,
-                        known=started_state(cid, name, bindings, restored=False))
-        return time.monotonic() - start
-    finally:
-        remove_quietly(engine, name)
-
-
-def trials(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path, mode: str,
-           progress: Progress) -> dict[str, list[float]]:
-    """Time-to-ready of `trial_count()` cold starts and as many restores of the staged snapshot, each made as `run`
-    makes it (restores lazily where it would) and timed the same way, interleaved so that a noisy moment hits both:
-    `run` compares their medians before choosing to restore (restorepolicy). A kind that fails is left out."""
-    lazy = lazypages.restore_env(allowed=spec.lazy_pages, memory=lazypages.images_bytes(stage / sandbox.IMAGES_DIR),
-                                 memo_dir=store.root) if mode == sandbox.SANDBOX else {}
-    times: dict[str, list[float]] = {"cold": [], "restored": []}
-    failed: set[str] = set()
-    for _ in range(trial_count()):
-        for kind in ("cold", "restored"):
-            if kind in failed:
-                continue
-            try:
-                if kind == "cold":
-                    times[kind].append(round(_cold_trial_seconds(spec, engine=engine, store=store), 3))
-                else:
-                    with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=mode,
-                                      init_extra=lazy) as (_, seconds):
-                        times[kind].append(round(seconds, 3))
-            except (EngineError, ReadinessError, HookError) as exc:
-                # Kept: the failure may be this host's or this moment's (an after-restore hook reaching a service
-                # that is down); `run` tries, falls back cold and counts failures for the snapshot's circuit.
-                progress(f"the trial {'cold start' if kind == 'cold' else 'restore'} failed ({exc}); the snapshot is "
-                         "kept without that figure")
-                failed.add(kind)
-                times[kind] = []
-    return times
-
-
-def record_working_set(spec: AppSpec, *, engine: Engine, store: SnapshotStore, stage: Path) -> tuple[int, int]:
-    """Restore a clone lazily through the init's recorder, replay the warm-up on it, and mark every page it touched
-    eager in the staged snapshot (sandbox-init/workingset.go): a lazy restore then copies what readiness and the
-    warm-up traffic need up front, and streams only the rest. Returns (pages made eager, pages left lazy)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="warmstart-record-") as record:
-        with _trial_clone(spec, engine=engine, store=store, stage=stage, mode=sandbox.SANDBOX,
-                          init_extra=lazypages.record_env(),
-                          volumes=(f"{record}:{lazypages.RECORD_MOUNT}",)) as (state, _):
-            if spec.warmup:
-                run_warmup(spec.warmup, engine=engine, state=state)
-        return lazypages.record_working_set(images=stage / sandbox.IMAGES_DIR,
-                                            faults=Path(record) / lazypages.FAULTS_FILE)
-
-
-def _trial_env(spec: AppSpec) -> dict[str, str]:
-    """Trial clones get what a launch gives (secrets included) when warmstart's environment has them."""
-    try:
-        return run_env(spec)
-    except UsageError:
-        return build_env(spec)
 
 
 def default_mode() -> tuple[str, str]:
@@ -375,6 +226,20 @@ def build(
                       mode=mode, sign_key=sign_key, encryption_key=encryption_key)
 
 
+@dataclass
+class _Staged:
+    """What the steps of one build found, gathered for the manifest and the result."""
+
+    ready_seconds: float = 0.0
+    checkpoint_seconds: float = 0.0
+    warmed: WarmupResult | None = None
+    hooks: list[str] = field(default_factory=list)
+    trim: dict[str, str] = field(default_factory=dict)
+    untrimmed: int | None = None
+    working_set: tuple[int, int] | None = None
+    trial_timings: dict[str, float] = field(default_factory=dict)
+
+
 def _build(
     spec: AppSpec, *, engine: Engine, store: SnapshotStore, tag: str, key: str, inputs: dict[str, Any],
     image_id: str, info: EngineInfo, host: dict[str, Any], compare_trim: bool, start: float, progress: Progress,
@@ -386,66 +251,25 @@ def _build(
         # A snapshot that will hold secrets is dumped to a tmpfs instead and reaches the staging dir encrypted.
         with store.staging(spec.name) as stage, \
                 (crypt.plain_dir("build") if encryption_key else contextlib.nullcontext(stage)) as work:
-            progress(f"starting {spec.image} as {name}" + (" under warmstart-init" if mode == sandbox.SANDBOX else ""))
-            t = time.monotonic()
-            _start(spec, engine=engine, name=name, mode=mode, stage=work)
-            progress(f"waiting for {spec.probe.describe()}" if spec.probe else "waiting for the container")
-            state = probe_container(engine, container=name, probe=spec.probe)
-            ready_seconds = time.monotonic() - t  # cold time-to-ready, kept for comparison with restores
-            warmed = None
-            if spec.warmup:
-                progress("warming up")
-                warmed = run_warmup(spec.warmup, engine=engine, state=state)
-                progress(f"warmed up: {warmed.requests} requests in {warmed.seconds:.1f}s")
-            hooks = run_hooks("before_checkpoint", before_checkpoint_hooks(spec), engine=engine, state=state)
-            untrimmed = None
-            if compare_trim:
-                progress("checkpointing once untrimmed, for comparison")
-                untrimmed = _checkpoint(engine, name, work, mode=mode, sub="untrimmed", keep=False)
-            trimmed = trim(spec.trim, engine=engine, container=name)
-            progress("checkpointing")
-            t = time.monotonic()
-            _checkpoint(engine, name, work, mode=mode)
-            checkpoint_seconds = time.monotonic() - t
-            if not encryption_key:  # an encrypted snapshot holds its secrets on purpose, and never in clear
-                progress("scanning the snapshot for secrets")
-                findings = scan(work, secret_values(spec, required=False))
-                for known in (f for f in findings if f.public):
-                    progress(f"found a publicly known key, not a secret: {known.describe()}")
-                raise_if_found(findings, app=spec.name)
-            if spec.uniqueness:
-                progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
-                uniqueness_gate(spec, engine=engine, store=store, stage=work, mode=mode)
-            working_set: tuple[int, int] | None = None
-            if mode == sandbox.SANDBOX and not lazypages.why_not(
-                    allowed=spec.lazy_pages, memory=lazypages.images_bytes(work / sandbox.IMAGES_DIR),
-                    memo_dir=store.root):
-                progress("recording the working set on a lazily restored clone")
-                try:
-                    eager, lazy = record_working_set(spec, engine=engine, store=store, stage=work)
-                    working_set = (eager * lazypages.PAGE_SIZE, lazy * lazypages.PAGE_SIZE)
-                    progress(f"working set: {working_set[0] / 2**20:.1f} MiB restored up front, "
-                             f"{working_set[1] / 2**20:.1f} MiB streamed after")
-                except (EngineError, ReadinessError, HookError, CheckpointError, WarmupError) as exc:
-                    progress(f"recording the working set failed ({exc}); a lazy restore will stream every page")
+            got = _Staged()
+            _warm_and_checkpoint(spec, engine=engine, name=name, mode=mode, work=work, compare_trim=compare_trim,
+                                 got=got, progress=progress)
+            _gates(spec, engine=engine, store=store, work=work, mode=mode, encrypted=encryption_key is not None,
+                   progress=progress)
+            got.working_set = _working_set(spec, engine=engine, store=store, work=work, mode=mode, progress=progress)
             progress(f"trials: {trial_count()} cold starts as `run --cold` makes them and as many restores")
             trial = trials(spec, engine=engine, store=store, stage=work, mode=mode, progress=progress)
-            trial_timings = policy.trial_timings(trial["cold"], trial["restored"])
-            restored_seconds = trial_timings.get("restored_ready_seconds")
+            got.trial_timings = policy.trial_timings(trial["cold"], trial["restored"])
             manifest = Manifest(
-                app=spec.name,
-                tag=tag,
-                key=key,
-                created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+                app=spec.name, tag=tag, key=key, created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
                 warmstart_version=__version__,
                 engine={"name": info.name, "version": info.version, "runtime": info.runtime,
                         "runtime_version": info.runtime_version, "mode": mode},
                 image={"ref": spec.image, "id": image_id},
                 spec={**spec.to_dict(), "env": sorted(spec.env)},  # names only: values may be secrets
-                host=host,
-                key_inputs=inputs,
-                timings={"ready_seconds": round(ready_seconds, 3), "checkpoint_seconds": round(checkpoint_seconds, 3),
-                         **trial_timings},
+                host=host, key_inputs=inputs,
+                timings={"ready_seconds": round(got.ready_seconds, 3),
+                         "checkpoint_seconds": round(got.checkpoint_seconds, 3), **got.trial_timings},
                 holds=sandbox.holds(work) if mode == sandbox.SANDBOX else {},
             )
             remove_quietly(engine, name)  # before publishing: the container no longer writes into the snapshot
@@ -458,25 +282,78 @@ def _build(
         store.save_app(spec)
     finally:
         remove_quietly(engine, name)
+    return _result(spec, snapshot, got, image_id=image_id, build_seconds=time.monotonic() - start)
+
+
+def _warm_and_checkpoint(spec: AppSpec, *, engine: Engine, name: str, mode: str, work: Path, compare_trim: bool,
+                         got: _Staged, progress: Progress) -> None:
+    """Start the build container, wait for readiness, warm up, run the hooks, trim and checkpoint into `work`."""
+    progress(f"starting {spec.image} as {name}" + (" under warmstart-init" if mode == sandbox.SANDBOX else ""))
+    t = time.monotonic()
+    _start(spec, engine=engine, name=name, mode=mode, stage=work)
+    progress(f"waiting for {spec.probe.describe()}" if spec.probe else "waiting for the container")
+    state = probe_container(engine, container=name, probe=spec.probe)
+    got.ready_seconds = time.monotonic() - t  # cold time-to-ready, kept for comparison with restores
+    if spec.warmup:
+        progress("warming up")
+        got.warmed = run_warmup(spec.warmup, engine=engine, state=state)
+        progress(f"warmed up: {got.warmed.requests} requests in {got.warmed.seconds:.1f}s")
+    got.hooks = run_hooks("before_checkpoint", before_checkpoint_hooks(spec), engine=engine, state=state)
+    if compare_trim:
+        progress("checkpointing once untrimmed, for comparison")
+        got.untrimmed = _checkpoint(engine, name, work, mode=mode, sub="untrimmed", keep=False)
+    got.trim = trim(spec.trim, engine=engine, container=name)
+    progress("checkpointing")
+    t = time.monotonic()
+    _checkpoint(engine, name, work, mode=mode)
+    got.checkpoint_seconds = time.monotonic() - t
+
+
+def _gates(spec: AppSpec, *, engine: Engine, store: SnapshotStore, work: Path, mode: str, encrypted: bool,
+           progress: Progress) -> None:
+    """Refuse the staged snapshot when it holds a secret in clear, or when two clones share "random" state."""
+    if not encrypted:  # an encrypted snapshot holds its secrets on purpose, and never in clear
+        progress("scanning the snapshot for secrets")
+        findings = scan(work, secret_values(spec, required=False))
+        for known in (f for f in findings if f.public):
+            progress(f"found a publicly known key, not a secret: {known.describe()}")
+        raise_if_found(findings, app=spec.name)
+    if spec.uniqueness:
+        progress(f"uniqueness gate: two trial clones, GET {spec.uniqueness} on each")
+        uniqueness_gate(spec, engine=engine, store=store, stage=work, mode=mode)
+
+
+def _working_set(spec: AppSpec, *, engine: Engine, store: SnapshotStore, work: Path, mode: str,
+                 progress: Progress) -> tuple[int, int] | None:
+    """Bytes (up front, streamed) of a lazy restore after recording the working set; None where no lazy restore
+    will happen. A failed recording costs only the optimisation: every page is then streamed."""
+    if mode != sandbox.SANDBOX or lazypages.why_not(
+            allowed=spec.lazy_pages, memory=lazypages.images_bytes(work / sandbox.IMAGES_DIR), memo_dir=store.root):
+        return None
+    progress("recording the working set on a lazily restored clone")
+    try:
+        eager, lazy = record_working_set(spec, engine=engine, store=store, stage=work)
+    except (EngineError, ReadinessError, HookError, CheckpointError, WarmupError) as exc:
+        progress(f"recording the working set failed ({exc}); a lazy restore will stream every page")
+        return None
+    progress(f"working set: {eager * lazypages.PAGE_SIZE / 2**20:.1f} MiB restored up front, "
+             f"{lazy * lazypages.PAGE_SIZE / 2**20:.1f} MiB streamed after")
+    return eager * lazypages.PAGE_SIZE, lazy * lazypages.PAGE_SIZE
+
+
+def _result(spec: AppSpec, snapshot: Snapshot, got: _Staged, *, image_id: str, build_seconds: float) -> BuildResult:
+    restored = got.trial_timings.get("restored_ready_seconds")
     return BuildResult(
-        app=spec.name,
-        snapshot=snapshot.ref,
-        tag=tag,
-        key=key,
-        snapshot_path=str(snapshot.path),
-        image=spec.image,
-        image_id=image_id,
-        size_bytes=sum(f["size"] for f in manifest.files.values()),
-        build_seconds=round(time.monotonic() - start, 3),
-        ready_seconds=round(ready_seconds, 3),
-        restored_ready_seconds=round(restored_seconds, 3) if restored_seconds else None,
-        cold_ready_seconds=trial_timings.get("cold_ready_seconds"),
-        checkpoint_seconds=round(checkpoint_seconds, 3),
-        warmup_requests=warmed.requests if warmed else 0,
-        warmup_seconds=warmed.seconds if warmed else 0.0,
-        hooks=hooks,
-        trim=trimmed,
-        untrimmed_size_bytes=untrimmed,
-        working_set_bytes=working_set[0] if working_set else None,
-        streamed_bytes=working_set[1] if working_set else None,
+        app=spec.name, snapshot=snapshot.ref, tag=snapshot.manifest.tag, key=snapshot.manifest.key,
+        snapshot_path=str(snapshot.path), image=spec.image, image_id=image_id,
+        size_bytes=sum(f["size"] for f in snapshot.manifest.files.values()),
+        build_seconds=round(build_seconds, 3), ready_seconds=round(got.ready_seconds, 3),
+        restored_ready_seconds=round(restored, 3) if restored else None,
+        cold_ready_seconds=got.trial_timings.get("cold_ready_seconds"),
+        checkpoint_seconds=round(got.checkpoint_seconds, 3),
+        warmup_requests=got.warmed.requests if got.warmed else 0,
+        warmup_seconds=got.warmed.seconds if got.warmed else 0.0,
+        hooks=got.hooks, trim=got.trim, untrimmed_size_bytes=got.untrimmed,
+        working_set_bytes=got.working_set[0] if got.working_set else None,
+        streamed_bytes=got.working_set[1] if got.working_set else None,
     )

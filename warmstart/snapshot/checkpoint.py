@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from warmstart.cache.store import SnapshotStore, snapshot_files
+from warmstart.cache.store import Snapshot, SnapshotStore, snapshot_files
 from warmstart.core import criu, labels, sandbox
 from warmstart.core.host import host_facts
 from warmstart.core.spec import validate_tag
@@ -69,9 +69,8 @@ class CheckpointResult:
     stopped: bool
 
 
-def checkpoint_instance(
-    name: str, *, engine: Engine, store: SnapshotStore, tag: str | None = None, stop: bool = False
-) -> CheckpointResult:
+def _source(name: str, *, engine: Engine, store: SnapshotStore) -> Snapshot:
+    """The snapshot a running sandbox instance was restored from; refused for any other instance."""
     instance = inspect_instance(engine=engine, name=name)
     if instance.labels.get(labels.INIT) != "warmstart-init" or not instance.snapshot:
         raise UsageError(f"instance {name} is not a sandbox restore (mode {instance.mode}): only instances whose "
@@ -79,7 +78,27 @@ def checkpoint_instance(
                          hint="start it from a sandbox snapshot (`warmstart run`), then checkpoint it")
     if instance.status != "running":
         raise UsageError(f"instance {name} is {instance.status}, not running")
-    source = store.resolve(instance.snapshot)[0]
+    return store.resolve(instance.snapshot)[0]
+
+
+def _into_stage(out: Path, stage: Path) -> None:
+    """Move the dump's snapshot files from `out` into the staging dir proper (beside nothing else), dropping the
+    init's log and stats."""
+    for leftover in (sandbox.DUMP_LOG, "stats-dump"):
+        if (out / leftover).is_file():
+            (out / leftover).unlink()
+    for rel in snapshot_files(out):  # plain files only, or refused
+        (stage / rel).parent.mkdir(mode=0o700, exist_ok=True)
+        os.replace(out / rel, stage / rel)
+    if (out / sandbox.IMAGES_DIR).is_dir():
+        (out / sandbox.IMAGES_DIR).rmdir()
+    out.rmdir()
+
+
+def checkpoint_instance(
+    name: str, *, engine: Engine, store: SnapshotStore, tag: str | None = None, stop: bool = False
+) -> CheckpointResult:
+    source = _source(name, engine=engine, store=store)
     if source.manifest.encryption:
         raise UsageError(f"instance {name} was restored from an encrypted snapshot: checkpointing it is not "
                          "supported (its clear text would be staged)")
@@ -105,16 +124,7 @@ def checkpoint_instance(
         finally:  # process memory must not stay in the instance's filesystem (best effort: the image needs rm)
             if not stop or result.exit_code != 0:  # a stopped instance's dump goes with it (removed once published)
                 engine.exec(container=name, command=("rm", "-rf", inside), timeout=60)
-        for leftover in (sandbox.DUMP_LOG, "stats-dump"):
-            if (out / leftover).is_file():
-                (out / leftover).unlink()
-        names = snapshot_files(out)  # plain files only, or refused
-        for rel in names:  # into the staging dir proper, beside nothing else
-            (stage / rel).parent.mkdir(mode=0o700, exist_ok=True)
-            os.replace(out / rel, stage / rel)
-        if (out / sandbox.IMAGES_DIR).is_dir():
-            (out / sandbox.IMAGES_DIR).rmdir()
-        out.rmdir()
+        _into_stage(out, stage)
         seconds = time.monotonic() - start
         manifest = replace(
             source.manifest,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -11,6 +11,9 @@ from warmstart.cli.output import emit_json, handle_errors, progress
 from warmstart.cli.output import result as show
 from warmstart.core.spec import AppSpec, make_probe, parse_container_port, parse_env, validate_app_name, validate_tag
 from warmstart.errors import UsageError
+
+if TYPE_CHECKING:
+    from warmstart.snapshot.build import BuildResult
 
 
 @handle_errors
@@ -84,57 +87,34 @@ def build(
         if apps and validate_app_name(name) not in apps and not image:
             raise UsageError(f"app {name!r} is not in the spec file (it describes {', '.join(sorted(apps))})",
                              hint="give --image (and --port, --ready-http ...) to describe it with flags")
-        specs = [
-            _spec_from_flags(
-                apps.get(validate_app_name(name)),
-                name=name,
-                image=image,
-                command=command,
-                port=port,
-                env=env,
-                ready_http=ready_http,
-                ready_tcp=ready_tcp,
-                ready_port=ready_port,
-                ready_timeout=ready_timeout,
-                uniqueness=uniqueness,
-            )
-        ]
+        specs = [_spec_from_flags(apps.get(validate_app_name(name)), name=name, image=image, command=command,
+                                  port=port, env=env, ready_http=ready_http, ready_tcp=ready_tcp, ready_port=ready_port,
+                                  ready_timeout=ready_timeout, uniqueness=uniqueness)]
     store = options.open_store(cache_dir)
     eng = options.engine_for(engine)
     if tag is not None:
         validate_tag(tag)
-    results = [
-        build_snapshot(
-            s,
-            engine=eng,
-            store=store,
-            tag=tag,
-            force=force,
-            compare_trim=compare_trim,
-            mode=mode,
-            sign_key=signing.signing_key(sign_key),
-            encryption_key_file=encryption_key,
-            progress=progress,
-        )
-        for s in specs
-    ]
+    results = [build_snapshot(s, engine=eng, store=store, tag=tag, force=force, compare_trim=compare_trim, mode=mode,
+                              sign_key=signing.signing_key(sign_key), encryption_key_file=encryption_key,
+                              progress=progress) for s in specs]
     if json_output:
         emit_json(results[0] if name else {"builds": [dataclasses.asdict(r) for r in results]})
         return
     for r in results:
-        if r.reused:
-            show(f"unchanged: kept snapshot {r.snapshot} ({r.size_bytes / 1e6:.1f} MB); --force rebuilds it")
-            continue
-        extra = f", {r.warmup_requests} warm-up requests in {r.warmup_seconds:.1f}s" if r.warmup_requests else ""
-        if r.untrimmed_size_bytes is not None:
-            extra += f", {r.untrimmed_size_bytes / 1e6:.1f} MB before trim"
-        restored = (f"restored in {r.restored_ready_seconds:.2f}s" if r.restored_ready_seconds is not None
-                    else "its trial restores failed (run will try, and start cold if they fail)")
-        show(
-            f"built snapshot {r.snapshot} of {r.app} ({r.size_bytes / 1e6:.1f} MB{extra}) in {r.build_seconds:.2f}s: "
+        show(_summary(r))
+
+
+def _summary(r: BuildResult) -> str:
+    if r.reused:
+        return f"unchanged: kept snapshot {r.snapshot} ({r.size_bytes / 1e6:.1f} MB); --force rebuilds it"
+    extra = f", {r.warmup_requests} warm-up requests in {r.warmup_seconds:.1f}s" if r.warmup_requests else ""
+    if r.untrimmed_size_bytes is not None:
+        extra += f", {r.untrimmed_size_bytes / 1e6:.1f} MB before trim"
+    restored = (f"restored in {r.restored_ready_seconds:.2f}s" if r.restored_ready_seconds is not None
+                else "its trial restores failed (run will try, and start cold if they fail)")
+    return (f"built snapshot {r.snapshot} of {r.app} ({r.size_bytes / 1e6:.1f} MB{extra}) in {r.build_seconds:.2f}s: "
             f"ready cold in {r.cold_ready_seconds or r.ready_seconds:.2f}s, {restored} (trial medians), checkpoint "
-            f"took {r.checkpoint_seconds:.2f}s",
-        )
+            f"took {r.checkpoint_seconds:.2f}s")
 
 
 def _spec_from_flags(
