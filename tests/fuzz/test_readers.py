@@ -184,3 +184,56 @@ def test_cache_trees_are_read_and_pruned_without_leaving_the_cache(
         assert sorted(p.name for p in outside.rglob("*")) == before
         assert (outside / "victim" / "checkpoint.tar").read_bytes() == b"data"
         shutil.rmtree(store.root)
+
+
+# Shapes meant to crash a parser rather than to be wrong (#29): nesting thousands deep, NaN and infinity, numbers
+# beyond a double, NUL bytes; spliced into every document the cache reads and into spec files.
+_hostile_json = st.one_of(
+    st.integers(1, 5000).map(lambda n: "[" * n + "]" * n),
+    st.integers(1, 3000).map(lambda n: '{"a": ' * n + "1" + "}" * n),
+    st.sampled_from(["NaN", "-Infinity", "Infinity", "1e999", "-1e999", "1" + "0" * 400, '"\\u0000"',
+                     '"a\\u0000b"', '{"\\u0000": 1}', "[NaN]"]),
+)
+# Few distinct shapes: a tenth of the examples covers them many times over.
+FUZZ_SHAPES = settings(FUZZ, max_examples=max(1, EXAMPLES // 10))
+
+
+@FUZZ_SHAPES
+@given(st.sampled_from(sorted(raw_manifest()) + ["open_until", "spec"]), _hostile_json)
+def test_every_cache_document_refuses_crashing_shapes(field: str, value: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = SnapshotStore(Path(tmp) / "cache").open()
+        d = store.snapshots / "a" / "t1"
+        d.mkdir(parents=True, mode=0o700)
+        (d / "checkpoint.tar").write_bytes(b"data")
+        good = json.dumps(raw_manifest())
+        (d / "manifest.json").write_text(good)
+        doc = '{"' + field + '": ' + value + "}"
+        (d / ".health").write_text(doc)
+        (d / ".verified").write_text(doc)
+        (store.apps / "a.json").write_text('{"record_version": 1, "spec": ' + value + "}")
+        assert [s.ref for s in store.snapshots_of()] == ["a:t1"]  # the manifest is fine; advice files never break it
+        snap = store.snapshots_of()[0]
+        assert store.health(snap).circuit() != "open"
+        store.verify(snap)  # a crafted stamp only costs a re-hash
+        (d / "manifest.json").write_text(good[:-1] + ', "' + field + '": ' + value + "}")
+        for call in (store.snapshots_of, store.broken, lambda: store.load_app("a"), lambda: prune(store, keep=0)):
+            try:
+                call()
+            except WarmstartError:
+                pass
+
+
+@FUZZ_SHAPES
+@given(st.sampled_from(["interval", "timeout"]),
+       st.sampled_from(["nan", "inf", "-inf", "1e308", "1e300", '"9999999999d"', "0", "-1", '"0ms"'])
+       | st.integers(1, 3000).map(lambda n: "[" * n + "]" * n))
+def test_spec_files_refuse_crashing_shapes(key: str, value: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "warmstart.toml"
+        path.write_text(f'[apps.a]\nimage = "i"\nports = [8080]\n[apps.a.ready]\nhttp = "/"\n{key} = {value}\n')
+        try:
+            specfile.load(path)
+        except WarmstartError:
+            return
+        raise AssertionError(f"{key} = {value[:40]} was accepted")

@@ -41,6 +41,9 @@ class Health:
         if not isinstance(raw, dict):
             return cls()
         failures, error, until = raw.get("consecutive_failures"), raw.get("last_error"), raw.get("open_until")
-        return cls(failures if isinstance(failures, int) and failures >= 0 else 0,
-                   error if isinstance(error, str) else "",
-                   float(until) if isinstance(until, (int, float)) and not isinstance(until, bool) else 0.0)
+        # A breaker is never open for longer than one cool-down from now: a later (or huge) time was not ours.
+        latest = time.time() + COOLDOWN_SECONDS
+        opened = (float(until) if isinstance(until, (int, float)) and not isinstance(until, bool)
+                  and 0 <= until <= latest else 0.0)
+        return cls(failures if isinstance(failures, int) and 0 <= failures < 1 << 31 else 0,
+                   error[:500] if isinstance(error, str) else "", opened)

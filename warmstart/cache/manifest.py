@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypedDict
 
+from warmstart.core.bounded import loads_json
 from warmstart.core.sandbox import HOLDS_KEYS
 from warmstart.core.spec import validate_app_name, validate_tag
 from warmstart.errors import ManifestError, UsageError
@@ -81,7 +82,7 @@ class Manifest:
         from warmstart.core.safefs import read_owned  # no symlinks, our own regular file
 
         try:
-            raw = json.loads(read_owned(path, limit=MAX_BYTES))
+            raw = loads_json(read_owned(path, limit=MAX_BYTES))
         except (OSError, ValueError) as exc:
             raise ManifestError(f"cannot read snapshot manifest {path}: {exc}") from exc
         return cls.from_raw(raw, source=str(path))

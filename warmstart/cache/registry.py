@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -32,6 +31,8 @@ from typing import Any
 
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, SIGNATURE_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
+from warmstart.core import safefs
+from warmstart.core.bounded import loads_json
 from warmstart.errors import ManifestError, RegistryError
 from warmstart.security.secretenv import raise_if_found, scan, values_named
 from warmstart.security.signing import NO_POLICY, TrustPolicy, check
@@ -134,7 +135,7 @@ def credentials(registry: str) -> tuple[str, str] | None:
         return os.environ[USER_ENV], os.environ[PASSWORD_ENV]
     for path in _auth_files():
         try:
-            config = json.loads(path.read_text())
+            config = loads_json(safefs.read_regular(path, limit=1 << 20))
         except (OSError, ValueError):
             continue
         if not isinstance(config, dict):
@@ -183,7 +184,7 @@ def _from_helper(helper: str, registry: str) -> tuple[str, str] | None:
             raise RegistryError(f"credential helper docker-credential-{helper} failed for {registry}: "
                                 f"{(proc.stderr or proc.stdout).strip()[:200]}")
         try:
-            answer = json.loads(proc.stdout)
+            answer = loads_json(proc.stdout)
             return str(answer["Username"]), str(answer["Secret"])
         except (ValueError, KeyError, TypeError):
             raise RegistryError(f"credential helper docker-credential-{helper} answered something else than "

@@ -30,6 +30,7 @@ from typing import Any
 from warmstart.cache.health import Health
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, SIGNATURE_FILE, FileEntry, Manifest
 from warmstart.core import layout, safefs
+from warmstart.core.bounded import loads_json
 from warmstart.core.labels import pid_alive
 from warmstart.core.layout import app_record
 from warmstart.core.safefs import write_private
@@ -163,7 +164,7 @@ class SnapshotStore:
     def load_app(self, name: str) -> AppSpec | None:
         path = app_record(self.root, validate_app_name(name))
         try:
-            raw = json.loads(safefs.read_owned(path, limit=APP_RECORD_MAX_BYTES))
+            raw = loads_json(safefs.read_owned(path, limit=APP_RECORD_MAX_BYTES))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -351,7 +352,7 @@ class SnapshotStore:
         if os.path.lexists(images) and not safefs.is_plain_dir(images):
             raise SnapshotCorrupt(f"snapshot {snapshot.ref}: images is not a directory")
         try:
-            stamp = json.loads(safefs.read_owned(snapshot.path / VERIFIED_STAMP, limit=1 << 16))
+            stamp = loads_json(safefs.read_owned(snapshot.path / VERIFIED_STAMP, limit=1 << 16))
         except (OSError, ValueError):
             stamp = {}
         if not isinstance(stamp, dict):
@@ -376,7 +377,7 @@ class SnapshotStore:
 
     def health(self, snapshot: Snapshot) -> Health:
         try:
-            return Health.from_raw(json.loads(safefs.read_owned(snapshot.path / HEALTH_FILE, limit=1 << 14)))
+            return Health.from_raw(loads_json(safefs.read_owned(snapshot.path / HEALTH_FILE, limit=1 << 14)))
         except (OSError, ValueError):
             return Health()
 

@@ -41,24 +41,43 @@ def is_plain_dir(path: Path) -> bool:
         return False
 
 
-def open_owned(path: Path) -> int:
-    """An fd for reading `path`: a regular file of ours, opened without following a symlink."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+def _open_regular(path: Path, *, follow: bool, owned: bool) -> int:
+    """An fd for reading `path`, refused unless it is a regular file (and ours, with `owned`). Opened with
+    O_NONBLOCK, so that a FIFO planted where a file belongs cannot hang the reader, and checked with fstat (what
+    was opened, not what the name pointed at a moment before)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise UnsafePath(errno.EINVAL, f"{path} is not a regular file")
-        if st.st_uid != os.geteuid():
+        if owned and st.st_uid != os.geteuid():
             raise UnsafePath(errno.EPERM, f"{path} is owned by uid {st.st_uid}, not by this user")
+        os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
+def open_owned(path: Path) -> int:
+    """An fd for reading `path`: a regular file of ours, opened without following a symlink."""
+    return _open_regular(path, follow=False, owned=True)
+
+
 def read_owned(path: Path, *, limit: int) -> str:
     """The UTF-8 text of a small file of ours (raises ValueError when it is larger than `limit` or not UTF-8)."""
-    with os.fdopen(open_owned(path), "rb") as fh:
+    return _read(open_owned(path), limit)
+
+
+def read_regular(path: Path, *, limit: int) -> str:
+    """The UTF-8 text of a small regular file the user points us at (a spec file, a registry auth file): links are
+    followed and any owner will do, but a FIFO, device or directory is refused at once, and so is a file larger
+    than `limit` (ValueError)."""
+    return _read(_open_regular(path, follow=True, owned=False), limit)
+
+
+def _read(fd: int, limit: int) -> str:
+    with os.fdopen(fd, "rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"larger than {limit} bytes")

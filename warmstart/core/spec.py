@@ -202,6 +202,16 @@ def parse_size(text: str, *, unit_required: bool = False) -> int:
     return int(float(m.group(1)) * 1024 ** "_KMGT".index((m.group(2) or "_").upper()))
 
 
+def validate_seconds(value: float, flag: str, *, zero_ok: bool = False) -> float:
+    """A duration flag (`--ready-timeout`, `--idle`, ...): finite, in range (bounded.seconds), else UsageError."""
+    from warmstart.core.bounded import seconds
+
+    try:
+        return seconds(value, f"invalid {flag}", zero_ok=zero_ok)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def validate_volume(text: str) -> str:
     """HOST_PATH:CONTAINER_PATH[:OPTIONS], both absolute (a bind mount, as `-v` means for docker and podman)."""
     parts = text.split(":")
@@ -284,8 +294,7 @@ def make_probe(
     """One probe from the flags; the port defaults to the only published port."""
     if ready_http and ready_tcp:
         raise UsageError("give either --ready-http or --ready-tcp, not both")
-    if timeout <= 0:
-        raise UsageError(f"invalid --ready-timeout {timeout}: must be greater than 0 seconds")
+    validate_seconds(timeout, "--ready-timeout")
     if ready_tcp is not None:
         if ready_tcp not in ports:
             raise UsageError(f"--ready-tcp {ready_tcp} is not one of the published ports {ports} (add -p {ready_tcp})")

@@ -32,7 +32,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from warmstart.core import bounded
+from warmstart.core.bounded import loads_toml
 from warmstart.core.layout import APP_NAME_RE
+from warmstart.core.safefs import read_regular
 from warmstart.core.spec import (
     ENV_NAME_RE,
     AppSpec,
@@ -49,6 +52,7 @@ DEFAULT_FILE = "warmstart.toml"
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 SIGNAL_RE = re.compile(r"^(SIG)?[A-Z0-9+-]+$")
 
+MAX_BYTES = 1 << 20  # a spec file of a hundred apps is a few tens of KiB
 APP_KEYS = {"image", "build", "containerfile", "command", "env", "secret_env", "ports", "volumes", "ready",
             "warmup", "hooks", "trim", "python_helper", "uniqueness",
             "secrets_during_warmup", "always_restore", "jvm_helper", "lazy_pages"}
@@ -101,9 +105,10 @@ class _Reader:
         if seconds is None:
             raise self.fail(key, f"expected a duration like \"30s\", \"500ms\", \"2m\" or a number of seconds, "
                                  f"got {value!r}")
-        if seconds <= 0:
-            raise self.fail(key, "duration must be greater than 0")
-        return seconds
+        try:
+            return bounded.seconds(seconds, "duration")
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
 
     def command(self, value: Any, key: str) -> tuple[str, ...]:
         if isinstance(value, str):
@@ -148,7 +153,7 @@ def _kind(value: Any) -> str:
 def load(path: Path) -> dict[str, AppSpec]:
     """All apps of a spec file, in file order."""
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = loads_toml(read_regular(path, limit=MAX_BYTES))
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file") from None
     except OSError as exc:
@@ -157,6 +162,8 @@ def load(path: Path) -> dict[str, AppSpec]:
         raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}): TOML files are UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path}: not valid TOML: {exc}") from None
+    except ValueError as exc:  # too large, too deep, a NUL byte, nan or inf
+        raise SpecError(f"{path}: refused: {exc}") from None
     r = _Reader(path)
     r.table(raw, "", {"apps"})
     apps = raw.get("apps", {})

@@ -10,12 +10,12 @@ file, another engine, no record yet), it is made later, as before; an answer nob
 from __future__ import annotations
 
 import atexit
-import json
 import shutil
 import subprocess
 from pathlib import Path
 
 from warmstart.core import layout, safefs
+from warmstart.core.bounded import loads_json
 from warmstart.engines.choice import requested_engine
 
 PODMAN_IMAGE_ID = ("image", "inspect", "--format", "{{.Id}}")  # args of podman's image-id query (podman.py uses them)
@@ -71,7 +71,7 @@ def prefetch_for_run(app: str, *, cache_dir: Path | None, engine: str | None, sp
     try:
         for directory in (root, root / layout.APPS_DIR):
             safefs.check_private_dir(directory)  # a record in a directory others can write is not read here
-        record = json.loads(safefs.read_owned(layout.app_record(root, name), limit=1 << 20))
+        record = loads_json(safefs.read_owned(layout.app_record(root, name), limit=1 << 20))
         image = record["spec"]["image"]
     except (OSError, ValueError, KeyError, TypeError):
         return

@@ -22,7 +22,6 @@ The downtime is from the start of the dump to the destination's readiness; the r
 from __future__ import annotations
 
 import contextlib
-import json
 import shlex
 import subprocess
 import time
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from warmstart.cache.store import Snapshot, SnapshotStore
+from warmstart.core.bounded import loads_json
 from warmstart.engines.base import Engine
 from warmstart.errors import Interrupted, RegistryError, RestoreError, UsageError, WarmstartError
 
@@ -183,7 +183,10 @@ def _ship(snapshot: Snapshot, *, target: Reference, via: list[str], name: str, p
         why = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
         raise RestoreError(f"the destination did not restore it: {why}", details=proc.stderr[-2000:])
     phases["destination"] = round(time.monotonic() - t, 3)
-    result: dict[str, Any] = json.loads(proc.stdout)
+    result = loads_json(proc.stdout)
+    if not isinstance(result, dict):
+        raise RestoreError("the destination's `run --json` answered something else than a JSON object",
+                           details=proc.stdout[-2000:])
     return result
 
 

@@ -6,11 +6,11 @@ sides and sandbox-init/postcopy.go share."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from warmstart.cache.manifest import Manifest
+from warmstart.core.bounded import loads_json
 from warmstart.errors import UsageError
 from warmstart.restore.lazypages import LAZY_VAR
 
@@ -26,7 +26,7 @@ MAX_CREDENTIALS = 64 << 10  # three PEM files of a few hundred bytes each
 def destination_credentials(text: str) -> dict[str, str]:
     """The destination's side of Credentials.for_destination, validated (it comes from outside)."""
     try:
-        raw = json.loads(text) if len(text) <= MAX_CREDENTIALS else None
+        raw = loads_json(text) if len(text) <= MAX_CREDENTIALS else None
     except ValueError:
         raw = None
     if (not isinstance(raw, dict) or set(raw) != {CA_FILE, CLIENT_CERT, CLIENT_KEY}

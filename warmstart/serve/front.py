@@ -34,7 +34,7 @@ from typing import Any
 
 from warmstart.cache.store import SnapshotStore
 from warmstart.core import labels, sandbox
-from warmstart.core.spec import AppSpec
+from warmstart.core.spec import AppSpec, validate_seconds
 from warmstart.engines.base import Engine
 from warmstart.errors import UsageError, WarmstartError
 from warmstart.restore.launch import LaunchResult, known_app, launch, usable_snapshot
@@ -92,8 +92,9 @@ class Front:
             raise UsageError("--max must be at least 1")
         if not 0 <= opts.min_warm <= opts.max_instances:
             raise UsageError("--min-warm must be between 0 and --max")
-        if opts.idle <= 0 or opts.wait_timeout <= 0 or opts.conn_idle <= 0:
-            raise UsageError("--idle, --wait-timeout and --conn-idle must be greater than 0")
+        for value, flag in ((opts.idle, "--idle"), (opts.wait_timeout, "--wait-timeout"),
+                            (opts.conn_idle, "--conn-idle")):
+            validate_seconds(value, flag)
         if opts.concurrency < 1:
             raise UsageError("--concurrency must be at least 1")
         if opts.pool < 0:

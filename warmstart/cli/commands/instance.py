@@ -9,6 +9,7 @@ import typer
 from warmstart.cli import options
 from warmstart.cli.output import emit_json, handle_errors, progress
 from warmstart.cli.output import result as show
+from warmstart.core.spec import validate_seconds
 from warmstart.errors import UsageError
 from warmstart.runtime.instances import inspect_instance, ours
 
@@ -55,6 +56,7 @@ def exec(  # noqa: A001 - the verb users know
     """Run a command in an instance; prints its output and exits with its exit code."""
     if not command:
         raise UsageError("give the command to run after --")
+    validate_seconds(timeout, "--timeout")
     eng = options.engine_for(engine)
     result = eng.exec(container=ours(engine=eng, names=[name])[0], command=command, timeout=timeout)
     if result.output:
