@@ -153,4 +153,12 @@ def test_run_with_an_extra_volume(cli: Cli, owned_app: str, tmp_path: Path) -> N
     bad = cli("run", owned_app, "-v", "relative:/data")
     assert bad.returncode == 2 and "expected HOST_PATH:CONTAINER_PATH" in bad.error
     assert cli("run", owned_app, "-v", f"{data}:/.warmstart/x").returncode == 2
+    # A missing host path is the user's slip, not the snapshot's failure: refused before anything starts, and
+    # three of them in a row do not open the snapshot's circuit breaker (#29).
+    for _ in range(3):
+        missing = cli("run", owned_app, "-v", f"{tmp_path}/missing:/x")
+        assert missing.returncode == 2 and "does not exist" in missing.error, missing.stderr
+    again = cli("run", owned_app, "--json")
+    assert again.json["mode"] == "restored", again.json.get("reason")
+    assert cli("stop", again.json["name"]).returncode == 0
     assert containers_of(owned_app) == []

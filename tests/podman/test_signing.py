@@ -96,3 +96,35 @@ def test_pull_verifies_signatures_before_anything_is_stored(
     assert run.returncode == 0, run.stderr
     assert run.json["mode"] == "restored"
     assert other("stop", run.json["name"]).returncode == 0
+
+
+def test_pages_altered_with_a_rewritten_stamp_do_not_restore_under_a_trust_policy(
+    tmp_path: Path, cli: Cli, owned_app: str
+) -> None:
+    """The cache's stamp (inode, size, mtime, ctime per file) lets an unsigned launch skip re-hashing; an attacker
+    who rewrites a page image can rewrite the stamp to match. With a trust policy nothing restores whose bytes
+    were not hashed against the signed manifest in this launch."""
+    import json
+
+    from warmstart.cache.store import VERIFIED_STAMP, _stat_key
+
+    key, pub = _keypair(cli, tmp_path / "signing.key")
+    built = build(cli, owned_app, "--sign-key", str(key))
+    snap = Path(built["snapshot_path"])
+    trusted = ["--require-signed", "--trust-key", str(pub)]
+    first = cli("run", owned_app, "--json", *trusted)
+    assert first.json["mode"] == "restored", first.stderr
+    assert cli("stop", first.json["name"]).returncode == 0
+
+    changed = corrupt_image(snap, "pages-1.img")
+    stamp = json.loads((snap / VERIFIED_STAMP).read_text())
+    stamp[changed] = _stat_key(snap / changed)  # the stamp now vouches for the altered bytes
+    (snap / VERIFIED_STAMP).write_text(json.dumps(stamp))
+
+    res = cli("run", owned_app, "--json", *trusted)
+    assert res.returncode == 0, res.stderr
+    assert res.json["mode"] == "cold"
+    assert f"{changed} does not match its sha256 in the manifest" in res.json["reason"]
+    assert "\n" not in res.json["reason"]
+    assert cli("stop", res.json["name"]).returncode == 0
+    assert containers_of(owned_app) == []

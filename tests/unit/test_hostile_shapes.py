@@ -175,3 +175,21 @@ def test_a_health_record_cannot_hold_the_breaker_open_for_ever(store: SnapshotSt
     health = store.health(snap)
     assert health.open_until <= time.time() + COOLDOWN_SECONDS
     assert health.circuit() != "open"
+
+
+def test_a_rewritten_stamp_fools_the_shortcut_but_not_a_full_verify(store: SnapshotStore) -> None:
+    """The stamp is the cache's own record; under a trust policy `run` verifies in full (restore/launch.py)."""
+    from warmstart.cache.store import VERIFIED_STAMP, _stat_key
+    from warmstart.errors import SnapshotCorrupt
+
+    d = snapshot_dir(store.root)
+    snap = store.get("a", "t1")
+    assert snap is not None
+    store.verify(snap)
+    (d / "checkpoint.tar").write_bytes(b"evil")  # same size
+    stamp = json.loads((d / VERIFIED_STAMP).read_text())
+    stamp["checkpoint.tar"] = _stat_key(d / "checkpoint.tar")
+    (d / VERIFIED_STAMP).write_text(json.dumps(stamp))
+    store.verify(snap)  # the shortcut: what the stamp vouches for is not re-read
+    with pytest.raises(SnapshotCorrupt, match="checkpoint.tar does not match its sha256"):
+        store.verify(snap, full=True)

@@ -146,3 +146,14 @@ def test_stop_with_a_grace_period_sends_sigterm_first(setup: tuple[FakeEngine, S
     assert engine.calls[-2:] == [f"stop {name} 10", f"remove {name}"]
     with pytest.raises(UsageError, match="-t/--time must be 0 or more"):
         stop_instances(engine=engine, names=[name], timeout=-1)
+
+
+def test_a_missing_volume_host_path_is_a_usage_error_not_a_restore_failure(
+        setup: tuple[FakeEngine, SnapshotStore], tmp_path: Path) -> None:
+    engine, store = setup
+    for _ in range(3):
+        with pytest.raises(UsageError, match="does not exist"):
+            launch("app", engine=engine, store=store, ports=[], volumes=(f"{tmp_path}/missing:/x",))
+    assert engine.calls == []  # nothing was started
+    snap = store.latest("app")
+    assert snap is not None and store.health(snap).consecutive_failures == 0

@@ -222,6 +222,18 @@ def validate_volume(text: str) -> str:
     return text
 
 
+def missing_host_paths(volumes: tuple[str, ...]) -> None:
+    """Refuse, before anything starts, a bind mount whose host path does not exist: podman fails the container
+    (which a restore would count against the snapshot) and docker silently creates an empty root-owned dir."""
+    import os
+
+    for volume in volumes:
+        host = volume.split(":", 1)[0]
+        if not os.path.exists(host):
+            raise UsageError(f"volume {quoted(volume)}: the host path {quoted(host)} does not exist",
+                             hint="create it first (bind mounts are not created for you)")
+
+
 def quoted(text: str, limit: int = 80) -> str:
     """User input echoed in an error: quoted, and cut to `limit` characters so the error stays one line."""
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from warmstart.cache.store import Snapshot, SnapshotStore, parse_ref
 from warmstart.core import labels, sandbox
 from warmstart.core.host import host_facts, incompatibilities
-from warmstart.core.spec import AppSpec, PortBinding, validate_volume
+from warmstart.core.spec import AppSpec, PortBinding, missing_host_paths, validate_volume
 from warmstart.engines.base import ContainerState, Engine, Limits
 from warmstart.errors import (
     CacheError,
@@ -128,7 +128,9 @@ def usable_snapshot(
                 reasons.append(f"snapshot {snap.ref} is encrypted: {problem}")
                 continue
         try:
-            store.verify(snap)
+            # Under a trust policy the signature must bind the bytes restored: no stamp shortcut (the cache's
+            # own record, which whoever rewrites the pages can rewrite too).
+            store.verify(snap, full=trust is not None and trust.active)
         except SnapshotCorrupt as exc:
             where = store.quarantine(snap)
             return None, f"{exc}; quarantined to {where}"
@@ -229,6 +231,8 @@ def launch(
         if pull_failure and no_fallback:
             raise RegistryError(pull_failure)
     known = known_app(app, store=store, spec=spec, tag=tag)
+    volumes = tuple(validate_volume(v) for v in volumes)
+    missing_host_paths((*known.spec.volumes, *volumes))  # a usage error, never charged to the snapshot
     if name is not None and engine.inspect(container=labels.validate_instance_name(name)) is not None:
         # Refused before anything starts: a failed launch removes its container by name, which must be ours.
         raise UsageError(f"a container named {name} already exists", hint="choose another --name, or stop it first")
@@ -242,7 +246,7 @@ def launch(
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
         placement = Placement(name or labels.instance_name(known.spec.name),
                               {**(extra_labels or {}), labels.CACHE: str(store.root)}, limits,
-                              tuple(validate_volume(v) for v in volumes), post_copy_tls)
+                              volumes, post_copy_tls)
         return _restore_or_cold(known, snapshot, reason, engine=engine, store=store, bindings=bindings, start=start,
                                 no_fallback=no_fallback, placement=placement, progress=progress)
 
