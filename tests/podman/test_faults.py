@@ -101,8 +101,9 @@ def test_cache_owned_by_another_user_is_refused_with_the_fix(tmp_path: Path, own
 # -- crafted registry artifacts ---------------------------------------------------------------------------------------
 
 def _push_raw(reg: RegistryServer, repo: str, tag: str, *, config_media: str,
-              layers: list[tuple[bytes, str, dict[str, str]]]) -> str:
-    """Push an OCI manifest exactly as given, through the distribution API (no client to tidy it up)."""
+              layers: list[tuple[bytes, str, dict[str, str]]], declared: dict[int, int] | None = None) -> str:
+    """Push an OCI manifest exactly as given, through the distribution API (no client to tidy it up); `declared`:
+    layer index -> the size its descriptor claims instead of the real one."""
     s = requests.Session()
     s.auth = (reg.user, reg.password)
     base = f"http://{reg.address}/v2/{repo}"
@@ -118,8 +119,8 @@ def _push_raw(reg: RegistryServer, repo: str, tag: str, *, config_media: str,
     manifest = {
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": config_media, "digest": blob(config), "size": len(config)},
-        "layers": [{"mediaType": media, "digest": blob(data), "size": len(data), "annotations": ann}
-                   for data, media, ann in layers],
+        "layers": [{"mediaType": media, "digest": blob(data), "size": (declared or {}).get(i, len(data)),
+                    "annotations": ann} for i, (data, media, ann) in enumerate(layers)],
     }
     s.put(f"{base}/manifests/{tag}", data=json.dumps(manifest), timeout=10,
           headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"}).raise_for_status()
@@ -223,6 +224,8 @@ def test_sandbox_snapshot_round_trips_through_the_registry(
     ("extra-file", "files: '../x' is not a plain file name"),
     ("empty-files", "files: does not list checkpoint.tar"),
     ("digest-mismatch", "does not match the snapshot manifest: refused"),
+    ("understated-size", "runs past its declared 4096 bytes: refused"),  # cut off while streaming
+    ("over-the-limit", "a pull takes here: refused"),
 ])
 def test_crafted_artifacts_are_refused_and_write_nothing_outside(
         tmp_path: Path, cli: Cli, owned_app: str, registry: RegistryServer,  # noqa: F811
@@ -245,13 +248,15 @@ def test_crafted_artifacts_are_refused_and_write_nothing_outside(
     elif case == "digest-mismatch":
         manifest["files"]["checkpoint.tar"]["sha256"] = "0" * 64
     ref = _push_raw(registry, f"crafted/{owned_app}", case, config_media=media,
-                    layers=_snapshot_layers(manifest, checkpoint, titles))
+                    layers=_snapshot_layers(manifest, checkpoint, titles),
+                    declared={1: 4096} if case == "understated-size" else None)
+    limit = {"WARMSTART_MAX_ARTIFACT_SIZE": "1M"} if case == "over-the-limit" else {}
     authfile = tmp_path / "auth.json"
     login(registry, authfile)
     other = Cli(tmp_path / "other")
     before = tree(outside)
     for args in (["pull", ref], ["run", owned_app, "--registry", ref, "--no-fallback"]):
-        res = other(*args, env={"REGISTRY_AUTH_FILE": str(authfile)})
+        res = other(*args, env={"REGISTRY_AUTH_FILE": str(authfile), **limit})
         assert res.returncode != 0 and message in res.stderr, res.stderr
     assert tree(outside) == before
     assert other("cache", "ls", "--json").json["snapshots"] == []

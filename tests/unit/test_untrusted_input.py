@@ -18,7 +18,7 @@ import pytest
 from tests.unit.fake_engine import FakeEngine
 from warmstart.cache.manifest import Manifest
 from warmstart.cache.prune import prune
-from warmstart.cache.registry import Reference, _snapshot_layers, credentials
+from warmstart.cache.registry import Layer, Reference, _snapshot_layers, credentials, max_artifact_bytes
 from warmstart.cache.store import SnapshotStore, parse_ref
 from warmstart.core.spec import AppSpec
 from warmstart.engines.docker import checkpoint_members
@@ -336,8 +336,10 @@ def test_malformed_auth_entry_is_a_clear_error(tmp_path: Path, monkeypatch: pyte
 GOOD_OCI = {
     "config": {"mediaType": "application/vnd.warmstart.snapshot.config.v1+json"},
     "layers": [
-        {"digest": "sha256:" + "1" * 64, "annotations": {"org.opencontainers.image.title": "manifest.json"}},
-        {"digest": "sha256:" + "2" * 64, "annotations": {"org.opencontainers.image.title": "checkpoint.tar"}},
+        {"digest": "sha256:" + "1" * 64, "size": 900,
+         "annotations": {"org.opencontainers.image.title": "manifest.json"}},
+        {"digest": "sha256:" + "2" * 64, "size": 5 << 20,
+         "annotations": {"org.opencontainers.image.title": "checkpoint.tar"}},
     ],
 }
 
@@ -360,6 +362,11 @@ def _oci(mutate: Any) -> dict[str, Any]:
     (lambda o: o["layers"][0].update(digest="sha256:../../../etc"), "has no valid sha256 digest"),
     (lambda o: o["layers"][0].update(annotations=None), "found a layer titled 'None'"),
     (lambda o: o["layers"].__setitem__(0, "x"), "found a layer titled 'None'"),
+    (lambda o: o["layers"][1].pop("size"), "layer checkpoint.tar declares size None"),
+    (lambda o: o["layers"][1].update(size=-1), "layer checkpoint.tar declares size -1"),
+    (lambda o: o["layers"][1].update(size=True), "layer checkpoint.tar declares size True"),
+    (lambda o: o["layers"][0].update(size=5 << 20), "layer manifest.json declares size 5242880"),
+    (lambda o: o["layers"][1].update(size=1 << 50), "layer checkpoint.tar declares size 1125899906842624"),
 ])
 def test_crafted_oci_manifests_are_refused(mutate: Any, message: str) -> None:
     with pytest.raises(RegistryError, match=message.replace(".", r"\.")):
@@ -367,8 +374,18 @@ def test_crafted_oci_manifests_are_refused(mutate: Any, message: str) -> None:
 
 
 def test_good_oci_manifest_gives_our_file_names() -> None:
-    assert _snapshot_layers(GOOD_OCI, "r") == {"manifest.json": "sha256:" + "1" * 64,
-                                               "checkpoint.tar": "sha256:" + "2" * 64}
+    assert _snapshot_layers(GOOD_OCI, "r") == {"manifest.json": Layer("sha256:" + "1" * 64, 900),
+                                               "checkpoint.tar": Layer("sha256:" + "2" * 64, 5 << 20)}
+
+
+def test_an_artifact_larger_than_the_limit_is_refused_before_downloading(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(RegistryError, match="is 5.2 MB, more than the 5.2 MB a pull takes here"):
+        _snapshot_layers(GOOD_OCI, "r", limit=5 << 20)  # each layer fits, both together do not
+    monkeypatch.setenv("WARMSTART_MAX_ARTIFACT_SIZE", "4M")
+    assert max_artifact_bytes() == 4 << 20
+    monkeypatch.setenv("WARMSTART_MAX_ARTIFACT_SIZE", "lots")
+    with pytest.raises(UsageError, match="WARMSTART_MAX_ARTIFACT_SIZE"):
+        max_artifact_bytes()
 
 
 # -- archive members (docker snapshots) -------------------------------------------------------------------------------

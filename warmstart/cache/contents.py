@@ -41,7 +41,7 @@ def describe_snapshot(path: Path) -> dict[str, Any]:
     archive = path / "checkpoint.tar"
     if archive.is_file():
         with tempfile.TemporaryDirectory(prefix="warmstart-inspect-") as tmp:
-            with tarfile.open(archive) as tar:
+            with tarfile.open(archive, "r:") as tar:  # ours, uncompressed (podman --compress none)
                 members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(f"{PODMAN_CHECKPOINT_DIR}/")
                            and "/" not in m.name[len(PODMAN_CHECKPOINT_DIR) + 1:] and m.name.endswith(".img")]
                 for m in members:

@@ -50,6 +50,11 @@ PAYLOAD = {"container": CHECKPOINT_FILE, "sandbox": TRANSPORT_FILE}  # mode -> t
 TITLE = "org.opencontainers.image.title"  # OCI image-spec annotations.md: a layer's file name
 CREATED = "org.opencontainers.image.created"
 USER_ENV, PASSWORD_ENV = "WARMSTART_REGISTRY_USER", "WARMSTART_REGISTRY_PASSWORD"
+# The most a pull downloads, all layers together: a descriptor may not declare more, and a blob that runs past
+# its declared size is cut off there (a registry cannot fill the disk by lying).
+MAX_ARTIFACT_ENV = "WARMSTART_MAX_ARTIFACT_SIZE"
+MAX_ARTIFACT_BYTES = 32 << 30
+SMALL_LAYER_BYTES = {FILENAME: 4 << 20, SIGNATURE_FILE: 64 << 10}  # the manifest.json and manifest.sig layers
 # The reference grammar of the OCI distribution spec (distribution/reference/regexp.go).
 _REGISTRY_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
                           r"|\[[0-9A-Fa-f:]+\])(?::[0-9]{1,5})?$")
@@ -112,6 +117,14 @@ class PullResult:
     reference: str
     path: str
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a pulled artifact as its OCI descriptor declares it."""
+
+    digest: str
+    size: int
 
 
 def _auth_files() -> list[Path]:
@@ -287,6 +300,31 @@ class Registry:
         progress(f"pushed {size / 1e6:.1f} MB in {seconds:.1f}s ({size / 1e6 / max(seconds, 1e-3):.0f} MB/s)")
         return PushResult(snapshot=m.ref, reference=str(self.ref), digest=digest, size_bytes=snapshot.size)
 
+    def _download(self, layer: Layer, dest: Path, *, name: str) -> str:
+        """Stream one blob to `dest` (a new 0600 file), hashing as it comes: refused as soon as it runs past its
+        declared size, and at the end unless its size and sha256 are the declared ones. Returns the sha256."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        got = 0
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as out, self._translated("pull from"), \
+                self.client.get_blob(str(self.ref), layer.digest, stream=True) as resp:
+            resp.raise_for_status()
+            for chunk in resp.iter_content(chunk_size=1 << 20):
+                got += len(chunk)
+                if got > layer.size:
+                    raise RegistryError(f"pulled {name} from {self.ref} runs past its declared {layer.size} bytes: "
+                                        "refused")
+                digest.update(chunk)
+                out.write(chunk)
+        if got != layer.size:
+            raise RegistryError(f"pulled {name} from {self.ref} is {got} bytes, its descriptor says {layer.size}: "
+                                "refused")
+        if f"sha256:{digest.hexdigest()}" != layer.digest:
+            raise RegistryError(f"pulled {name} from {self.ref} does not match its digest {layer.digest}: refused")
+        return digest.hexdigest()
+
     def resolve_tag(self) -> None:
         """A reference without a tag (`pull HOST/REPO`): its only tag, or an error listing the tags there are (a
         snapshot's tag names the app and key it holds; there is no meaningful "latest")."""
@@ -309,26 +347,16 @@ class Registry:
         self.resolve_tag()
         with self._translated("pull from"):
             oci = self.client.get_manifest(str(self.ref))
-        layers = _snapshot_layers(oci, str(self.ref))
+        layers = _snapshot_layers(oci, str(self.ref), limit=max_artifact_bytes())
         # Staging is named by us, not by the artifact, and each blob is fetched once, by a validated digest, to a
         # file name of ours: nothing the registry serves decides a path (oras's own pull would re-fetch the
         # manifest and name files, even unpack archives, by its annotations).
         with store.staging("pull") as stage:
             digests = {}
-            for name, digest in layers.items():
-                path = stage / name
+            for name, layer in layers.items():
                 started = time.monotonic()
-                with self._translated("pull from"):
-                    self.client.download_blob(str(self.ref), digest, str(path))
-                got = path.stat().st_size if path.is_file() else 0
-                seconds = time.monotonic() - started
-                progress(f"pulled {name} ({got / 1e6:.1f} MB in {seconds:.1f}s)")
-                if not path.is_file() or path.is_symlink():
-                    raise RegistryError(f"pull of {self.ref} did not deliver {name}")
-                os.chmod(path, 0o600)
-                digests[name] = sha256_file(path)
-                if f"sha256:{digests[name]}" != digest:
-                    raise RegistryError(f"pulled {name} from {self.ref} does not match its digest {digest}: refused")
+                digests[name] = self._download(layer, stage / name, name=name)
+                progress(f"pulled {name} ({layer.size / 1e6:.1f} MB in {time.monotonic() - started:.1f}s)")
             try:
                 manifest = Manifest.load(stage / FILENAME)
             except ManifestError as exc:
@@ -364,18 +392,24 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def _unpack(archive: Path, stage: Path, manifest: Manifest, ref: str) -> None:
     """Unpack a sandbox snapshot's transport tar into staging. Its members must be exactly the manifest's files,
-    each a regular file (the manifest's names are already validated as plain `NAME` or `images/NAME`); anything
-    else refuses the whole snapshot. Written with O_EXCL|O_NOFOLLOW, 0600; then removed."""
-    wanted = set(manifest.files)
-    seen: set[str] = set()
+    each a regular file of the manifest's size (the names are already validated as plain `NAME` or
+    `images/NAME`), checked on the headers before any data is read; anything else refuses the whole snapshot.
+    Opened as a plain tar ("r:": probing for compression costs a minute of CPU on a GiB of zeros). Written with
+    O_EXCL|O_NOFOLLOW, 0600; then removed."""
+    wanted = manifest.files
     (stage / "images").mkdir(mode=0o700, exist_ok=True)
     try:
-        with tarfile.open(archive) as tar:
-            for member in tar:
-                if member.name not in wanted or member.name in seen or not member.isfile():
+        with tarfile.open(archive, "r:") as tar:
+            members = tar.getmembers()  # headers only: tarfile seeks over the data
+            names = [m.name for m in members]
+            for member in members:
+                if (member.name not in wanted or names.count(member.name) > 1 or not member.isfile()
+                        or member.size != wanted[member.name]["size"]):
                     raise RegistryError(f"pulled snapshot {ref} holds {member.name[:100]!r}, which its manifest "
-                                        "does not list as a file: refused")
-                seen.add(member.name)
+                                        "does not list as a file of that size: refused")
+            if set(names) != set(wanted):
+                raise RegistryError(f"pulled snapshot {ref} lacks {sorted(set(wanted) - set(names))[:3]}: refused")
+            for member in members:
                 src = tar.extractfile(member)
                 assert src is not None
                 fd = os.open(stage / member.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -383,14 +417,13 @@ def _unpack(archive: Path, stage: Path, manifest: Manifest, ref: str) -> None:
                     shutil.copyfileobj(src, out, 1 << 20)
     except (tarfile.TarError, OSError) as exc:
         raise RegistryError(f"pulled snapshot {ref} has a broken {TRANSPORT_FILE}: {exc}") from exc
-    if seen != wanted:
-        raise RegistryError(f"pulled snapshot {ref} lacks {sorted(wanted - seen)[:3]}: refused")
     archive.unlink()
 
 
-def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
+def _snapshot_layers(oci: Any, ref: str, *, limit: int = MAX_ARTIFACT_BYTES) -> dict[str, Layer]:
     """file name -> blob digest of a warmstart artifact's OCI manifest, which must be exactly our shape: our
-    config media type, one layer per file of LAYER_MEDIA_TYPES titled with its name, sha256 digests."""
+    config media type, one layer per file of LAYER_MEDIA_TYPES titled with its name, sha256 digests, and declared
+    sizes within `limit` (all together) and SMALL_LAYER_BYTES."""
     config = oci.get("config") if isinstance(oci, dict) else None
     if not isinstance(config, dict) or config.get("mediaType") != CONFIG_MEDIA_TYPE:
         found = config.get("mediaType") if isinstance(config, dict) else None
@@ -398,7 +431,7 @@ def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
     raw_layers = oci.get("layers")
     if not isinstance(raw_layers, list) or len(raw_layers) not in (2, 3):
         raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload (and a signature): refused")
-    layers: dict[str, str] = {}
+    layers: dict[str, Layer] = {}
     for layer in raw_layers:
         title = layer.get("annotations", {}).get(TITLE) if isinstance(layer, dict) and isinstance(
             layer.get("annotations"), dict) else None
@@ -408,8 +441,30 @@ def _snapshot_layers(oci: Any, ref: str) -> dict[str, str]:
                                 f"{str(title)[:100]!r}: refused")
         if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
             raise RegistryError(f"{ref}: layer {title} has no valid sha256 digest: refused")
-        layers[title] = digest
+        size = layer.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= SMALL_LAYER_BYTES.get(title, limit):
+            raise RegistryError(f"{ref}: layer {title} declares size {str(size)[:40]}, expected 0 to "
+                                f"{SMALL_LAYER_BYTES.get(title, limit)} bytes: refused")
+        layers[title] = Layer(digest, size)
     if FILENAME not in layers or len(set(layers) - {FILENAME, SIGNATURE_FILE}) != 1:
         raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload (and a signature): found "
                             f"{sorted(layers)}: refused")
+    total = sum(layer.size for layer in layers.values())
+    if total > limit:
+        raise RegistryError(f"{ref} is {total / 1e6:.1f} MB, more than the {limit / 1e6:.1f} MB a pull takes here: "
+                            "refused", hint=f"${MAX_ARTIFACT_ENV} raises the limit (e.g. 64G)")
     return layers
+
+
+def max_artifact_bytes() -> int:
+    """$WARMSTART_MAX_ARTIFACT_SIZE (e.g. 64G), else MAX_ARTIFACT_BYTES."""
+    raw = os.environ.get(MAX_ARTIFACT_ENV)
+    if not raw:
+        return MAX_ARTIFACT_BYTES
+    from warmstart.core.spec import parse_size
+    from warmstart.errors import UsageError
+
+    try:
+        return parse_size(raw, unit_required=True)
+    except UsageError as exc:
+        raise UsageError(f"${MAX_ARTIFACT_ENV}: {exc}") from None

@@ -261,7 +261,7 @@ class DockerEngine(Engine):
 
     def restore(self, *, archive: Path, name: str, ports: list[PortBinding]) -> str:
         try:
-            with tarfile.open(archive) as tar:
+            with tarfile.open(archive, "r:") as tar:  # ours, uncompressed
                 config = json.loads(tar.extractfile(CONFIG_MEMBER).read())  # type: ignore[union-attr]
                 cid = self._create(name=name, image=config["image"], command=config["cmd"], env=config["env"],
                                    ports=ports, labels={**config["labels"], MODE_LABEL: "restored"},
