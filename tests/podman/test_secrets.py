@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -61,6 +62,8 @@ def test_a_secret_is_never_at_rest_nor_on_argv_and_the_restored_app_reads_it(
     assert "after_restore" in http_json(address, "/events")["events"]
     assert _argv_holding(secret.encode()) == []  # not on podman's, conmon's, the init's or criu's command line
     assert _files_holding(cli.cache, secret.encode()) == []
+    # Not in a temp file either: podman reads the values from a memfd, which no crash can leave behind (#29).
+    assert _files_holding(Path(tempfile.gettempdir()), secret.encode()) == []
 
     authfile = tmp_path / "auth.json"
     login(registry, authfile)

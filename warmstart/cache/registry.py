@@ -442,9 +442,10 @@ def _snapshot_layers(oci: Any, ref: str, *, limit: int = MAX_ARTIFACT_BYTES) -> 
         if not isinstance(digest, str) or not _DIGEST_RE.match(digest):
             raise RegistryError(f"{ref}: layer {title} has no valid sha256 digest: refused")
         size = layer.get("size")
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= SMALL_LAYER_BYTES.get(title, limit):
-            raise RegistryError(f"{ref}: layer {title} declares size {str(size)[:40]}, expected 0 to "
-                                f"{SMALL_LAYER_BYTES.get(title, limit)} bytes: refused")
+        most = SMALL_LAYER_BYTES.get(title, 1 << 62)  # the payload's bound is the artifact's, checked below
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= most:
+            raise RegistryError(f"{ref}: layer {title} declares size {str(size)[:40]}, expected 0 to {most} bytes: "
+                                "refused")
         layers[title] = Layer(digest, size)
     if FILENAME not in layers or len(set(layers) - {FILENAME, SIGNATURE_FILE}) != 1:
         raise RegistryError(f"{ref} does not hold exactly manifest.json and one payload (and a signature): found "

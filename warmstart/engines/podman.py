@@ -9,6 +9,7 @@ process with a timeout; errors are translated into warmstart's tree here and now
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,10 +54,10 @@ class PodmanEngine(Engine):
 
     # -- plumbing -------------------------------------------------------------------------------------------------
     def _podman(
-        self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True
+        self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True, pass_fds: tuple[int, ...] = ()
     ) -> subprocess.CompletedProcess[str]:
         try:
-            proc = run_to_completion([self.binary, *args], timeout=timeout)
+            proc = run_to_completion([self.binary, *args], timeout=timeout, pass_fds=pass_fds)
         except FileNotFoundError as exc:
             raise EngineUnavailable(
                 f"podman not found on PATH ({self.binary})", hint="run scripts/setup-host or install podman"
@@ -146,18 +147,24 @@ class PodmanEngine(Engine):
             args += ["--label", f"{key}={value}"]
         for port in ports:
             args += ["--publish", port.to_engine_arg()]
-        # Values go through a private file, never argv: any user can read a process's command line (`ps`), and
-        # env values are often secrets. The file is 0600 and exists only for this call.
-        import tempfile  # only when a container starts, not on `run`'s way to its first engine call
-
-        with tempfile.NamedTemporaryFile("w", prefix="warmstart-env-", suffix=".env") as env_file:
-            for key, value in env.items():
-                if "\n" in value:
-                    raise UsageError(f"environment variable {key}: values with a newline cannot be passed to podman")
-                env_file.write(f"{key}={value}\n")
-            env_file.flush()
-            args += ["--env-file", env_file.name, "--", image, *command]
-            return self._podman(*args).stdout.strip()
+        # Values go through a memfd, never argv (any user can read a process's command line with `ps`) nor a file
+        # on disk (a SIGKILL at the wrong moment left /tmp/warmstart-env-*.env with the secret in it): the memfd
+        # lives only as long as an fd to it is open, here and in podman, which reads it as /dev/fd/N.
+        lines = []
+        for key, value in env.items():
+            if "\n" in value:
+                raise UsageError(f"environment variable {key}: values with a newline cannot be passed to podman")
+            lines.append(f"{key}={value}\n")
+        fd = os.memfd_create("warmstart-env", os.MFD_CLOEXEC)
+        try:
+            data = "".join(lines).encode()
+            while data:
+                data = data[os.write(fd, data):]
+            os.lseek(fd, 0, os.SEEK_SET)
+            args += ["--env-file", f"/dev/fd/{fd}", "--", image, *command]
+            return self._podman(*args, pass_fds=(fd,)).stdout.strip()
+        finally:
+            os.close(fd)
 
     def inspect(self, *, container: str) -> ContainerState | None:
         proc = self._podman("container", "inspect", "--format", "json", container, check=False)
@@ -257,7 +264,8 @@ class PodmanEngine(Engine):
         return [_state(raw) for raw in json.loads(proc.stdout)]
 
 
-def run_to_completion(argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+def run_to_completion(argv: list[str], *, timeout: float, pass_fds: tuple[int, ...] = ()
+                      ) -> subprocess.CompletedProcess[str]:
     """subprocess.run, but podman is never cut off half-way by our own interruption.
 
     The child runs in its own session, so a terminal's Ctrl-C (sent to the whole foreground group) does not reach
@@ -266,7 +274,7 @@ def run_to_completion(argv: list[str], *, timeout: float) -> subprocess.Complete
     database no longer listed the container while conmon and the app ran on. The caller then removes the
     container by name. A timeout still kills podman (a hung engine is worse)."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, pass_fds=pass_fds)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
