@@ -157,3 +157,15 @@ def test_a_missing_volume_host_path_is_a_usage_error_not_a_restore_failure(
     assert engine.calls == []  # nothing was started
     snap = store.latest("app")
     assert snap is not None and store.health(snap).consecutive_failures == 0
+
+
+def test_stop_by_app_reaches_only_the_instances_of_its_cache(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    from warmstart.runtime.instances import stop_instances
+
+    engine, store = setup
+    here = launch("app", engine=engine, store=store, ports=[]).name
+    other = launch("app", engine=engine, store=store, ports=[]).name
+    engine.containers[other].labels["io.warmstart.cache"] = "/elsewhere"  # as if launched from another cache
+    assert list(stop_instances(engine=engine, names=[], app="app", cache=str(store.root))) == [here]
+    assert engine.inspect(container=other) is not None
+    assert list(stop_instances(engine=engine, names=[], all_=True)) == [other]  # --all-caches

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 
 from warmstart.core import labels
+from warmstart.core.spec import validate_seconds
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.errors import UsageError
 
@@ -71,11 +72,12 @@ def inspect_instance(*, engine: Engine, name: str) -> Instance:
     return Instance.from_state(state)
 
 
-def ours(*, engine: Engine, names: list[str], app: str | None = None) -> list[str]:
-    """The named instances, checked to be warmstart's (or all of an app's, or all, when no names are given)."""
-    known = {i.name for i in list_instances(engine=engine, app=app)}
+def ours(*, engine: Engine, names: list[str], app: str | None = None, cache: str | None = None) -> list[str]:
+    """The named instances, checked to be warmstart's (or, when no names are given, all of an app's, or all:
+    launched from the cache dir `cache` when given, as `ps` lists them)."""
     if not names:
-        return sorted(known)
+        return sorted(i.name for i in list_instances(engine=engine, app=app, cache=cache))
+    known = {i.name for i in list_instances(engine=engine, app=app)}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UsageError(f"not a warmstart instance: {', '.join(unknown)} (see `warmstart ps`)")
@@ -83,16 +85,18 @@ def ours(*, engine: Engine, names: list[str], app: str | None = None) -> list[st
 
 
 def stop_instances(*, engine: Engine, names: list[str], app: str | None = None, all_: bool = False,
-                   timeout: float = 0) -> dict[str, int | None]:
+                   timeout: float = 0, cache: str | None = None) -> dict[str, int | None]:
     """Stop and remove the named instances (or all of an app's, or all); refuses names that are not warmstart
     instances. With `timeout`, each gets SIGTERM first and is killed only after that many seconds (the init of a
-    restored instance forwards it to the app). Returns how each ended: its exit code (None when removed at once)."""
+    restored instance forwards it to the app). `--app`/`--all` reach only the instances of the cache dir `cache`
+    (when given), as `ps` shows them. Returns how each ended: its exit code (None when removed at once)."""
     if not names and not app and not all_:
         raise UsageError("name instances to stop, or pass --app APP or --all")
-    if timeout < 0:
+    if not timeout >= 0:
         raise UsageError("-t/--time must be 0 or more seconds")
+    validate_seconds(timeout, "-t/--time", zero_ok=True)
     ended: dict[str, int | None] = {}
-    for name in ours(engine=engine, names=names, app=app):
+    for name in ours(engine=engine, names=names, app=app, cache=cache):
         code = None
         if timeout:
             engine.stop(container=name, timeout=timeout)

@@ -24,11 +24,19 @@ def stop(
             show_default=False,
         ),
     ] = 0,
+    all_caches: Annotated[bool, typer.Option("--all-caches", help="With --app/--all: also instances launched from "
+                                             "other cache dirs.")] = False,
+    cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """Stop and remove instances that warmstart started (and nothing else)."""
-    ended = stop_instances(engine=options.engine_for(engine), names=list(names or []), app=app, all_=all_, timeout=time)
+    from warmstart.cache.store import SnapshotStore
+    from warmstart.core.layout import default_cache_dir
+
+    cache = None if all_caches else str(SnapshotStore(cache_dir or default_cache_dir()).root)
+    ended = stop_instances(engine=options.engine_for(engine), names=list(names or []), app=app, all_=all_, timeout=time,
+                           cache=cache)
     if json_output:
         emit_json({"stopped": list(ended), "exit_codes": ended})
         return
