@@ -169,3 +169,18 @@ def test_stop_by_app_reaches_only_the_instances_of_its_cache(setup: tuple[FakeEn
     assert list(stop_instances(engine=engine, names=[], app="app", cache=str(store.root))) == [here]
     assert engine.inspect(container=other) is not None
     assert list(stop_instances(engine=engine, names=[], all_=True)) == [other]  # --all-caches
+
+
+def test_port_locks_are_exclusive_and_leave_no_file_behind(tmp_path: Path) -> None:
+    from warmstart.runtime.ports import reserved
+
+    locks = tmp_path / "locks"
+    locks.mkdir(mode=0o700)
+    for _ in range(3):
+        with reserved([PortBinding(8080), PortBinding(8081)], lock_dir=locks) as bound:
+            port = bound[0].host_port
+            assert port and len(list(locks.iterdir())) == 2
+            with pytest.raises(UsageError, match="being published by another warmstart launch"):
+                with reserved([PortBinding(8080, host_port=port)], lock_dir=locks):
+                    pass
+    assert list(locks.iterdir()) == []  # one lock file per launch piled up before (#29)

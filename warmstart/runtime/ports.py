@@ -51,20 +51,38 @@ def _free_port(ip: str, protocol: str) -> int:
 
 
 def _try_lock(lock_dir: Path, port: int, protocol: str) -> int | None:
-    fd = os.open(lock_dir / f"port-{port}-{protocol}.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    """An fd holding the port's lock file, or None when another launch holds it. The file is removed when the
+    lock is released (one file per launch piled up otherwise), so a lock taken on a file that was unlinked
+    meanwhile is worthless: it is checked to still be the file at that name, and taken again if not."""
+    path = lock_dir / f"port-{port}-{protocol}.lock"
+    for _ in range(_ATTEMPTS):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        return None
-    return fd
+    return None
+
+
+def _release(fd: int, lock_dir: Path, port: int, protocol: str) -> None:
+    """Remove the lock file while still holding it, then let go (see _try_lock)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(lock_dir / f"port-{port}-{protocol}.lock")
+    os.close(fd)
 
 
 @contextlib.contextmanager
 def reserved(bindings: list[PortBinding], *, lock_dir: Path) -> Iterator[list[PortBinding]]:
     """The bindings with every host port chosen, each free and locked until the block ends. Raises UsageError
     naming the port when an explicit one is taken."""
-    fds: list[int] = []
+    held: list[tuple[int, int, str]] = []  # (fd, port, protocol)
     resolved = []
     try:
         for b in bindings:
@@ -73,7 +91,7 @@ def reserved(bindings: list[PortBinding], *, lock_dir: Path) -> Iterator[list[Po
                 if fd is None:
                     raise UsageError(f"host port {b.host_port}/{b.protocol} is being published by another warmstart "
                                      "launch right now: choose another -p")
-                fds.append(fd)
+                held.append((fd, b.host_port, b.protocol))
                 if not _bindable(b.host_ip, b.host_port, b.protocol):
                     raise UsageError(f"host port {b.host_ip}:{b.host_port}/{b.protocol} is already in use: choose "
                                      "another -p (nothing was started)")
@@ -83,12 +101,12 @@ def reserved(bindings: list[PortBinding], *, lock_dir: Path) -> Iterator[list[Po
                 port = _free_port(b.host_ip, b.protocol)
                 fd = _try_lock(lock_dir, port, b.protocol)
                 if fd is not None:
-                    fds.append(fd)
+                    held.append((fd, port, b.protocol))
                     resolved.append(dataclasses.replace(b, host_port=port))
                     break
             else:
                 raise UsageError(f"no free host port found for {b.key} after {_ATTEMPTS} tries")
         yield resolved
     finally:
-        for fd in fds:
-            os.close(fd)
+        for fd, port, protocol in held:
+            _release(fd, lock_dir, port, protocol)
