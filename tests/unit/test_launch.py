@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,25 @@ def test_port_locks_are_exclusive_and_leave_no_file_behind(tmp_path: Path) -> No
                 with reserved([PortBinding(8080, host_port=port)], lock_dir=locks):
                     pass
     assert list(locks.iterdir()) == []  # one lock file per launch piled up before (#29)
+
+
+def test_what_a_killed_build_or_serve_left_is_swept_by_the_next_stop(setup: tuple[FakeEngine, SnapshotStore]) -> None:
+    from warmstart.core import labels
+    from warmstart.runtime.containers import sweep_orphans
+    from warmstart.runtime.instances import stop_instances
+
+    engine, store = setup
+    gone = "999999999"  # above any pid_max: no process has it
+    build_name = labels.build_name("app")
+    engine.run(name=build_name, image="img", command=[], env={}, ports=[],
+               labels={labels.MANAGED: "true", labels.APP: "app", labels.BUILD_PID: gone})
+    orphan = launch("app", engine=engine, store=store, ports=[], extra_labels={labels.OWNER_PID: gone}).name
+    served = launch("app", engine=engine, store=store, ports=[], extra_labels={labels.OWNER_PID: str(os.getpid())})
+    assert sweep_orphans(engine, app="other") == []
+    assert sorted(sweep_orphans(engine, app="app")) == sorted([build_name, orphan])  # the live serve's stays
+    assert set(engine.containers) == {served.name}
+    engine.run(name=build_name, image="img", command=[], env={}, ports=[],
+               labels={labels.MANAGED: "true", labels.APP: "app", labels.BUILD_PID: gone})
+    stopped = stop_instances(engine=engine, names=[], app="app", cache=str(store.root))
+    assert set(stopped) == {build_name, served.name}  # stop --app also takes what a killed build left
+    assert engine.containers == {}

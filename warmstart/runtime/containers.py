@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Iterator
 
 from warmstart.core import labels, sandbox
+from warmstart.core.labels import pid_alive
 from warmstart.core.signals import shielded
 from warmstart.core.spec import ProbeSpec
 from warmstart.engines.base import ContainerState, Engine
@@ -31,6 +32,23 @@ def remove_quietly(engine: Engine, name: str) -> None:
         engine.remove(container=name)
         if engine.inspect(container=name) is not None:
             engine.remove(container=name)
+
+
+def sweep_orphans(engine: Engine, *, app: str | None = None) -> list[str]:
+    """Remove what a warmstart process killed with SIGKILL left behind (of `app`, or of every app): build
+    containers whose build died (BUILD_PID), and the instances and pre-started sandboxes of a `serve` that died
+    (OWNER_PID). The next build, serve or `stop --app/--all` calls it: crash-only, nothing waits for a cleanup."""
+    wanted = {labels.MANAGED: "true", **({labels.APP: app} if app else {})}
+    removed = []
+    for state in engine.list(labels=wanted):
+        build_pid, owner = state.labels.get(labels.BUILD_PID, ""), state.labels.get(labels.OWNER_PID, "")
+        # A restored whole container keeps its build's labels, BUILD_PID included: only build-named ones count.
+        dead_build = state.name.startswith(labels.BUILD_PREFIX) and build_pid.isdigit() and not pid_alive(
+            int(build_pid))
+        if dead_build or (owner.isdigit() and not pid_alive(int(owner))):
+            remove_quietly(engine, state.name)
+            removed.append(state.name)
+    return removed
 
 
 def describe_status(s: ContainerState | None) -> str:

@@ -96,7 +96,13 @@ def stop_instances(*, engine: Engine, names: list[str], app: str | None = None, 
         raise UsageError("-t/--time must be 0 or more seconds")
     validate_seconds(timeout, "-t/--time", zero_ok=True)
     ended: dict[str, int | None] = {}
+    if not names:
+        from warmstart.runtime.containers import sweep_orphans
+
+        ended.update(dict.fromkeys(sweep_orphans(engine, app=app)))  # what a SIGKILLed build or serve left
     for name in ours(engine=engine, names=names, app=app, cache=cache):
+        if name in ended:
+            continue
         code = None
         if timeout:
             engine.stop(container=name, timeout=timeout)

@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import shutil
 import signal
 import time
@@ -38,7 +39,7 @@ from warmstart.core.spec import AppSpec, validate_seconds
 from warmstart.engines.base import Engine
 from warmstart.errors import UsageError, WarmstartError
 from warmstart.restore.launch import LaunchResult, known_app, launch, usable_snapshot
-from warmstart.runtime.containers import remove_quietly
+from warmstart.runtime.containers import remove_quietly, sweep_orphans
 from warmstart.security.signing import NO_POLICY, TrustPolicy
 from warmstart.serve.pool import Prestarted, activate, prestart
 
@@ -187,7 +188,7 @@ class Front:
             except WarmstartError as exc:
                 self.emit({"event": "pool_failed", "instance": pre.state.name, "error": str(exc)})
         return launch(self.opts.app, engine=self.engine, store=self.store, ports=[], spec=self.spec,
-                      trust=self.opts.trust)
+                      trust=self.opts.trust, extra_labels={labels.OWNER_PID: str(os.getpid())})
 
     async def _start(self) -> Instance | None:
         t = time.monotonic()
@@ -358,7 +359,7 @@ class Front:
         self.emit({"event": "listening", "address": f"{self.opts.listen_host}:{self.opts.listen_port}",
                    "app": self.opts.app, "container_port": self.port,
                    "admin": f"{self.opts.admin[0]}:{self.opts.admin[1]}" if self.opts.admin else None})
-        await asyncio.to_thread(sweep_pool_orphans, self.engine, self.opts.app)
+        await asyncio.to_thread(sweep_orphans, self.engine, app=self.opts.app)  # a SIGKILLed serve's
         reaper = loop.create_task(self._reaper())
         self._refill()
         async with self.changed:
@@ -469,19 +470,6 @@ class Metrics:
         self.open.set(sum(i.active for i in front.instances))
         data: bytes = generate_latest(self.registry)
         return data
-
-
-def sweep_pool_orphans(engine: Engine, app: str) -> list[str]:
-    """Remove pre-started sandboxes of `app` whose serve process died (SIGKILL leaves them behind)."""
-    from warmstart.core.labels import pid_alive
-
-    removed = []
-    for state in engine.list(labels={labels.MANAGED: "true", labels.APP: app, labels.MODE: "pooled"}):
-        owner = state.labels.get(labels.OWNER_PID, "")
-        if owner.isdigit() and not pid_alive(int(owner)):
-            remove_quietly(engine, state.name)
-            removed.append(state.name)
-    return removed
 
 
 def serve(opts: ServeOptions, *, engine: Engine, store: SnapshotStore, spec: AppSpec | None,

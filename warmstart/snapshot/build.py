@@ -24,7 +24,6 @@ from warmstart.cache.manifest import CHECKPOINT_FILE, Manifest
 from warmstart.cache.store import Snapshot, SnapshotStore, snapshot_files
 from warmstart.core import criu, jvmhelper, labels, sandbox
 from warmstart.core.host import host_facts
-from warmstart.core.labels import pid_alive
 from warmstart.core.spec import AppSpec, PortBinding
 from warmstart.engines.base import Engine, EngineInfo, criu_log_excerpt
 from warmstart.errors import (
@@ -36,7 +35,7 @@ from warmstart.errors import (
     WarmupError,
 )
 from warmstart.restore import lazypages, policy
-from warmstart.runtime.containers import probe_container, remove_quietly
+from warmstart.runtime.containers import probe_container, remove_quietly, sweep_orphans
 from warmstart.runtime.hooks import before_checkpoint_hooks, run_hooks
 from warmstart.security import crypt, signing
 from warmstart.security.secretenv import build_env, raise_if_found, scan, secret_values
@@ -144,17 +143,6 @@ def default_mode() -> tuple[str, str]:
     return sandbox.SANDBOX, "the default where the init and the CRIU prefix exist"
 
 
-def sweep_orphans(engine: Engine, app: str) -> list[str]:
-    """Remove build containers of `app` whose warmstart process died (SIGKILL leaves them behind)."""
-    removed = []
-    for state in engine.list(labels={labels.MANAGED: "true", labels.APP: app}):
-        pid = state.labels.get(labels.BUILD_PID, "")
-        if state.name.startswith(labels.BUILD_PREFIX) and pid.isdigit() and not pid_alive(int(pid)):
-            remove_quietly(engine, state.name)
-            removed.append(state.name)
-    return removed
-
-
 def build(
     spec: AppSpec,
     *,
@@ -205,7 +193,7 @@ def build(
     wanted_tag = tag
     tag = tag or key[:12]
     with store.lock(spec.name, key):
-        sweep_orphans(engine, spec.name)  # also when reusing: a SIGKILLed build's container must not outlive it
+        sweep_orphans(engine, app=spec.name)  # also when reusing: a SIGKILLed build's container must not outlive it
         existing = store.find_key(spec.name, key)
         # An explicit --tag is a name the user will run by: reuse only a snapshot that already carries it.
         if existing is not None and not force and wanted_tag in (None, existing.manifest.tag):
