@@ -136,16 +136,18 @@ def test_pre_started_sandbox_serves_the_first_request_and_is_replaced(
     assert list((cli.cache / "sandboxes").iterdir()) == []  # trigger FIFOs gone too
 
 
-def test_pool_orphans_of_a_killed_front_are_swept(cli: Cli, owned_app: str, front_factory: Any) -> None:
+def test_instances_and_pool_of_a_killed_front_are_swept(cli: Cli, owned_app: str, front_factory: Any) -> None:
     build(cli, owned_app)
     first = front_factory(cli, owned_app)
-    orphan = first.wait_for("pooled")["instance"]
+    assert first.get("/")[0] == 200
+    serving = first.wait_for("started")["instance"]  # an instance it started for that request
+    orphan = first.wait_for("pooled")["instance"]  # and the sandbox it keeps ready for the next one
     first.proc.kill()
     first.proc.wait(timeout=30)
-    assert orphan in containers_of(owned_app)
+    assert {orphan, serving} <= set(containers_of(owned_app))
     second = front_factory(cli, owned_app)
     second.wait_for("pooled")
-    assert orphan not in containers_of(owned_app)
+    assert orphan not in containers_of(owned_app) and serving not in containers_of(owned_app)
     assert second.stop() == 0
     assert containers_of(owned_app) == []
 
