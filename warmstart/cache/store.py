@@ -367,11 +367,10 @@ class SnapshotStore:
                                       f"{entry['size']}")
             to_hash.append(name)
         to_hash.sort(key=lambda n: -snapshot.manifest.files[n]["size"])  # the pages first: they take longest
-        changed = bool(to_hash)
         for name, digest in _sha256_all(snapshot.path, to_hash):
             if digest != snapshot.manifest.files[name]["sha256"]:
                 raise SnapshotCorrupt(f"snapshot {snapshot.ref}: {name} does not match its sha256 in the manifest")
-        if changed:
+        if to_hash:
             self._stamp(snapshot.path, snapshot.manifest)
 
     @staticmethod
