@@ -35,6 +35,7 @@ class Front:
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
+        self.taken: set[int] = set()  # indexes into seen that wait_for has returned
         threading.Thread(target=self._read, daemon=True).start()
         self.wait_for("listening")
 
@@ -44,6 +45,11 @@ class Front:
             self.events.put(json.loads(line))
 
     def wait_for(self, kind: str, timeout: float = 60) -> dict[str, Any]:
+        """The earliest event of this kind not yet returned (events of other kinds may arrive in between)."""
+        for index, event in enumerate(self.seen):
+            if event["event"] == kind and index not in self.taken:
+                self.taken.add(index)
+                return event
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             try:
@@ -55,6 +61,7 @@ class Front:
                 continue
             self.seen.append(event)
             if event["event"] == kind:
+                self.taken.add(len(self.seen) - 1)
                 return event
         raise AssertionError(f"no {kind!r} event in {timeout}s; saw {self.seen}")
 
