@@ -133,9 +133,47 @@ func addFile(tw *tar.Writer, path string, info os.FileInfo, st *syscall.Stat_t) 
 	return err
 }
 
+// ownFilesystems are the mount points whose files captureChanged carries: the container's root and its /dev/shm.
+var ownFilesystems = map[string]bool{"/": true, "/dev/shm": true}
+
+// mountPoints lists the mount points in a mountinfo file (proc(5): the fifth field, octal escapes undone).
+func mountPoints(mountinfo io.Reader) ([]string, error) {
+	data, err := io.ReadAll(io.LimitReader(mountinfo, 4<<20))
+	if err != nil {
+		return nil, err
+	}
+	var points []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 5 {
+			continue
+		}
+		point := fields[4]
+		for _, esc := range []struct{ from, to string }{{`\040`, " "}, {`\011`, "\t"}, {`\012`, "\n"}, {`\134`, `\`}} {
+			point = strings.ReplaceAll(point, esc.from, esc.to)
+		}
+		points = append(points, filepath.Clean(point))
+	}
+	return points, nil
+}
+
+// mountOf returns the mount point that holds path: the longest of mounts that is path or one of its parents.
+func mountOf(path string, mounts []string) string {
+	best := "/"
+	for _, m := range mounts {
+		if (path == m || strings.HasPrefix(path, m+"/")) && len(m) > len(best) {
+			best = m
+		}
+	}
+	return best
+}
+
 // extract puts the captured files back. The archive comes from our own cache (digest-verified before the
-// launch), and is still read defensively: relative names only, no "..", no writing through a symlink.
-func extract(archive, root string) error {
+// launch), and is still read defensively: relative names only, no "..", no writing through a symlink, and
+// nothing on another filesystem than the container's own (mounts lists the container's mount points, as seen
+// from root): a member under a volume, the runtime's /etc/hosts or any other mount would write through to the
+// host, so the whole archive is refused (the launch then starts cold, saying why).
+func extract(archive, root string, mounts []string) error {
 	f, err := os.Open(archive)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -156,6 +194,10 @@ func extract(archive, root string) error {
 		rel := filepath.Clean("/" + hdr.Name)
 		if rel == "/" || hasDotDot(hdr.Name) || (hdr.Typeflag == tar.TypeLink) {
 			return fmt.Errorf("refused archive member %q", hdr.Name)
+		}
+		if m := mountOf(rel, mounts); !ownFilesystems[m] {
+			return fmt.Errorf("refused archive member %q: it lies on the mount %s, not the container's own "+
+				"filesystem (a volume or a file of the runtime's); nothing is written through a mount", hdr.Name, m)
 		}
 		name := filepath.Join(root, rel)
 		if parent, err := filepath.EvalSymlinks(filepath.Dir(name)); err == nil && parent != filepath.Dir(name) {

@@ -50,7 +50,7 @@ func TestExtractPutsFilesBackWithTheirModes(t *testing.T) {
 		member{name: "tmp/hsperfdata_root/300", kind: tar.TypeReg, body: "perf"},
 		member{name: "var/log/app..log", kind: tar.TypeReg, body: "two dots in a name are fine"},
 		member{name: "tmp/current", kind: tar.TypeSymlink, link: "hsperfdata_root/300"},
-	), root)
+	), root, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +73,7 @@ func TestExtractRefusesWhatCouldEscape(t *testing.T) {
 	}
 	for label, m := range cases {
 		root := t.TempDir()
-		err := extract(archive(t, m), root)
+		err := extract(archive(t, m), root, nil)
 		if err == nil || !strings.Contains(err.Error(), "refused archive member") {
 			t.Fatalf("%s: want a refusal, got %v", label, err)
 		}
@@ -85,11 +85,45 @@ func TestExtractDoesNotWriteThroughASymlinkedDirectory(t *testing.T) {
 	if err := os.Symlink(outside, filepath.Join(root, "tmp")); err != nil {
 		t.Fatal(err)
 	}
-	err := extract(archive(t, member{name: "tmp/planted", kind: tar.TypeReg, body: "x"}), root)
+	err := extract(archive(t, member{name: "tmp/planted", kind: tar.TypeReg, body: "x"}), root, nil)
 	if err == nil || !strings.Contains(err.Error(), "is a symlink") {
 		t.Fatalf("want a refusal, got %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(outside, "planted")); err == nil {
 		t.Fatal("wrote through the symlink")
+	}
+}
+
+func TestExtractNeverWritesThroughAMount(t *testing.T) {
+	mounts := []string{"/", "/dev", "/dev/shm", "/data", "/etc/hosts"}
+	for _, name := range []string{"data/planted", "data", "etc/hosts", "dev/null"} {
+		root := t.TempDir()
+		err := extract(archive(t, member{name: "tmp/ok", kind: tar.TypeReg, body: "x"},
+			member{name: name, kind: tar.TypeReg, body: "x"}), root, mounts)
+		if err == nil || !strings.Contains(err.Error(), "lies on the mount") {
+			t.Fatalf("%s: want a refusal, got %v", name, err)
+		}
+		if _, err := os.Stat(filepath.Join(root, name)); err == nil {
+			t.Fatalf("%s: written through the mount", name)
+		}
+	}
+	root := t.TempDir()
+	err := extract(archive(t, member{name: "dev/shm/seg", kind: tar.TypeReg, body: "x"},
+		member{name: "database/x", kind: tar.TypeReg, body: "x"}), root, mounts)
+	if err != nil {
+		t.Fatalf("/dev/shm and a path that only starts like a mount are the container's own: %v", err)
+	}
+}
+
+func TestMountPointsReadsMountinfo(t *testing.T) {
+	info := "22 1 0:21 / / rw - overlay overlay rw\n" +
+		"23 22 0:22 / /dev rw - tmpfs tmpfs rw\n" +
+		"24 22 8:1 /vol /srv/my\\040data rw - ext4 /dev/vda rw\n"
+	got, err := mountPoints(strings.NewReader(info))
+	if err != nil || strings.Join(got, "|") != "/|/dev|/srv/my data" {
+		t.Fatalf("got %q %v", got, err)
+	}
+	if mountOf("/srv/my data/x", got) != "/srv/my data" || mountOf("/srv/other", got) != "/" {
+		t.Fatal("mountOf picks the wrong mount")
 	}
 }

@@ -39,11 +39,14 @@ const (
 	DumpLog    = "dump.log"
 	RestoreLog = "restore.log"
 
-	// A restoring init hands the app its secrets (the names in SecretNamesVar, values from this container's
-	// environment, which the snapshot never saw) on this abstract Unix socket: NAME=VALUE pairs, each ended by
-	// a NUL byte, then EOF. Shared with warmstart/security/secretenv.py and warmstart_helper.py.
+	// A restoring init hands the app its secrets (the names in SecretNamesVar, which the snapshot never saw) on
+	// this abstract Unix socket: NAME=VALUE pairs, each ended by a NUL byte, then EOF. It receives them the same
+	// way from the file descriptor named by SecretsFdVar (a memfd at fd 3 from podman, stdin from docker; an
+	// empty pair or EOF ends them), never through its environment, which the engine records (secrets.go).
+	// Shared with warmstart/security/secretenv.py, warmstart/engines and warmstart_helper.py.
 	SecretsSocket  = "@warmstart-secrets"
 	SecretNamesVar = "WARMSTART_SECRET_NAMES"
+	SecretsFdVar   = "WARMSTART_SECRETS_FD"
 )
 
 // Options both CRIU sides need: the app's stdout/stderr are pipes to the container runtime (re-attached with

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -138,55 +137,6 @@ func afterRestore(meta Meta) {
 	}
 }
 
-// serveSecrets answers every connection to SecretsSocket with the secrets' values, and takes them out of this
-// process's environment (criu, which it starts next, has no use for them). It listens before the restore, so
-// the app finds it from its first instruction on.
-func serveSecrets() error {
-	names := os.Getenv(SecretNamesVar)
-	if names == "" {
-		return nil
-	}
-	var payload []byte
-	for _, name := range strings.Split(names, ",") {
-		if value, ok := os.LookupEnv(name); ok {
-			payload = append(append(payload, name+"="+value...), 0)
-			_ = os.Unsetenv(name)
-		}
-	}
-	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrUnix{Name: SecretsSocket}); err != nil {
-		syscall.Close(fd)
-		return err
-	}
-	if err := syscall.Listen(fd, 16); err != nil {
-		syscall.Close(fd)
-		return err
-	}
-	go func() {
-		for {
-			conn, _, err := syscall.Accept4(fd, syscall.SOCK_CLOEXEC)
-			if err != nil {
-				if err == syscall.EINTR || err == syscall.ECONNABORTED {
-					continue
-				}
-				return
-			}
-			for sent := 0; sent < len(payload); {
-				n, err := syscall.Write(conn, payload[sent:])
-				if err != nil {
-					break
-				}
-				sent += n
-			}
-			syscall.Close(conn)
-		}
-	}()
-	return nil
-}
-
 // prepare reads a snapshot's meta, checks the PID it needs is free and puts the app's files back; on failure
 // it returns the exit code that says why.
 func prepare(snap string) (Meta, int, error) {
@@ -201,7 +151,16 @@ func prepare(snap string) (Meta, int, error) {
 	if _, err := os.Stat(fmt.Sprintf("/proc/%d", meta.Pid)); err == nil {
 		return meta, ExitPidTaken, fmt.Errorf("PID %d, which the snapshot needs, is already in use in this container", meta.Pid)
 	}
-	if err := extract(filepath.Join(snap, RootfsFile), "/"); err != nil {
+	mountinfo, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return meta, ExitRestoreFailed, fmt.Errorf("reading this container's mounts: %v", err)
+	}
+	mounts, err := mountPoints(mountinfo)
+	mountinfo.Close()
+	if err != nil {
+		return meta, ExitRestoreFailed, fmt.Errorf("reading this container's mounts: %v", err)
+	}
+	if err := extract(filepath.Join(snap, RootfsFile), "/", mounts); err != nil {
 		return meta, ExitRestoreFailed, fmt.Errorf("putting back the app's files: %v", err)
 	}
 	return meta, 0, nil

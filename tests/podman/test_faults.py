@@ -487,3 +487,4 @@ def test_env_values_never_appear_on_a_command_line(cli: Cli, owned_app: str, tmp
     assert seen == []
     for name in (out["name"], cold["name"]):
         assert cli("stop", name).returncode == 0
+

@@ -27,10 +27,10 @@ pytestmark = pytest.mark.podman
 class Front:
     """A running `warmstart serve` process and its JSON event stream."""
 
-    def __init__(self, cli: Cli, app: str, *args: str) -> None:
+    def __init__(self, cli: Cli, app: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
-            cli.argv("serve", app, "--listen", f"127.0.0.1:{self.port}", "--json", *args), env=cli.env(),
+            cli.argv("serve", app, "--listen", f"127.0.0.1:{self.port}", "--json", *args), env=cli.env(env),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.events: queue.Queue[dict[str, Any]] = queue.Queue()

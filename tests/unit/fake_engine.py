@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from warmstart.core import sandbox
@@ -42,7 +43,7 @@ class FakeEngine(Engine):
         return f"id-{name}"
 
     def run(self, *, name, image, command, env, ports, labels, volumes=(), log_max_bytes=None, extras=None,  # type: ignore[no-untyped-def]
-            limits=None) -> str:
+            limits=None, secrets=None) -> str:
         self.image_id(image=image)
         self.mounts[name] = {v.split(":")[1]: Path(v.split(":")[0]) for v in volumes}
         if extras is not None and command[:1] == ["restore"]:  # a sandbox restore: the init restores the app
@@ -58,7 +59,8 @@ class FakeEngine(Engine):
     def logs(self, *, container: str, tail: int = 20) -> str:
         return ""
 
-    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
+    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float,
+             env: Mapping[str, str] | None = None) -> ExecResult:
         self.calls.append(f"exec {' '.join(command)}")
         if list(command[:2]) == [str(sandbox.INIT), "dump"]:  # what warmstart-init's dump leaves behind
             out = self.mounts[container][sandbox.OUT_MOUNT] / command[3].removeprefix(sandbox.OUT_MOUNT).lstrip("/")

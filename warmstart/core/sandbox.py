@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,18 @@ OUT_MOUNT = "/.warmstart/out"  # build: where the init's dump writes (the stagin
 SNAPSHOT_MOUNT = "/.warmstart/snapshot"  # run: the snapshot dir, read-only
 CTL_MOUNT = "/.warmstart/ctl"  # a pre-started sandbox: a private dir of the cache holding the trigger FIFO
 TRIGGER = "go"  # the FIFO's name in CTL_MOUNT: one byte written there starts the restore
+
+# A sandbox's secret values reach its init by a channel the engine does not record (never its environment, which
+# `podman inspect` shows and the engine stores): the fd named by this variable (sandbox-init/main.go SecretsFdVar)
+# holds NAME=VALUE pairs, each ended by a NUL byte, and one more NUL byte after the last (secrets_payload).
+SECRETS_FD_VAR = "WARMSTART_SECRETS_FD"
+
+
+def secrets_payload(secrets: Mapping[str, str]) -> bytes:
+    """The bytes an engine hands to the init for `secrets` (a name or value with a NUL byte cannot be an
+    environment variable, and is refused where the value enters)."""
+    return b"".join(f"{k}={v}".encode() + b"\0" for k, v in secrets.items()) + b"\0"
+
 
 # Files of a sandbox snapshot, as sandbox-init/main.go names them (MetaFile, RootfsFile, ImagesDir, DumpLog).
 META_FILE = "sandbox.json"

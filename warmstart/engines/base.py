@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,10 +127,13 @@ class Engine(abc.ABC):
         log_max_bytes: int | None = None,
         extras: RunExtras | None = None,
         limits: Limits | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> str:
         """Create and start a detached container; returns its ID. `log_max_bytes` caps the container's log file
         (build containers: the log is part of the checkpoint, and a chatty app's would be stored and restored);
-        `extras` makes it a sandbox (our init as entrypoint, root, the privileges CRIU needs)."""
+        `extras` makes it a sandbox (our init as entrypoint, root, the privileges CRIU needs). `secrets` (sandbox
+        containers only) go to our init by a channel the engine does not record, unlike `env`: the init reads
+        NAME=VALUE pairs, each ended by a NUL byte, from the fd in SECRETS_FD_VAR (sandbox-init/secrets.go)."""
 
     @abc.abstractmethod
     def inspect(self, *, container: str) -> ContainerState | None:
@@ -139,8 +143,10 @@ class Engine(abc.ABC):
     def logs(self, *, container: str, tail: int = 20) -> str: ...
 
     @abc.abstractmethod
-    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
-        """Run a command inside the running container; raises EngineError when it cannot be run at all."""
+    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float,
+             env: Mapping[str, str] | None = None) -> ExecResult:
+        """Run a command inside the running container; raises EngineError when it cannot be run at all. `env`
+        adds to the container's environment for this command only (never on a command line)."""
 
     @abc.abstractmethod
     def kill(self, *, container: str, signal: str) -> None:

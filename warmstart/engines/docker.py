@@ -23,10 +23,11 @@ import os
 import shutil
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from warmstart.core import sandbox
 from warmstart.core.criu import DUMP_LOG, RESTORE_LOG
 from warmstart.core.sandbox import RunExtras
 from warmstart.core.spec import PortBinding
@@ -143,12 +144,29 @@ class DockerEngine(Engine):
 
     def run(self, *, name: str, image: str, command: list[str], env: dict[str, str], ports: list[PortBinding],
             labels: dict[str, str], volumes: tuple[str, ...] = (), log_max_bytes: int | None = None,
-            extras: RunExtras | None = None, limits: Limits | None = None) -> str:
+            extras: RunExtras | None = None, limits: Limits | None = None,
+            secrets: Mapping[str, str] | None = None) -> str:
         self.image_id(image=image)
-        cid = self._create(name=name, image=image, command=command, env=env, ports=ports, labels=labels,
-                           volumes=volumes, log_max_bytes=log_max_bytes, extras=extras, limits=limits)
-        with self._translated("start"):
-            self.api.start(cid)
+        stdin = {"stdin_open": True, "stdin_once": True} if secrets else {}
+        cid = self._create(name=name, image=image, command=command,
+                           env={**env, sandbox.SECRETS_FD_VAR: "0"} if secrets else env,
+                           ports=ports, labels=labels, volumes=volumes, log_max_bytes=log_max_bytes,
+                           extras=extras, limits=limits, extra=stdin)
+        if not secrets:
+            with self._translated("start"):
+                self.api.start(cid)
+            return cid
+        # The init's secrets go to its stdin, attached before the start: docker keeps no record of what went
+        # through it (its create config would show an env value to anyone who can `docker inspect`).
+        with self._translated("attach"):
+            sock = self.api.attach_socket(cid, params={"stdin": 1, "stream": 1})
+        try:
+            with self._translated("start"):
+                self.api.start(cid)
+            raw = getattr(sock, "_sock", sock)
+            raw.sendall(sandbox.secrets_payload(secrets))
+        finally:
+            sock.close()
         return cid
 
     def inspect(self, *, container: str) -> ContainerState | None:
@@ -167,9 +185,10 @@ class DockerEngine(Engine):
         except self._docker.errors.APIError:
             return ""
 
-    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
+    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float,
+             env: Mapping[str, str] | None = None) -> ExecResult:
         with self._translated("exec"):
-            exec_id = self.api.exec_create(container, list(command))["Id"]
+            exec_id = self.api.exec_create(container, list(command), environment=dict(env) if env else None)["Id"]
         out: dict[str, bytes] = {}
 
         def run() -> None:

@@ -8,13 +8,16 @@ process with a timeout; errors are translated into warmstart's tree here and now
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from warmstart.core import sandbox
 from warmstart.core.criu import DUMP_LOG, RESTORE_LOG
 from warmstart.core.sandbox import RunExtras
 from warmstart.core.signals import shielded
@@ -54,10 +57,15 @@ class PodmanEngine(Engine):
 
     # -- plumbing -------------------------------------------------------------------------------------------------
     def _podman(
-        self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True, pass_fds: tuple[int, ...] = ()
+        self, *args: str, timeout: float = DEFAULT_TIMEOUT, check: bool = True, pass_fds: tuple[int, ...] = (),
+        fd3: int | None = None,
     ) -> subprocess.CompletedProcess[str]:
+        """Run podman; `fd3` (one of pass_fds) becomes podman's fd 3, which `--preserve-fds 1` hands on."""
+        argv = [self.binary, *args]
+        if fd3 is not None:  # subprocess keeps fd numbers; bash moves it (dash takes single-digit fds only)
+            argv = ["/bin/bash", "-c", f'exec "$@" 3<&{fd3}', "bash", *argv]
         try:
-            proc = run_to_completion([self.binary, *args], timeout=timeout, pass_fds=pass_fds)
+            proc = run_to_completion(argv, timeout=timeout, pass_fds=pass_fds)
         except FileNotFoundError as exc:
             raise EngineUnavailable(
                 f"podman not found on PATH ({self.binary})", hint="run scripts/setup-host or install podman"
@@ -130,6 +138,7 @@ class PodmanEngine(Engine):
         log_max_bytes: int | None = None,
         extras: RunExtras | None = None,
         limits: Limits | None = None,
+        secrets: Mapping[str, str] | None = None,
     ) -> str:
         args = ["run", "--detach", "--pull=never", "--name", name]
         if limits and limits.memory_bytes:
@@ -155,16 +164,19 @@ class PodmanEngine(Engine):
             if "\n" in value:
                 raise UsageError(f"environment variable {key}: values with a newline cannot be passed to podman")
             lines.append(f"{key}={value}\n")
-        fd = os.memfd_create("warmstart-env", os.MFD_CLOEXEC)
+        fds = [_memfd("warmstart-env", "".join(lines).encode())]
         try:
-            data = "".join(lines).encode()
-            while data:
-                data = data[os.write(fd, data):]
-            os.lseek(fd, 0, os.SEEK_SET)
-            args += ["--env-file", f"/dev/fd/{fd}", "--", image, *command]
-            return self._podman(*args, pass_fds=(fd,)).stdout.strip()
+            args += ["--env-file", f"/dev/fd/{fds[0]}"]
+            if secrets:
+                # The init's secrets: a memfd that podman passes on as the container's fd 3 (--preserve-fds),
+                # which the init reads once and truncates; podman records only the count of fds.
+                fds.append(_memfd("warmstart-secrets", sandbox.secrets_payload(secrets)))
+                args += ["--preserve-fds", "1", "--env", f"{sandbox.SECRETS_FD_VAR}=3"]
+            args += ["--", image, *command]
+            return self._podman(*args, pass_fds=tuple(fds), fd3=fds[1] if secrets else None).stdout.strip()
         finally:
-            os.close(fd)
+            for fd in fds:
+                os.close(fd)
 
     def inspect(self, *, container: str) -> ContainerState | None:
         proc = self._podman("container", "inspect", "--format", "json", container, check=False)
@@ -178,13 +190,19 @@ class PodmanEngine(Engine):
         proc = self._podman("logs", container, check=False)
         return "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-tail:])
 
-    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float) -> ExecResult:
+    def exec(self, *, container: str, command: tuple[str, ...] | list[str], timeout: float,
+             env: Mapping[str, str] | None = None) -> ExecResult:
+        fds = [_memfd("warmstart-env", "".join(f"{k}={v}\n" for k, v in env.items()).encode())] if env else []
         try:
-            proc = run_to_completion([self.binary, "exec", container, *command], timeout=timeout)
+            argv = [self.binary, "exec", *(["--env-file", f"/dev/fd/{fds[0]}"] if fds else []), container, *command]
+            proc = run_to_completion(argv, timeout=timeout, pass_fds=tuple(fds))
         except subprocess.TimeoutExpired as exc:
             raise EngineError(f"exec {' '.join(command)} in {container} did not finish within {timeout:g}s") from exc
         except FileNotFoundError as exc:
             raise EngineUnavailable(f"podman not found on PATH ({self.binary})") from exc
+        finally:
+            for fd in fds:
+                os.close(fd)
         # podman exec: 125 = podman itself failed, 126 = cannot invoke, 127 = not found; else the command's code.
         if proc.returncode == 125:
             raise self._error(("exec",), proc)
@@ -262,6 +280,20 @@ class PodmanEngine(Engine):
         if proc.returncode != 0:
             return [s for s in (self.inspect(container=i) for i in ids) if s is not None]
         return [_state(raw) for raw in json.loads(proc.stdout)]
+
+
+def _memfd(name: str, data: bytes) -> int:
+    """A memfd holding `data`, read from its start, numbered 10 or above (never 3, which --preserve-fds uses):
+    it lives only while an fd to it is open, so no crash can leave it behind, unlike a file."""
+    first = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        fd = fcntl.fcntl(first, fcntl.F_DUPFD_CLOEXEC, 10)
+    finally:
+        os.close(first)
+    while data:
+        data = data[os.write(fd, data):]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def run_to_completion(argv: list[str], *, timeout: float, pass_fds: tuple[int, ...] = ()

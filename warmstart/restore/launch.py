@@ -319,10 +319,11 @@ def _restore(
     from warmstart.runtime.containers import removed_on_failure
     from warmstart.runtime.hooks import after_restore_hooks, init_env, run_hooks
     from warmstart.runtime.probes import preload
-    from warmstart.security.secretenv import run_env
+    from warmstart.security.secretenv import restore_env
 
     placement = placement or Placement(labels.instance_name(spec.name), {})
     name = placement.name
+    env, secrets = restore_env(spec)
     progress(f"restoring {name} from snapshot {snapshot.ref} ({snapshot.manifest.mode} mode)")
     preload()
     with removed_on_failure(engine, name), _readable(snapshot) as source, \
@@ -332,8 +333,8 @@ def _restore(
             # mounted read-only: nothing is copied or unpacked per launch.
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(),
-                env={**run_env(spec), **init_env(snapshot.manifest.spec), **lazy_env(spec, snapshot, memo_dir)},
-                ports=bindings,
+                env={**env, **init_env(snapshot.manifest.spec), **lazy_env(spec, snapshot, memo_dir)},
+                secrets=secrets, ports=bindings,
                 labels={**placement.labels, **labels.labels_for(spec.name), labels.MODE: "restored",
                         labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
                 volumes=(*spec.volumes, *placement.volumes, *sandbox.tool_mounts(),
@@ -344,7 +345,8 @@ def _restore(
             container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
         state = started_state(container, name, bindings, restored=True)
         by_init = snapshot.manifest.mode == sandbox.SANDBOX
-        run_hooks("after_restore", after_restore_hooks(spec, by_init=by_init), engine=engine, state=state)
+        run_hooks("after_restore", after_restore_hooks(spec, by_init=by_init), engine=engine, state=state,
+                  env=secrets)
         return await_ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref,
                       after_init=runs_after_restore(snapshot))
 

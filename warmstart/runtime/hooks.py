@@ -3,6 +3,7 @@ reopen and reseed after a restore. Each runs with its own timeout; the first fai
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from warmstart.core import jvmhelper
@@ -47,14 +48,16 @@ def init_env(snapshot_spec: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def run_hooks(phase: str, hooks: tuple[HookSpec, ...], *, engine: Engine, state: ContainerState) -> list[str]:
-    """Run hooks in order; returns their descriptions. Raises HookError naming the phase and the hook."""
+def run_hooks(phase: str, hooks: tuple[HookSpec, ...], *, engine: Engine, state: ContainerState,
+              env: Mapping[str, str] | None = None) -> list[str]:
+    """Run hooks in order; returns their descriptions. Raises HookError naming the phase and the hook. `env`: what
+    exec hooks get beside the container's environment (a restored sandbox's secrets, which that lacks)."""
     done = []
     for i, hook in enumerate(hooks):
         where = f"{phase} hook #{i + 1} ({hook.describe()})"
         try:
             if hook.kind == "exec":
-                result = engine.exec(container=state.name, command=hook.command, timeout=hook.timeout)
+                result = engine.exec(container=state.name, command=hook.command, timeout=hook.timeout, env=env)
                 if result.exit_code != 0:
                     raise HookError(f"{where} exited with {result.exit_code}",
                                     details="\n".join(f"out: {ln}" for ln in result.output.splitlines()[-10:]))

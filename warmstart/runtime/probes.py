@@ -108,6 +108,17 @@ def make_check(
     return {"http": http_check, "tcp": tcp_check, "exec": exec_check, "log": log_check}[probe.kind]
 
 
+INIT_PREFIX = "warmstart-init: "  # how sandbox-init/main.go's fail() starts each line it prints
+
+
+def init_cause(logs: str) -> str:
+    """The last failure our init printed (e.g. "restore: putting back the app's files: refused archive member
+    ..."), which says why better than its exit code: the first line of it, or "" where it printed none."""
+    lines = [ln.split(INIT_PREFIX, 1)[1] for ln in logs.splitlines() if INIT_PREFIX in ln]
+    failures = [ln for ln in lines if not ln.startswith("restored pid")]
+    return failures[-1].strip()[:500] if failures else ""
+
+
 def wait_ready(
     probe: ProbeSpec,
     *,
@@ -163,8 +174,10 @@ def wait_ready(
         ) from None
     except ContainerGone as exc:
         _, logs = diagnostics()
+        cause = init_cause(logs)
         raise ReadinessError(
-            f"container stopped before it became ready ({exc}); awaited {probe.describe()}",
+            f"container stopped before it became ready ({exc}{': ' + cause if cause else ''}); awaited "
+            f"{probe.describe()}",
             details=logs,
         ) from None
     return time.monotonic() - start

@@ -123,6 +123,13 @@ def run_env(spec: AppSpec, environ: Mapping[str, str] | None = None) -> dict[str
     return {**public_env(spec), **secret_values(spec, environ), **_names(spec)}
 
 
+def restore_env(spec: AppSpec, environ: Mapping[str, str] | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """What a restoring sandbox gets: its environment (no secret value: the engine records it, and `podman
+    inspect` would show it) and, apart, the secret values its init receives by a channel the engine does not
+    record (Engine.run's `secrets`) and serves to the restored app."""
+    return {**public_env(spec), **_names(spec)}, secret_values(spec, environ)
+
+
 def stored_spec(spec: AppSpec) -> AppSpec:
     """The spec as it may be written to disk (app record): secret names kept, their values dropped."""
     return dataclasses.replace(spec, env=public_env(spec))

@@ -42,7 +42,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
     """Start a sandbox for `snapshot` that waits to be activated (sandbox-mode snapshots only)."""
     from warmstart.runtime.containers import removed_on_failure
     from warmstart.runtime.hooks import init_env
-    from warmstart.security.secretenv import run_env
+    from warmstart.security.secretenv import restore_env
 
     if snapshot.manifest.encryption:
         raise UsageError(f"snapshot {snapshot.ref} is encrypted: it is not pre-started (its clear text would wait "
@@ -50,6 +50,7 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
     if snapshot.manifest.mode != sandbox.SANDBOX:
         raise UsageError(f"snapshot {snapshot.ref} is a {snapshot.manifest.mode}-mode snapshot: only sandbox "
                          "snapshots can be pre-started")
+    env, secrets = restore_env(spec)
     name = labels.instance_name(spec.name)
     ctl = store.sandboxes / name
     ctl.mkdir(mode=0o700)
@@ -58,8 +59,8 @@ def prestart(spec: AppSpec, snapshot: Snapshot, *, engine: Engine, store: Snapsh
         with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings, removed_on_failure(engine, name):
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(wait=True),
-                env={**run_env(spec), **init_env(snapshot.manifest.spec), **lazy_env(spec, snapshot, store.root)},
-                ports=bindings,
+                env={**env, **init_env(snapshot.manifest.spec), **lazy_env(spec, snapshot, store.root)},
+                secrets=secrets, ports=bindings,
                 labels={**labels.labels_for(spec.name), labels.MODE: "pooled", labels.INIT: "warmstart-init",
                         labels.CACHE: str(store.root),
                         labels.SNAPSHOT: snapshot.ref,
@@ -79,6 +80,7 @@ def activate(pre: Prestarted, *, engine: Engine, trigger_timeout: float = 10.0) 
     """Trigger a pre-started sandbox's restore and wait until it is ready (hooks, probe) as `run` does."""
     from warmstart.runtime.containers import removed_on_failure
     from warmstart.runtime.hooks import after_restore_hooks, run_hooks
+    from warmstart.security.secretenv import secret_values
 
     start = time.monotonic()
     with removed_on_failure(engine, pre.state.name):
@@ -86,7 +88,9 @@ def activate(pre: Prestarted, *, engine: Engine, trigger_timeout: float = 10.0) 
             _trigger(pre.ctl / sandbox.TRIGGER, timeout=trigger_timeout)
         finally:
             shutil.rmtree(pre.ctl, ignore_errors=True)
-        run_hooks("after_restore", after_restore_hooks(pre.spec, by_init=True), engine=engine, state=pre.state)
+        secrets = secret_values(pre.spec) if any(h.kind == "exec" for h in pre.spec.after_restore) else None
+        run_hooks("after_restore", after_restore_hooks(pre.spec, by_init=True), engine=engine, state=pre.state,
+                  env=secrets)
         return await_ready(pre.spec, engine=engine, state=pre.state, mode="restored", start=start,
                       after_init=runs_after_restore(pre.snapshot),
                       snapshot=pre.snapshot.ref)

@@ -23,7 +23,7 @@ from warmstart.runtime.containers import probe_container, published, remove_quie
 from warmstart.runtime.hooks import after_restore_hooks, init_env, run_hooks
 from warmstart.runtime.ports import reserved
 from warmstart.runtime.probes import http_request
-from warmstart.security.secretenv import build_env, run_env
+from warmstart.security.secretenv import build_env, restore_env, run_env
 from warmstart.snapshot.warmup import run_warmup
 
 Progress = Callable[[str], None]
@@ -42,8 +42,9 @@ def trial_clone(
         with reserved(resolve_ports(spec, []), lock_dir=store.locks) as bindings:
             start = time.monotonic()
             if mode == sandbox.SANDBOX:
+                env, secrets = trial_restore_env(spec)
                 cid = engine.run(name=name, image=spec.image, command=sandbox.restore_command(),
-                                 env={**trial_env(spec), **init_env(spec.to_dict()), **(init_extra or {})},
+                                 env={**env, **init_env(spec.to_dict()), **(init_extra or {})}, secrets=secrets,
                                  ports=bindings,
                                  labels={**labels.labels_for(spec.name), labels.BUILD_PID: str(os.getpid()),
                                          labels.INIT: "warmstart-init"},
@@ -54,7 +55,8 @@ def trial_clone(
                 cid = engine.restore(archive=stage / CHECKPOINT_FILE, name=name, ports=bindings)
         state = started_state(cid, name, bindings, restored=True)
         by_init = mode == sandbox.SANDBOX
-        run_hooks("after_restore", after_restore_hooks(spec, by_init=by_init), engine=engine, state=state)
+        run_hooks("after_restore", after_restore_hooks(spec, by_init=by_init), engine=engine, state=state,
+                  env=secrets if mode == sandbox.SANDBOX else None)
         state = probe_container(engine, container=name, probe=spec.probe, known=state,
                                 after_init=by_init and bool(init_env(spec.to_dict())))
         yield state, time.monotonic() - start
@@ -158,6 +160,15 @@ def record_working_set(spec: AppSpec, *, engine: Engine, store: SnapshotStore, s
                 run_warmup(spec.warmup, engine=engine, state=state)
         return lazypages.record_working_set(images=stage / sandbox.IMAGES_DIR,
                                             faults=Path(record) / lazypages.FAULTS_FILE)
+
+
+def trial_restore_env(spec: AppSpec) -> tuple[dict[str, str], dict[str, str]]:
+    """A trial restore's environment and secrets, as a launch's (restore_env), or without the values when
+    warmstart's environment lacks them."""
+    try:
+        return restore_env(spec)
+    except UsageError:
+        return build_env(spec), {}
 
 
 def trial_env(spec: AppSpec) -> dict[str, str]:
