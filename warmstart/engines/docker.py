@@ -147,7 +147,7 @@ class DockerEngine(Engine):
             extras: RunExtras | None = None, limits: Limits | None = None,
             secrets: Mapping[str, str] | None = None) -> str:
         self.image_id(image=image)
-        stdin = {"stdin_open": True, "stdin_once": True} if secrets else {}
+        stdin = {"stdin_open": True} if secrets else {}  # the init reads to the payload's end mark, not EOF
         cid = self._create(name=name, image=image, command=command,
                            env={**env, sandbox.SECRETS_FD_VAR: "0"} if secrets else env,
                            ports=ports, labels=labels, volumes=volumes, log_max_bytes=log_max_bytes,
