@@ -71,6 +71,10 @@ def test_a_secret_is_never_at_rest_nor_on_argv_and_the_restored_app_reads_it(
                  env={"REGISTRY_AUTH_FILE": str(authfile)})
     assert pushed.returncode == 0, pushed.stderr
     assert _files_holding(registry.storage, secret.encode()) == []  # the artifact as the registry stores it
+    # The restored app holds the value now: a checkpoint of it would store it in clear, so none is taken (#29).
+    ckpt = cli("checkpoint", out.json["name"])
+    assert ckpt.returncode == 2 and "would store them in clear" in ckpt.error, ckpt.stderr
+    assert _files_holding(cli.cache, secret.encode()) == []
     assert cli("stop", out.json["name"]).returncode == 0
 
     # Without the value in its environment, run says which secret it lacks (it is stored nowhere to fall back to).

@@ -361,6 +361,9 @@ def _cold(
     placement = placement or Placement(labels.instance_name(spec.name), {})
     name = placement.name
     progress(f"starting {name} cold: {reason}")
+    if spec.secret_env:  # the one path where the engine holds the values (docs/secrets-and-signing.md)
+        progress(f"note: a cold start passes {', '.join(spec.secret_env)} in the container's environment, which "
+                 f"{engine.name} records (`{engine.name} inspect {name}` shows it); restores never do")
     with removed_on_failure(engine, name):
         container = engine.run(
             name=name, image=spec.image, command=list(spec.command), env=run_env(spec), ports=bindings,

@@ -99,6 +99,11 @@ def checkpoint_instance(
     name: str, *, engine: Engine, store: SnapshotStore, tag: str | None = None, stop: bool = False
 ) -> CheckpointResult:
     source = _source(name, engine=engine, store=store)
+    secret_names = source.manifest.spec.get("secret_env") or []
+    if secret_names:  # the one secret rule (docs/secrets-and-signing.md): no value reaches a snapshot in clear
+        raise UsageError(f"instance {name} holds the values of its secrets ({', '.join(map(str, secret_names))}) in "
+                         "memory since its restore: a checkpoint (or a migration) would store them in clear",
+                         hint="snapshots of apps with secret_env come from `warmstart build`, which withholds them")
     if source.manifest.encryption:
         raise UsageError(f"instance {name} was restored from an encrypted snapshot: checkpointing it is not "
                          "supported (its clear text would be staged)")
