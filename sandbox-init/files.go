@@ -191,17 +191,9 @@ func extract(archive, root string, mounts []string) error {
 		if err != nil {
 			return err
 		}
-		rel := filepath.Clean("/" + hdr.Name)
-		if rel == "/" || hasDotDot(hdr.Name) || (hdr.Typeflag == tar.TypeLink) {
-			return fmt.Errorf("refused archive member %q", hdr.Name)
-		}
-		if m := mountOf(rel, mounts); !ownFilesystems[m] {
-			return fmt.Errorf("refused archive member %q: it lies on the mount %s, not the container's own "+
-				"filesystem (a volume or a file of the runtime's); nothing is written through a mount", hdr.Name, m)
-		}
-		name := filepath.Join(root, rel)
-		if parent, err := filepath.EvalSymlinks(filepath.Dir(name)); err == nil && parent != filepath.Dir(name) {
-			return fmt.Errorf("refused archive member %q: its directory is a symlink", hdr.Name)
+		name, err := memberPath(hdr, root, mounts)
+		if err != nil {
+			return err
 		}
 		mode := os.FileMode(hdr.Mode).Perm() | os.FileMode(hdr.Mode)&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)
 		switch hdr.Typeflag {
@@ -235,6 +227,23 @@ func extract(archive, root string, mounts []string) error {
 			_ = os.Chtimes(name, hdr.AccessTime, hdr.ModTime)
 		}
 	}
+}
+
+// memberPath is where an archive member goes under root, or why it may not go anywhere.
+func memberPath(hdr *tar.Header, root string, mounts []string) (string, error) {
+	rel := filepath.Clean("/" + hdr.Name)
+	if rel == "/" || hasDotDot(hdr.Name) || (hdr.Typeflag == tar.TypeLink) {
+		return "", fmt.Errorf("refused archive member %q", hdr.Name)
+	}
+	if m := mountOf(rel, mounts); !ownFilesystems[m] {
+		return "", fmt.Errorf("refused archive member %q: it lies on the mount %s, not the container's own "+
+			"filesystem (a volume or a file of the runtime's); nothing is written through a mount", hdr.Name, m)
+	}
+	name := filepath.Join(root, rel)
+	if parent, err := filepath.EvalSymlinks(filepath.Dir(name)); err == nil && parent != filepath.Dir(name) {
+		return "", fmt.Errorf("refused archive member %q: its directory is a symlink", hdr.Name)
+	}
+	return name, nil
 }
 
 func hasDotDot(name string) bool {
