@@ -65,6 +65,10 @@ class Front:
                 return event
         raise AssertionError(f"no {kind!r} event in {timeout}s; saw {self.seen}")
 
+    def instances_started(self) -> list[str]:
+        """The instances this front has started so far, oldest first (events already read)."""
+        return [e["instance"] for e in self.seen if e["event"] == "started"]
+
     def get(self, path: str = "/") -> tuple[int, bytes]:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=60) as resp:
@@ -271,4 +275,44 @@ def test_admin_endpoint_metrics_while_scaling_and_a_drain_on_sigterm(
     assert slow["result"][0] == 200 and b'"slow": true' in slow["result"][1]  # finished, not cut off
     assert front.proc.wait(timeout=60) == 0
     front.wait_for("shutdown")
+    assert containers_of(owned_app) == []
+
+
+def _raw_get(port: int, path: str) -> str:
+    """One HTTP request on its own connection: the status line, or what went wrong (never raises)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        return data.split(b"\r\n", 1)[0].decode() if data else "closed without a reply"
+    except OSError as exc:
+        return f"error: {exc}"
+
+
+def test_a_burst_and_an_instance_killed_mid_request_leave_no_connection_unanswered(
+    cli: Cli, owned_app: str, front_factory: Any
+) -> None:
+    """200 concurrent connections against `--max 2` with one warm instance: each gets an HTTP answer (200, or 503
+    with Retry-After), none a bare close. Then an instance is killed while it holds requests: those are sent
+    again to the other instance (GET is idempotent) and answered."""
+    build(cli, owned_app)
+    front = front_factory(cli, owned_app, "--max", "2", "--min-warm", "2", "--concurrency", "5")
+    while len([e for e in front.seen if e["event"] == "started"]) < 2:
+        front.wait_for("started")
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        statuses = list(pool.map(lambda _: _raw_get(front.port, "/"), range(200)))
+    assert set(statuses) <= {"HTTP/1.0 200 OK", "HTTP/1.1 503 Service Unavailable"}, set(statuses)
+    assert statuses.count("HTTP/1.0 200 OK") >= 100
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        slow = [pool.submit(_raw_get, front.port, "/slow?seconds=3") for _ in range(10)]
+        time.sleep(1.0)  # both instances hold some of them now
+        victim = front.instances_started()[0]
+        subprocess.run(["podman", "kill", "--signal", "KILL", victim], check=True, capture_output=True)
+        answers = [f.result() for f in slow]
+    assert answers == ["HTTP/1.0 200 OK"] * 10, answers
+    assert any(e["event"] == "retried" and e["instance"] == victim for e in front.seen + list(front.events.queue))
+    assert front.stop() == 0
     assert containers_of(owned_app) == []

@@ -74,7 +74,7 @@ def test_failed_starts_back_off_instead_of_retrying_at_once(tmp_path: Path, monk
 
 
 def test_upstream_that_never_answers_is_reported_not_hung() -> None:
-    async def scenario() -> tuple[bool, float]:
+    async def scenario() -> tuple[str, float]:
         async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await asyncio.sleep(30)
 
@@ -100,17 +100,17 @@ def test_upstream_that_never_answers_is_reported_not_hung() -> None:
         return result["answered"], result["seconds"]
 
     answered, seconds = asyncio.run(scenario())
-    assert answered is False and seconds < 5
+    assert answered == "silent" and seconds < 5
 
 
 def test_idle_connection_is_closed() -> None:
-    async def scenario() -> bool:
+    async def scenario() -> str:
         async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await asyncio.sleep(30)
 
         upstream = await asyncio.start_server(silent, "127.0.0.1", 0)
         done = asyncio.Event()
-        answered: list[bool] = []
+        answered: list[str] = []
 
         async def client_side(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             up_r, up_w = await asyncio.open_connection("127.0.0.1", upstream.sockets[0].getsockname()[1])
@@ -127,4 +127,54 @@ def test_idle_connection_is_closed() -> None:
         front_srv.close()
         return answered[0]
 
-    assert asyncio.run(scenario()) is True
+    assert asyncio.run(scenario()) == "answered"
+
+
+def _named(name: str, port: int) -> Instance:
+    r = LaunchResult(app="app", mode="restored", container=name, name=name, ready_seconds=0.1, ports={})
+    return Instance(r, "127.0.0.1", port)
+
+
+@pytest.mark.parametrize("request_line, expected", [
+    (b"GET /x HTTP/1.1", b"HTTP/1.0 200 OK"),  # idempotent: sent again to the other instance, which answers
+    (b"POST /x HTTP/1.1", b"HTTP/1.1 503 Service Unavailable"),  # not replayed: the client is told to retry
+])
+def test_an_upstream_that_drops_the_connection_never_leaves_the_client_unanswered(
+    tmp_path: Path, request_line: bytes, expected: bytes
+) -> None:
+    """An instance that closes or resets a connection before answering (a full accept queue, a crash) makes the
+    front send the request to another instance where that is safe, else answer 503 with Retry-After."""
+    async def scenario() -> tuple[bytes, list[dict[str, Any]]]:
+        async def dropping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(10)
+            writer.transport.abort()  # a reset, before any byte of an answer
+
+        async def answering(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        servers = [await asyncio.start_server(h, "127.0.0.1", 0) for h in (dropping, answering)]
+        events: list[dict[str, Any]] = []
+        f = front(tmp_path, wait_timeout=5)
+        f.emit = events.append
+        f.http = True
+        ports = [srv.sockets[0].getsockname()[1] for srv in servers]
+        f.instances = [_named("drops", ports[0]), _named("answers", ports[1])]
+        front_srv = await asyncio.start_server(f._handle, "127.0.0.1", 0)
+        r, w = await asyncio.open_connection("127.0.0.1", front_srv.sockets[0].getsockname()[1])
+        w.write(request_line + b"\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+        reply = await asyncio.wait_for(r.read(), timeout=10)
+        for srv in (*servers, front_srv):
+            srv.close()
+        return reply, events
+
+    reply, events = asyncio.run(scenario())
+    assert reply.startswith(expected), reply
+    kinds = [e["event"] for e in events]
+    if expected.endswith(b"200 OK"):
+        assert kinds[:1] == ["retried"] and "rejected" not in kinds
+    else:
+        assert "retried" not in kinds and "rejected" in kinds and b"Retry-After: 1\r\n" in reply

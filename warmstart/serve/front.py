@@ -41,11 +41,18 @@ from warmstart.errors import UsageError, WarmstartError
 from warmstart.restore.launch import LaunchResult, known_app, launch, usable_snapshot
 from warmstart.runtime.containers import remove_quietly, sweep_orphans
 from warmstart.security.signing import NO_POLICY, TrustPolicy
+from warmstart.serve.metrics import Metrics
 from warmstart.serve.pool import Prestarted, activate, prestart
 
 Event = dict[str, Any]
 HTTP_503 = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 32\r\n"
-            b"Connection: close\r\n\r\nno instance became ready in time")
+            b"Retry-After: 1\r\nConnection: close\r\n\r\nno instance became ready in time")
+# A request whose upstream connection failed before any byte of an answer is sent again, to another instance where
+# there is one, at most RETRIES times, when it is safe to: an idempotent method (RFC 9110 9.2.2, as nginx's
+# proxy_next_upstream decides) and at most REPLAY_LIMIT bytes sent so far. Otherwise the client gets the 503.
+RETRIES = 2
+REPLAY_LIMIT = 64 * 1024
+IDEMPOTENT = (b"GET ", b"HEAD ", b"OPTIONS ", b"TRACE ", b"PUT ", b"DELETE ")
 CONNECT_TIMEOUT = 5.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
 
@@ -125,8 +132,9 @@ class Front:
         self.metrics = Metrics()
 
     # -- scaling ------------------------------------------------------------------------------------------------------
-    def _ready(self) -> Instance | None:
-        return min(self.instances, key=lambda i: i.active, default=None)
+    def _ready(self, avoid: Instance | None = None) -> Instance | None:
+        others = [i for i in self.instances if i is not avoid]
+        return min(others or self.instances, key=lambda i: i.active, default=None)
 
     def wanted(self) -> int:
         """How many instances the current demand calls for."""
@@ -237,12 +245,14 @@ class Front:
                 self._maybe_start()  # keep min_warm
 
     # -- connections --------------------------------------------------------------------------------------------------
-    async def _acquire(self) -> Instance | None:
+    async def _acquire(self, avoid: Instance | None = None) -> Instance | None:
+        """A ready instance for one connection (the least busy; not `avoid` where another is ready), or None when
+        none became ready within wait_timeout."""
         deadline = time.monotonic() + self.opts.wait_timeout
         async with self.changed:
             self.waiting += 1
             try:
-                while (inst := self._ready()) is None:
+                while (inst := self._ready(avoid)) is None:
                     self._maybe_start()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0 or self.stopping:
@@ -262,55 +272,84 @@ class Front:
                 await asyncio.wait_for(writer.drain(), timeout=CONNECT_TIMEOUT)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One client connection: forward it to an instance; when the upstream fails before answering, send it
+        again where that is safe (RETRIES), else answer 503 (HTTP apps). A client is never closed unanswered."""
         accepted = time.monotonic()
         first_byte: list[float] = []
+        early = bytearray()  # what the client sent before any answer: replayed on a retry
         self.metrics.connections.inc()
         inst = await self._acquire()
-        up_writer: asyncio.StreamWriter | None = None
         try:
-            if inst is None:
-                self.metrics.rejected.inc()
-                self.emit({"event": "rejected", "reason": f"no instance ready within {self.opts.wait_timeout:g}s"})
-                await self._reject(writer)
-                return
-            try:
-                up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(inst.host, inst.port),
-                                                              timeout=CONNECT_TIMEOUT)
-            except (TimeoutError, OSError) as exc:
-                self.emit({"event": "connect_failed", "instance": inst.result.name,
-                           "error": str(exc) or f"no connection within {CONNECT_TIMEOUT:g}s"})
-                await self._reject(writer)
-                return
-            inst.served += 1
-            assert up_writer is not None
-
-            def _first_byte(seconds: float) -> None:
-                first_byte.append(seconds)
-                self.metrics.first_byte.observe(seconds)
-
-            answered = await _proxy(reader, writer, up_reader, up_writer, first_byte=self.opts.wait_timeout,
-                                    idle=self.opts.conn_idle,
-                                    on_first_byte=lambda: _first_byte(time.monotonic() - accepted))
-            if not answered:
-                self.metrics.rejected.inc()
-                self.emit({"event": "rejected", "instance": inst.result.name,
-                           "reason": f"no answer from the instance within {self.opts.wait_timeout:g}s"})
-                await self._reject(writer)
+            for attempt in range(RETRIES + 1):
+                if inst is None:
+                    self.metrics.rejected.inc()
+                    self.emit({"event": "rejected", "reason": f"no instance ready within {self.opts.wait_timeout:g}s"})
+                    await self._reject(writer)
+                    return
+                outcome = await self._forward(inst, reader, writer, early, accepted, first_byte)
+                if outcome == "answered":
+                    return
+                if outcome == "silent" or attempt == RETRIES or not self._replayable(early):
+                    self.metrics.rejected.inc()
+                    self.emit({"event": "rejected", "instance": inst.result.name, "reason": outcome})
+                    await self._reject(writer)
+                    return
+                self.emit({"event": "retried", "instance": inst.result.name, "reason": outcome})
+                self._release(inst, accepted, first_byte)
+                failed, inst = inst, None
+                inst = await self._acquire(avoid=failed)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
             if inst is not None:
-                inst.active -= 1
-                inst.last_used = time.monotonic()
-                # The access log: one event per proxied connection (TCP level: the front does not parse HTTP).
-                self.emit({"event": "served", "instance": inst.result.name,
-                           "first_byte_seconds": round(first_byte[0], 4) if first_byte else None,
-                           "seconds": round(time.monotonic() - accepted, 4)})
-            for w in (up_writer, writer):
-                if w is not None:
-                    w.close()
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(w.wait_closed(), timeout=1.0)
+                self._release(inst, accepted, first_byte)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), timeout=1.0)
+
+    def _replayable(self, early: bytearray) -> bool:
+        """Whether what the client sent so far may be sent to another instance (see RETRIES)."""
+        if not early:
+            return True  # nothing sent yet: any protocol may try elsewhere
+        return self.http and len(early) <= REPLAY_LIMIT and bytes(early[:8]).startswith(IDEMPOTENT)
+
+    def _release(self, inst: Instance, accepted: float, first_byte: list[float]) -> None:
+        inst.active -= 1
+        inst.last_used = time.monotonic()
+        # The access log: one event per proxied connection (TCP level: the front does not parse HTTP).
+        self.emit({"event": "served", "instance": inst.result.name,
+                   "first_byte_seconds": round(first_byte[0], 4) if first_byte else None,
+                   "seconds": round(time.monotonic() - accepted, 4)})
+
+    async def _forward(self, inst: Instance, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       early: bytearray, accepted: float, first_byte: list[float]) -> str:
+        """Connect to `inst`, send what the client sent so far (a retry), and proxy. Returns "answered", "silent"
+        (no first byte within wait_timeout), "unreachable" (no connection) or "dropped" (the upstream ended or
+        reset before its first byte)."""
+        try:
+            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(inst.host, inst.port),
+                                                          timeout=CONNECT_TIMEOUT)
+        except (TimeoutError, OSError) as exc:
+            self.emit({"event": "connect_failed", "instance": inst.result.name,
+                       "error": str(exc) or f"no connection within {CONNECT_TIMEOUT:g}s"})
+            return "unreachable"
+        inst.served += 1
+
+        def _first_byte() -> None:
+            first_byte.append(time.monotonic() - accepted)
+            self.metrics.first_byte.observe(first_byte[0])
+
+        try:
+            if early:
+                up_writer.write(bytes(early))
+            return await _proxy(reader, writer, up_reader, up_writer, first_byte=self.opts.wait_timeout,
+                                idle=self.opts.conn_idle, on_first_byte=_first_byte, early=early)
+        except OSError:
+            return "dropped"
+        finally:
+            up_writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(up_writer.wait_closed(), timeout=1.0)
 
     # -- lifecycle ----------------------------------------------------------------------------------------------------
     async def _drain(self, server: asyncio.Server) -> None:
@@ -335,7 +374,9 @@ class Front:
                                    "instances": len(self.instances), "pool": len(self.pool)}).encode()
                 ctype = "application/json"
             elif path == "/metrics":
-                status, body, ctype = "200 OK", self.metrics.render(self), self.metrics.content_type
+                status, body, ctype = "200 OK", self.metrics.render(
+                    modes=[i.result.mode for i in self.instances], pool=len(self.pool),
+                    open_connections=sum(i.active for i in self.instances)), self.metrics.content_type
             else:
                 status, body, ctype = "404 Not Found", b"not found: try /healthz or /metrics\n", "text/plain"
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
@@ -391,13 +432,16 @@ class Front:
 
 async def _proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, up_r: asyncio.StreamReader,
                  up_w: asyncio.StreamWriter, *, first_byte: float, idle: float,
-                 on_first_byte: Callable[[], None] = lambda: None) -> bool:
-    """Copy both ways until either side ends or nothing moves for `idle` seconds. Returns False when the client
-    sent something and the upstream sent no first byte within `first_byte` seconds (nothing reached the client,
-    so it can still be answered with a 503)."""
+                 on_first_byte: Callable[[], None] = lambda: None, early: bytearray | None = None) -> str:
+    """Copy both ways until either side ends or nothing moves for `idle` seconds. Until the upstream's first byte,
+    what the client sends is also kept in `early` (up to REPLAY_LIMIT + 1 bytes), and nothing of the upstream's end
+    reaches the client: then "silent" when the client spoke and no first byte came within `first_byte` seconds,
+    "dropped" when the upstream ended or reset first (the client can still be answered, or sent elsewhere);
+    "answered" otherwise."""
     last = time.monotonic()
     got_answer = asyncio.Event()
     client_spoke = asyncio.Event()
+    dropped = asyncio.Event()
 
     async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, upstream: bool) -> None:
         nonlocal last
@@ -406,70 +450,35 @@ async def _proxy(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
                 last = time.monotonic()
                 if upstream and not got_answer.is_set():
                     on_first_byte()
+                if not upstream and early is not None and not got_answer.is_set() and len(early) <= REPLAY_LIMIT:
+                    early.extend(data[:REPLAY_LIMIT + 1 - len(early)])
                 (got_answer if upstream else client_spoke).set()
                 dst.write(data)
                 await dst.drain()
-            if dst.can_write_eof():
+            if upstream and not got_answer.is_set():
+                dropped.set()
+            elif dst.can_write_eof():
                 dst.write_eof()
         except (OSError, RuntimeError):
-            pass
+            if upstream and not got_answer.is_set():
+                dropped.set()
 
     tasks = [asyncio.ensure_future(pipe(client_r, up_w, False)), asyncio.ensure_future(pipe(up_r, client_w, True))]
     try:
-        while not all(t.done() for t in tasks):
+        while not all(t.done() for t in tasks) and not dropped.is_set():
             await asyncio.wait(tasks, timeout=0.25)
             now = time.monotonic()
+            if dropped.is_set():
+                break
             if client_spoke.is_set() and not got_answer.is_set() and now - last > first_byte:
-                return False
+                return "silent"
             if now - last > idle:
-                return True
-        return True
+                return "answered"
+        return "dropped" if dropped.is_set() else "answered"
     finally:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-class Metrics:
-    """The front's Prometheus metrics (prometheus_client, in a registry of its own): instances by mode, starts by
-    mode with their time-to-ready, failed starts, connections, rejections, and time to the first byte."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-        from prometheus_client.exposition import CONTENT_TYPE_LATEST
-
-        self.registry = CollectorRegistry()
-        r = self.registry
-        buckets = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-        self.instances = Gauge("warmstart_serve_instances", "Running instances by mode", ["mode"], registry=r)
-        self.pool = Gauge("warmstart_serve_pool_sandboxes", "Pre-started sandboxes waiting", registry=r)
-        self.starts = Counter("warmstart_serve_starts", "Instances started, by mode", ["mode"], registry=r)
-        self.start_seconds = Histogram("warmstart_serve_start_ready_seconds", "Time-to-ready of started instances",
-                                       ["mode"], buckets=buckets, registry=r)
-        self.start_failures = Counter("warmstart_serve_start_failures", "Failed instance starts", registry=r)
-        self.connections = Counter("warmstart_serve_connections", "Connections accepted", registry=r)
-        self.open = Gauge("warmstart_serve_open_connections", "Connections being proxied", registry=r)
-        self.rejected = Counter("warmstart_serve_rejected", "Connections answered 503 or closed unserved", registry=r)
-        self.first_byte = Histogram("warmstart_serve_first_byte_seconds", "From accepting a connection to the "
-                                    "instance's first byte", buckets=buckets, registry=r)
-        self.content_type = CONTENT_TYPE_LATEST
-        for mode in ("restored", "cold"):
-            self.instances.labels(mode).set(0)
-            self.starts.labels(mode)
-
-    def started(self, mode: str, ready_seconds: float) -> None:
-        self.starts.labels(mode).inc()
-        self.start_seconds.labels(mode).observe(ready_seconds)
-
-    def render(self, front: Front) -> bytes:
-        from prometheus_client import generate_latest
-
-        for mode in ("restored", "cold"):
-            self.instances.labels(mode).set(sum(1 for i in front.instances if i.result.mode == mode))
-        self.pool.set(len(front.pool))
-        self.open.set(sum(i.active for i in front.instances))
-        data: bytes = generate_latest(self.registry)
-        return data
 
 
 def serve(opts: ServeOptions, *, engine: Engine, store: SnapshotStore, spec: AppSpec | None,
