@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -18,8 +19,12 @@ func dump(args []string) {
 	if out == "" {
 		fail(ExitUsage, "dump: --out DIR is required")
 	}
-	if then := f["then"]; then != "" && then != "run" && then != "stop" {
-		fail(ExitUsage, "dump: --then must be run (the default) or stop")
+	then := f["then"]
+	if then == "" {
+		then = "run"
+	}
+	if then != "run" && then != "stop" && then != "freeze" {
+		fail(ExitUsage, "dump: --then must be run (the default), stop or freeze")
 	}
 	if err := os.MkdirAll(out, 0o700); err != nil { // a checkpoint of an instance dumps into a new dir inside it
 		fail(ExitDumpFailed, "dump: %v", err)
@@ -36,16 +41,32 @@ func dump(args []string) {
 			fail(ExitDumpFailed, "dump: %v", err)
 		}
 	}
-	if err := dumpTo(out, pid, f["then"] != "stop"); err != nil {
+	if err := dumpTo(out, pid, then); err != nil {
 		fail(ExitDumpFailed, "dump: %v", err)
 	}
 }
 
-// dumpTo writes a snapshot of the tree rooted at pid into out: the changed files, CRIU's images (the app keeps
-// running) and sandbox.json.
-// dumpTo dumps the app into out; without leaveRunning, CRIU ends the app once the dump succeeded (a failed dump
-// leaves it running), so nothing it does after the dump is lost: stop-and-copy migration (warmstart/migrate/migration.py).
-func dumpTo(out string, pid int, leaveRunning bool) error {
+// thaw resumes the app's tree after `dump --then freeze` (SIGCONT to each of its processes): the launcher could not
+// store the checkpoint, or died before it could (the next command finds the instance frozen and thaws it).
+func thaw(args []string) {
+	f, _ := flags(args, "pid")
+	pid := intFlag(f, "pid", 0)
+	if pid == 0 {
+		var err error
+		if pid, err = appPid(); err != nil {
+			fail(ExitUsage, "thaw: %v", err)
+		}
+	}
+	for _, p := range treePids(pid) {
+		_ = syscall.Kill(p, syscall.SIGCONT)
+	}
+}
+
+// dumpTo writes a snapshot of the tree rooted at pid into out: the changed files, CRIU's images and sandbox.json.
+// Then the app keeps running ("run"), is left stopped ("freeze": nothing it does after the dump is lost, and it
+// comes back with `thaw` if the snapshot cannot be stored) or is ended by CRIU ("stop"; a failed dump leaves it
+// running either way): checkpoint --stop and stop-and-copy migration (warmstart/snapshot/checkpoint.py) freeze.
+func dumpTo(out string, pid int, then string) error {
 	meta := Meta{SchemaVersion: 1, Pid: pid, Stdio: map[string]string{}}
 	for _, fd := range []string{"1", "2"} {
 		if target, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd)); err == nil && strings.HasPrefix(target, "pipe:[") {
@@ -74,9 +95,12 @@ func dumpTo(out string, pid int, leaveRunning bool) error {
 	for _, path := range irmapScanPaths(tree) {
 		argv = append(argv, "--irmap-scan-path", path)
 	}
-	if leaveRunning {
+	switch then {
+	case "run":
 		argv = append(argv, "--leave-running")
-	} else { // PID 1 must outlive the app's end until this dump is complete (supervise waits for the marker)
+	case "freeze":
+		argv = append(argv, "--leave-stopped")
+	default: // PID 1 must outlive the app's end until this dump is complete (supervise waits for the marker)
 		if err := os.WriteFile(FinalDumpMarker, nil, 0o600); err != nil {
 			return err
 		}

@@ -245,7 +245,7 @@ func snapshotWhenReady(o entryOptions, key string, pid int) {
 		return
 	}
 	err := func() error {
-		if err := dumpTo(staging, pid, true); err != nil {
+		if err := dumpTo(staging, pid, "run"); err != nil {
 			return err
 		}
 		for _, leftover := range []string{DumpLog, "stats-dump"} {

@@ -2,7 +2,8 @@
 // together with the host's CRIU prefix, so that app images need nothing of ours (no Python, no CRIU libraries).
 //
 //	warmstart-init boot [--pid-base N] [--user UID:GID] -- CMD...   start the app cold at a reserved PID (build)
-//	warmstart-init dump --pid N --out DIR [--then stop]             capture changed files, stdio, CRIU dump (exec'd)
+//	warmstart-init dump --pid N --out DIR [--then stop|freeze]      capture changed files, stdio, CRIU dump (exec'd)
+//	warmstart-init thaw [--pid N]                                   resume an app left frozen by dump --then freeze
 //	warmstart-init entrypoint --snapshot-dir DIR ... -- CMD...      a container that snapshots itself (entrypoint.go)
 //	warmstart-init crac beforeCheckpoint|afterRestore              trigger the JVM helper's CRaC resources (crac.go)
 //	warmstart-init working-set --images DIR --faults FILE           mark recorded pages eager (workingset.go; host)
@@ -90,6 +91,8 @@ func main() {
 		boot(os.Args[2:])
 	case "dump":
 		dump(os.Args[2:])
+	case "thaw":
+		thaw(os.Args[2:])
 	case "restore":
 		restore(os.Args[2:])
 	case "entrypoint":

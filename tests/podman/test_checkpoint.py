@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -104,4 +105,40 @@ def test_a_checkpoint_of_a_ballast_instance_keeps_every_byte(cache: Path, owned_
     assert sums["ballast_bytes"] == 96 << 20 and sums["ballast_sha256"] == sums["at_boot"]
     names = [again["name"]] + ([] if stop else [first["name"]])
     assert cli("stop", *names).returncode == 0
+    assert containers_of(owned_app) == []
+
+
+def test_checkpoint_stop_killed_at_ten_moments_never_loses_the_instances_state(cli: Cli, owned_app: str) -> None:
+    """`checkpoint --stop` SIGKILLed at ten evenly spread moments of its run: after the next command (`ps`) the
+    state is always somewhere, the snapshot stored or the instance running on with its count (thawed when its
+    freezing process died), no marker stays, and no staging dir survives the next checkpoint."""
+    build(cli, owned_app)
+    scratch = cli("run", owned_app, "--json").json
+    t0 = time.monotonic()
+    assert cli("checkpoint", scratch["name"], "--stop", "--tag", "timing").returncode == 0
+    whole = time.monotonic() - t0
+    outcomes = []
+    for i in range(1, 11):
+        inst = cli("run", owned_app, "--json").json
+        address = inst["ports"]["8080/tcp"]
+        seen = http_json(address)
+        proc = subprocess.Popen(cli.argv("checkpoint", inst["name"], "--stop", "--tag", f"k{i}"), env=cli.env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(whole * i / 10)
+        proc.kill()
+        proc.wait(timeout=30)
+        listed = cli("ps", "--app", owned_app, "--json").json["instances"]  # the next command
+        stored = f"k{i}" in {x["tag"] for x in cli("cache", "ls", owned_app, "--json").json["snapshots"]}
+        running = any(x["name"] == inst["name"] and x["status"] == "running" for x in listed)
+        if running:  # thawed (or never frozen): it answers, with the state it had
+            now = http_json(address)
+            assert now["boot_token"] == seen["boot_token"] and now["count"] > seen["count"]
+            assert cli("stop", inst["name"]).returncode == 0
+        assert stored or running, f"moment {i}: neither a snapshot nor the instance"
+        outcomes.append("both" if stored and running else "stored" if stored else "running")
+        assert not any((cli.cache / "frozen").glob("*"))
+    assert "running" in outcomes and "stored" in outcomes, outcomes  # the moments span the whole run
+    last = cli("run", owned_app, "--json").json
+    assert cli("checkpoint", last["name"], "--stop", "--tag", "after").returncode == 0
+    assert not any((cli.cache / ".staging").iterdir())
     assert containers_of(owned_app) == []

@@ -154,28 +154,29 @@ def test_prune_by_count_size_and_age(tmp_path: Path) -> None:
         prune(store)
 
 
-def test_a_stopped_instances_dump_is_moved_out_of_its_layer_only_through_real_dirs(tmp_path: Path) -> None:
-    """checkpoint --stop renames the dump out of the writable layer; a symlink anywhere below the layer (the app's
-    to plant) or a layer the engine does not name means: copy through the engine instead (False)."""
-    from warmstart.snapshot.checkpoint import _move_out
+def test_a_frozen_instances_dump_is_copied_out_of_its_layer_only_through_real_dirs(tmp_path: Path) -> None:
+    """checkpoint --stop copies the dump out of the frozen instance's writable layer from the host; a symlink
+    anywhere below the layer (the app's to plant) or a layer the engine does not name means: copy through the
+    engine instead (False). The layer itself is only read."""
+    from warmstart.snapshot.checkpoint import _copy_out
 
     layer = tmp_path / "upper"
     (layer / "tmp" / ".warmstart" / "checkpoint-1").mkdir(parents=True)
     (layer / "tmp" / ".warmstart" / "checkpoint-1" / "sandbox.json").write_text("{}")
 
-    class Stopped:
+    class Frozen:
         def __init__(self, upper: str) -> None:
             self.upper = upper
 
         def inspect(self, *, container: str) -> ContainerState:
-            return ContainerState(id="c", name=container, status="exited", running=False, exit_code=0,
+            return ContainerState(id="c", name=container, status="running", running=True, exit_code=0,
                                   restored=True, upper_dir=self.upper)
 
-    assert not _move_out(Stopped(""), "i", "/tmp/.warmstart/checkpoint-1", tmp_path / "a")
+    assert not _copy_out(Frozen(""), "i", "/tmp/.warmstart/checkpoint-1", tmp_path / "a")  # type: ignore[arg-type]
     (tmp_path / "elsewhere").mkdir()
     (layer / "tmp" / ".warmstart" / "checkpoint-2").symlink_to(tmp_path / "elsewhere")
-    assert not _move_out(Stopped(str(layer)), "i", "/tmp/.warmstart/checkpoint-2", tmp_path / "b")
+    assert not _copy_out(Frozen(str(layer)), "i", "/tmp/.warmstart/checkpoint-2", tmp_path / "b")  # type: ignore[arg-type]
     assert (tmp_path / "elsewhere").is_dir() and not (tmp_path / "b").exists()
-    assert _move_out(Stopped(str(layer)), "i", "/tmp/.warmstart/checkpoint-1", tmp_path / "c")
+    assert _copy_out(Frozen(str(layer)), "i", "/tmp/.warmstart/checkpoint-1", tmp_path / "c")  # type: ignore[arg-type]
     assert (tmp_path / "c" / "sandbox.json").read_text() == "{}"
-    assert not (layer / "tmp" / ".warmstart" / "checkpoint-1").exists()
+    assert (layer / "tmp" / ".warmstart" / "checkpoint-1" / "sandbox.json").exists()

@@ -1,8 +1,9 @@
 """Use case `migrate`: move a running sandbox instance to another host, stop-and-copy, through an OCI registry both
 hosts reach; its memory state and the files it changed go with it.
 
-    1. final checkpoint: CRIU dumps the app and ends it in the same step (`warmstart-init dump --then stop`), so
-       nothing it answers after the dump is lost; the snapshot lands in this host's cache, the source is removed
+    1. final checkpoint: CRIU dumps the app and leaves it frozen (`warmstart-init dump --then freeze`), so nothing
+       it answers after the dump is lost; once the snapshot is in this host's cache the source is removed (a
+       failure, or a kill of this process, before that thaws it instead: runtime/frozen.py)
     2. push the snapshot to REF
     3. on the destination, `DEST warmstart run APP:TAG --registry REF --no-fallback --json` with the instance's
        name and published ports: DEST is the command that reaches the other host (`ssh hostb`); it pulls, verifies

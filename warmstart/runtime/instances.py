@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from warmstart.core import labels
 from warmstart.core.spec import validate_seconds
@@ -54,6 +55,10 @@ def list_instances(*, engine: Engine, app: str | None = None, cache: str | None 
     wanted = {labels.MANAGED: "true"}
     if app:
         wanted[labels.APP] = app
+    if cache:  # first, what a killed `checkpoint --stop` or `migrate` left frozen in this cache: thawed
+        from warmstart.runtime.frozen import thaw_orphans
+
+        thaw_orphans(engine, Path(cache))
     states = engine.list(labels=wanted)
     return sorted(
         (Instance.from_state(s) for s in states
