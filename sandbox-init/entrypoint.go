@@ -6,7 +6,12 @@ package main
 // for the next container. Any problem with a snapshot means a cold start, with the reason in the log.
 //
 //	warmstart-init entrypoint --snapshot-dir DIR [--ready-http PATH | --ready-tcp] [--port N] [--ready-timeout S]
-//	                          [--pid-base N] [--no-snapshot] -- CMD...
+//	                          [--pid-base N] [--no-snapshot] [--secret-env NAME,...] -- CMD...
+//
+// Secrets (--secret-env, or $WARMSTART_SECRET_NAMES): their values are taken out of the environment before the app
+// starts, as `warmstart build` withholds them (AWS SnapStart's pattern), and served on SecretsSocket only once the
+// snapshot is taken (cold) or before the restore: warmstart_helper (or the app itself) reads them there after its
+// restore point. A snapshot that holds a value anyway (UTF-8 or UTF-16) is not published.
 //
 // Layout of DIR (shared by any number of containers):
 //
@@ -97,6 +102,8 @@ func parseEntry(args []string) entryOptions {
 			o.pidBase = n
 		case "--no-snapshot":
 			o.noSnapshot = true
+		case "--secret-env": // NAME[,NAME...]: the same as the variable SecretNamesVar (which a pod spec can set)
+			_ = os.Setenv(SecretNamesVar, next())
 		default:
 			fail(ExitUsage, "entrypoint: unknown option %q", arg)
 		}
@@ -178,13 +185,21 @@ func entrypoint(args []string) {
 	signal.Notify(signals)
 	key := snapshotKey(o)
 	start := time.Now()
+	secrets, err := readSecrets() // out of the environment the app and CRIU inherit, whichever way it starts
+	if err != nil {
+		fail(ExitUsage, "entrypoint: %v", err)
+	}
 	if snap, _, why := usable(o, key); why == "" {
 		meta, _, err := prepare(snap)
+		if err == nil && len(secrets) > 0 {
+			err = listenSecrets(secrets)
+		}
 		if err == nil {
 			err = criuRestore(snap, meta, false)
 		}
 		if err == nil {
 			logf("restored pid %d from %s in %d ms", meta.Pid, filepath.Base(snap), time.Since(start).Milliseconds())
+			handOverSecrets(secrets, false)
 			os.Exit(supervise(meta.Pid, signals, nil))
 		}
 		logf("starting cold: restore from %s failed: %v", filepath.Base(snap), err)
@@ -197,10 +212,32 @@ func entrypoint(args []string) {
 		fail(ExitBootFailed, "entrypoint: %v", err)
 	}
 	pid := cmd.Process.Pid
-	if !o.noSnapshot {
-		go snapshotWhenReady(o, key, pid)
-	}
+	go func() {
+		if !o.noSnapshot {
+			snapshotWhenReady(o, key, pid, secrets)
+		}
+		handOverSecrets(secrets, true)
+	}()
 	os.Exit(supervise(pid, signals, nil))
+}
+
+// handOverSecrets gives the app its secrets after its restore point: served on SecretsSocket (listen: a cold start,
+// now that its snapshot is taken), and pulled in by warmstart_helper's after-restore step where the app uses it.
+func handOverSecrets(secrets []byte, listen bool) {
+	if len(secrets) == 0 {
+		return
+	}
+	if listen {
+		if err := listenSecrets(secrets); err != nil {
+			logf("cannot serve the app's secrets: %v", err)
+			return
+		}
+	}
+	if os.Getenv(PyHelperVar) == "1" {
+		if _, err := pyAfterRestore(30*time.Second, 60*time.Second); err != nil {
+			logf("warmstart_helper after_restore failed: %v", err)
+		}
+	}
 }
 
 // ready: the port accepts a connection (--ready-tcp), or GET PATH answers 2xx (plain HTTP/1.0 over net: net/http
@@ -227,7 +264,7 @@ func ready(o entryOptions) bool {
 
 // snapshotWhenReady waits for readiness, dumps into a private staging dir of DIR (the app keeps running), hashes
 // every file into the manifest, and publishes: one rename of the complete dir, then an atomic switch of current.
-func snapshotWhenReady(o entryOptions, key string, pid int) {
+func snapshotWhenReady(o entryOptions, key string, pid int, secrets []byte) {
 	deadline := time.Now().Add(o.timeout)
 	for !ready(o) {
 		if time.Now().After(deadline) {
@@ -244,43 +281,54 @@ func snapshotWhenReady(o entryOptions, key string, pid int) {
 		logf("no snapshot taken: %v", err)
 		return
 	}
-	err := func() error {
-		if err := dumpTo(staging, pid, "run"); err != nil {
-			return err
-		}
-		for _, leftover := range []string{DumpLog, "stats-dump"} {
-			_ = os.Remove(filepath.Join(staging, leftover))
-		}
-		m := snapManifest{SchemaVersion: 1, Key: key, Pids: []int{pid}, Files: map[string]string{}}
-		err := filepath.Walk(staging, func(path string, info os.FileInfo, err error) error {
-			if err != nil || !info.Mode().IsRegular() {
-				return err
-			}
-			rel, _ := filepath.Rel(staging, path)
-			m.Files[rel], err = sha256File(path)
-			return err
-		})
-		if err != nil {
-			return err
-		}
-		data, _ := json.MarshalIndent(m, "", "  ")
-		if err := os.WriteFile(filepath.Join(staging, entryManifest), append(data, '\n'), 0o600); err != nil {
-			return err
-		}
-		final := filepath.Join(o.dir, "snap-"+id)
-		if err := os.Rename(staging, final); err != nil {
-			return err
-		}
-		link := filepath.Join(o.dir, fmt.Sprintf(".current-%x", token))
-		if err := os.Symlink("snap-"+id, link); err != nil {
-			return err
-		}
-		return os.Rename(link, filepath.Join(o.dir, "current"))
-	}()
+	err := publish(o, key, pid, staging, id, token, secrets)
 	if err != nil {
 		_ = os.RemoveAll(staging)
 		logf("no snapshot taken: %v", err)
 		return
 	}
 	logf("snapshot snap-%s published (%s)", id, filepath.Join(o.dir, "current"))
+}
+
+// publish dumps the app into staging, refuses a dump that holds a secret's value, hashes every file into the
+// manifest, and makes it visible: one rename of the complete dir, then an atomic switch of current.
+func publish(o entryOptions, key string, pid int, staging, id string, token, secrets []byte) error {
+	if err := dumpTo(staging, pid, "run"); err != nil {
+		return err
+	}
+	for _, leftover := range []string{DumpLog, "stats-dump"} {
+		_ = os.Remove(filepath.Join(staging, leftover))
+	}
+	if name, where, err := holdsSecret(staging, secrets); err != nil || name != "" {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(staging, where)
+		return fmt.Errorf("the app holds the value of secret %s in clear (in %s): not published", name, rel)
+	}
+	m := snapManifest{SchemaVersion: 1, Key: key, Pids: []int{pid}, Files: map[string]string{}}
+	err := filepath.Walk(staging, func(path string, info os.FileInfo, err error) error {
+		if err != nil || !info.Mode().IsRegular() {
+			return err
+		}
+		rel, _ := filepath.Rel(staging, path)
+		m.Files[rel], err = sha256File(path)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	data, _ := json.MarshalIndent(m, "", "  ")
+	if err := os.WriteFile(filepath.Join(staging, entryManifest), append(data, '\n'), 0o600); err != nil {
+		return err
+	}
+	final := filepath.Join(o.dir, "snap-"+id)
+	if err := os.Rename(staging, final); err != nil {
+		return err
+	}
+	link := filepath.Join(o.dir, fmt.Sprintf(".current-%x", token))
+	if err := os.Symlink("snap-"+id, link); err != nil {
+		return err
+	}
+	return os.Rename(link, filepath.Join(o.dir, "current"))
 }

@@ -6,7 +6,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -109,6 +111,78 @@ func serveSecrets() error {
 	if err != nil {
 		return err
 	}
+	return listenSecrets(payload)
+}
+
+// holdsSecret names the first secret whose value (UTF-8, or UTF-16LE as JVM and Python strings may hold it) is
+// in a file under dir, and that file: a snapshot must not hold one in clear. "" when none is.
+func holdsSecret(dir string, payload []byte) (string, string, error) {
+	type needle struct {
+		name  string
+		bytes []byte
+	}
+	var needles []needle
+	for _, pair := range bytes.Split(payload, []byte{0}) {
+		name, value, ok := strings.Cut(string(pair), "=")
+		if !ok || len(value) < 6 || len(value) > maxSecretLen { // shorter ones match by chance (secretenv.py)
+			continue
+		}
+		wide := make([]byte, 0, 2*len(value))
+		for _, r := range value {
+			wide = append(wide, byte(r), byte(r>>8))
+		}
+		needles = append(needles, needle{name, []byte(value)}, needle{name, wide})
+	}
+	found, where := "", ""
+	err := filepath.Walk(dir, func(path string, info os.FileInfo, err error) error {
+		if err != nil || found != "" || !info.Mode().IsRegular() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		// 4 MiB at a time (page images can be GiBs, and the init may run under a memory limit), each window
+		// starting with the previous one's tail, so a value across two reads is found too.
+		buf, keep := make([]byte, 4<<20), 0
+		for {
+			n, err := io.ReadFull(f, buf[keep:])
+			window := buf[:keep+n]
+			for _, nd := range needles {
+				if bytes.Contains(window, nd.bytes) {
+					found, where = nd.name, path
+					return filepath.SkipAll
+				}
+			}
+			if err != nil { // io.EOF or io.ErrUnexpectedEOF: the file is read; anything else is a real error
+				if err == io.EOF || err == io.ErrUnexpectedEOF {
+					return nil
+				}
+				return err
+			}
+			keep = 2 * maxSecretLen
+			if keep > len(window) {
+				keep = len(window)
+			}
+			copy(buf, window[len(window)-keep:])
+		}
+	})
+	return found, where, err
+}
+
+// maxSecretLen bounds one value in UTF-8 (UTF-16 doubles it): the overlap holdsSecret keeps between windows.
+const maxSecretLen = 64 << 10
+
+// listening: SecretsSocket is bound already (an entrypoint whose restore failed listens again for its cold start).
+var listening bool
+
+// listenSecrets serves payload on SecretsSocket (once per process).
+func listenSecrets(payload []byte) error {
+	if listening {
+		return nil
+	}
+	listening = true
 	fd, err := syscall.Socket(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err

@@ -98,3 +98,32 @@ func TestSecretsFromTheEnvironmentStillWork(t *testing.T) {
 		t.Fatal("the value stays in the environment")
 	}
 }
+
+func TestHoldsSecretFindsAValueInEitherEncodingAcrossReads(t *testing.T) {
+	dir := t.TempDir()
+	payload := []byte("API_KEY=sk-live-1234\x00SHORT=abc\x00")
+	if err := os.WriteFile(dir+"/clean.img", make([]byte, 9<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if name, _, err := holdsSecret(dir, payload); err != nil || name != "" {
+		t.Fatalf("a clean dir: %q %v", name, err)
+	}
+	wide := []byte{}
+	for _, c := range "sk-live-1234" {
+		wide = append(wide, byte(c), 0)
+	}
+	data := append(make([]byte, 4<<20-5), wide...) // straddles the first 4 MiB window
+	if err := os.WriteFile(dir+"/pages-1.img", data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	name, where, err := holdsSecret(dir, payload)
+	if err != nil || name != "API_KEY" || !strings.HasSuffix(where, "pages-1.img") {
+		t.Fatalf("got %q in %q (%v)", name, where, err)
+	}
+	if err := os.WriteFile(dir+"/pages-1.img", []byte("xxabcxx"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if name, _, _ := holdsSecret(dir, payload); name != "" {
+		t.Fatalf("a value under 6 bytes matched: %q", name)
+	}
+}

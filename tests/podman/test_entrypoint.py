@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import time
@@ -135,3 +136,35 @@ def test_sigterm_reaches_the_app_and_the_exit_code_is_the_apps(box: Box, mode: s
     code = subprocess.run(["podman", "inspect", "--format", "{{.State.ExitCode}}", name], capture_output=True,
                           text=True).stdout.strip()
     assert code == "143"  # the app died of SIGTERM (128 + 15), forwarded by the wrapper
+
+
+def _holding(root: Path, value: str) -> list[str]:
+    needles = (value.encode(), value.encode("utf-16-le"))
+    return [str(p) for p in root.rglob("*") if p.is_file() and any(n in p.read_bytes() for n in needles)]
+
+
+def test_declared_secrets_stay_out_of_the_snapshot_and_reach_the_app_after_it(box: Box) -> None:
+    """--secret-env / $WARMSTART_SECRET_NAMES: the app boots without the values, the snapshot holds none, and the
+    app gets them after its restore point (helper) in the first container and in every restored one; an app that
+    has a value anyway (copied under another name) is not published."""
+    secret = f"sk-test-{uuid.uuid4().hex}"
+    env = ["-e", f"API_KEY={secret}", "-e", "WARMSTART_SECRET_NAMES=API_KEY", "-e", "USE_HELPER=1",
+           "-e", "WARMSTART_PYTHON_HELPER=1"]
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    first, port1 = box.start(*env)
+    box.wait_log(first, "snapshot snap-")
+    assert get(port1, "/secret")["sha256"] == digest  # handed over once the snapshot was taken
+    assert _holding(box.snapdir, secret) == []
+    second, port2 = box.start(*env)
+    box.wait_log(second, "restored pid")
+    assert get(port2, "/secret")["sha256"] == digest
+    assert get(port2)["boot_token"] == get(port1)["boot_token"]
+
+    leaky = Box(box.snapdir.parent / "leaky")  # another snapshot volume, removed with the test's containers
+    leaky.snapdir.mkdir()
+    try:
+        third, _ = leaky.start(*env, "-e", f"API_KEY_COPY={secret}")
+        leaky.wait_log(third, "holds the value of secret API_KEY in clear")
+        assert not (leaky.snapdir / "current").exists() and _holding(leaky.snapdir, secret) == []
+    finally:
+        subprocess.run(["podman", "rm", "--force", "--ignore", "-t", "0", *leaky.names], capture_output=True)
