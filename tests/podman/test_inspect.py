@@ -4,6 +4,7 @@ checkpointctl reads too)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,3 +52,39 @@ def test_contents_of_a_damaged_image_is_a_one_line_error(cli: Cli, owned_app: st
     res = cli("cache", "inspect", owned_app, "--contents")
     assert res.returncode != 0 and res.stderr.startswith("warmstart: error: cannot decode pstree.img")
     assert len(res.stderr.strip().splitlines()) <= 2
+
+
+THREADED = ("import http.server, threading, time\n"
+            "for i in range(4):\n"
+            "    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+            "class H(http.server.BaseHTTPRequestHandler):\n"
+            "    def do_GET(self): self.send_response(200); self.end_headers(); self.wfile.write(b'ok')\n"
+            "http.server.HTTPServer(('', 8080), H).serve_forever()\n")
+
+
+def test_coredump_writes_a_core_per_process_that_gdb_opens_with_the_apps_threads(
+    cli: Cli, owned_app: str, tmp_path: Path
+) -> None:
+    """`cache coredump`: an ELF core of the snapshot's process, 0600, in which gdb finds all five threads (the main
+    one and four workers), with the registers CRIU saved; an existing core is not overwritten."""
+    spec = tmp_path / "warmstart.toml"
+    spec.write_text(f'[apps.{owned_app}]\nimage = "localhost/warmstart-example-counter:latest"\n'
+                    f'command = ["python3", "-c", """{THREADED}"""]\nports = [8080]\nready = {{ http = "/" }}\n')
+    built = cli("build", "-f", str(spec), "--json")
+    assert built.returncode == 0, built.stderr
+    out = tmp_path / "cores"
+    res = cli("cache", "coredump", owned_app, "-o", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    (core,) = res.json["cores"]
+    assert core["threads"] == 5 and core["comm"] == "python3"
+    path = Path(core["path"])
+    assert path.parent == out and (path.stat().st_mode & 0o777) == 0o600
+    if shutil.which("gdb") is None:
+        pytest.skip("gdb is not installed (scripts/setup-host installs it)")
+    shown = subprocess.run(["gdb", "-batch", "-ex", "info threads", "-ex", "info registers rip", "/usr/bin/python3",
+                            str(path)], capture_output=True, text=True, timeout=120)
+    listed = re.findall(r"^[* ] +\d+ +LWP (\d+) ", shown.stdout, re.MULTILINE)  # gdb's `info threads` table
+    assert len(listed) == 5 and str(core["pid"]) in listed, shown.stdout + shown.stderr
+    assert "rip" in shown.stdout
+    again = cli("cache", "coredump", owned_app, "-o", str(out))
+    assert again.returncode == 2 and "exists already" in again.error

@@ -8,8 +8,10 @@ pycriu is not on PyPI: scripts/setup-host installs Debian's python3-pycriu (the 
 
 from __future__ import annotations
 
+import contextlib
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,36 +36,50 @@ def _pycriu() -> Any:
     return pycriu
 
 
+@contextlib.contextmanager
+def image_dir(path: Path) -> Iterator[Path]:
+    """The CRIU image dir of a cache snapshot dir: a sandbox one's images/, or a container-mode one's images taken
+    out of checkpoint.tar into a private temp dir for the time of the block."""
+    if (path / "images").is_dir():
+        yield path / "images"
+        return
+    archive = path / "checkpoint.tar"
+    if not archive.is_file():
+        raise CacheError(f"{path} holds no CRIU images (neither images/ nor checkpoint.tar)")
+    with tempfile.TemporaryDirectory(prefix="warmstart-inspect-") as tmp:
+        with tarfile.open(archive, "r:") as tar:  # ours, uncompressed (podman --compress none)
+            members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(f"{PODMAN_CHECKPOINT_DIR}/")
+                       and "/" not in m.name[len(PODMAN_CHECKPOINT_DIR) + 1:] and m.name.endswith(".img")]
+            for m in members:
+                m.name = Path(m.name).name  # flat, and nothing outside tmp whatever the archive says
+                tar.extract(m, tmp, filter="data")
+        yield Path(tmp)
+
+
+def load_image(images: Path, name: str) -> list[dict[str, Any]]:
+    """The entries of one CRIU image ([] when the image is absent); CacheError when it cannot be decoded."""
+    pycriu = _pycriu()
+    try:
+        with open(images / name, "rb") as fh:
+            entries: list[dict[str, Any]] = pycriu.images.load(fh)["entries"]
+            return entries
+    except FileNotFoundError:
+        return []
+    except Exception as exc:  # pycriu raises its own and protobuf's errors for a damaged image
+        raise CacheError(f"cannot decode {name}: {exc}") from exc
+
+
 def describe_snapshot(path: Path) -> dict[str, Any]:
     """The contents of a cache snapshot dir: a sandbox one (images/) or a container-mode one (checkpoint.tar)."""
-    if (path / "images").is_dir():
-        return describe_images(path / "images")
-    archive = path / "checkpoint.tar"
-    if archive.is_file():
-        with tempfile.TemporaryDirectory(prefix="warmstart-inspect-") as tmp:
-            with tarfile.open(archive, "r:") as tar:  # ours, uncompressed (podman --compress none)
-                members = [m for m in tar.getmembers() if m.isfile() and m.name.startswith(f"{PODMAN_CHECKPOINT_DIR}/")
-                           and "/" not in m.name[len(PODMAN_CHECKPOINT_DIR) + 1:] and m.name.endswith(".img")]
-                for m in members:
-                    m.name = Path(m.name).name  # flat, and nothing outside tmp whatever the archive says
-                    tar.extract(m, tmp, filter="data")
-            return describe_images(Path(tmp))
-    raise CacheError(f"{path} holds no CRIU images (neither images/ nor checkpoint.tar)")
+    with image_dir(path) as images:
+        return describe_images(images)
 
 
 def describe_images(images: Path) -> dict[str, Any]:
     """Decode a CRIU image dir."""
-    pycriu = _pycriu()
 
     def load(name: str) -> list[dict[str, Any]]:
-        try:
-            with open(images / name, "rb") as fh:
-                entries: list[dict[str, Any]] = pycriu.images.load(fh)["entries"]
-                return entries
-        except FileNotFoundError:
-            return []
-        except Exception as exc:  # pycriu raises its own and protobuf's errors for a damaged image
-            raise CacheError(f"cannot decode {name}: {exc}") from exc
+        return load_image(images, name)
 
     files = {f["id"]: f for f in load("files.img")}
     processes = []

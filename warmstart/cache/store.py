@@ -342,6 +342,16 @@ class SnapshotStore:
 
         return describe_snapshot(snapshot.path)
 
+    def coredump(self, snapshot: Snapshot, out: Path) -> list[Any]:
+        """ELF core files of the snapshot's processes into `out` (warmstart.cache.coredump)."""
+        if snapshot.manifest.encryption:
+            raise CacheError(f"snapshot {snapshot.ref} is encrypted: no core is written from it",
+                             hint="its images are ciphertext; restore it with its key instead")
+        self.verify(snapshot)  # decode only what matches its digests
+        from warmstart.cache.coredump import write_cores
+
+        return list(write_cores(snapshot.path, out))
+
     def verify(self, snapshot: Snapshot, *, full: bool = False) -> None:
         """Check every file against the manifest's sha256. Files unchanged (same inode, size, mtime and ctime)
         since they last matched are not re-read, which keeps verification off the restore path's critical time;

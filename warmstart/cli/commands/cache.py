@@ -1,10 +1,11 @@
-"""`warmstart cache ls | inspect | rm | prune`."""
+"""`warmstart cache ls | inspect | coredump | rm | prune`."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -104,6 +105,32 @@ def inspect(
     show(f"restores   circuit {circuit}{detail}")
     if decoded is not None:
         _show_contents(decoded)
+
+
+@app.command()
+@handle_errors
+def coredump(
+    ref: Annotated[str, typer.Argument(metavar="APP[:TAG]")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="Directory for core.PID files (created 0700; existing "
+                                      "cores are not overwritten).")],
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Write an ELF core file per process of a snapshot, for gdb (`gdb EXECUTABLE DIR/core.PID`)."""
+    store = options.open_store(cache_dir)
+    snap = store.resolve(ref)[0]
+    try:
+        cores = store.coredump(snap, out)
+    except FileExistsError as exc:
+        raise UsageError(f"{exc.filename} exists already: choose an empty --output directory") from exc
+    except OSError as exc:
+        raise UsageError(f"cannot write cores into {out}: {exc.strerror or exc}") from exc
+    if json_output:
+        emit_json({"snapshot": snap.ref, "cores": [dataclasses.asdict(c) for c in cores]})
+        return
+    for c in cores:
+        show(f"{c.path}  pid {c.pid} ({c.comm}), {c.threads} thread{'s' if c.threads != 1 else ''}, "
+             f"{c.size_bytes / 1e6:.1f}MB")
 
 
 def _show_contents(decoded: dict[str, Any]) -> None:
