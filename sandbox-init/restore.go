@@ -77,6 +77,10 @@ func restoreApp(snap string, meta Meta, mode string) *lazyDaemon {
 	if mode == RemoteMode { // post-copy: the pages are on the source host, so no eager fallback either
 		return restoreRemote(snap, meta)
 	}
+	if mode == StoppedMode {
+		restoreStopped(snap, meta)
+		return nil
+	}
 	var daemon *lazyDaemon
 	if mode == "1" {
 		d, err := startLazyPages(filepath.Join(snap, ImagesDir), WorkDir, 5*time.Second)
@@ -119,6 +123,16 @@ func restoreApp(snap string, meta Meta, mode string) *lazyDaemon {
 		}
 	}
 	return daemon
+}
+
+// restoreStopped restores the app and leaves it stopped for a debugger (`warmstart debug`; thaw resumes it): no
+// after-restore step runs, the app has not run a single instruction since its checkpoint.
+func restoreStopped(snap string, meta Meta) {
+	if err := criuRestore(snap, meta, false, "--leave-stopped"); err != nil {
+		fail(ExitRestoreFailed, "restore: %v", err)
+	}
+	fmt.Fprintf(os.Stderr, "warmstart-init: pid %d is stopped for a debugger; `%s thaw` resumes it\n", meta.Pid,
+		os.Args[0])
 }
 
 // afterRestore runs the helpers' after-restore steps in the restored app.
@@ -175,7 +189,11 @@ const FinalDumpMarker = WorkDir + "/final-dump"
 
 // criuRestore restores the app from the snapshot's images; with lazy, its lazily restorable pages are left to
 // the page daemon already listening in WorkDir (startLazyPages).
-func criuRestore(snap string, meta Meta, lazy bool) error {
+// StoppedMode is LazyVar's value for a restore whose tree is left stopped (CRIU's --leave-stopped): a debug
+// instance, which a debugger attaches to before the app runs a single instruction (warmstart/restore/debug.py).
+const StoppedMode = "stopped"
+
+func criuRestore(snap string, meta Meta, lazy bool, extra ...string) error {
 	work := WorkDir
 	_ = os.MkdirAll(work, 0o700)
 	pidfile := filepath.Join(work, "restored.pid")
@@ -185,7 +203,7 @@ func criuRestore(snap string, meta Meta, lazy bool) error {
 	if lazy {
 		argv = append(argv, "--lazy-pages")
 	}
-	argv = append(argv, criuCommon...)
+	argv = append(append(argv, extra...), criuCommon...)
 	seen := map[string]bool{}
 	for _, fd := range []string{"1", "2"} {
 		if key, ok := meta.Stdio[fd]; ok && !seen[key] {

@@ -7,6 +7,7 @@ import typer
 from warmstart import __version__
 from warmstart.cli.commands import cache, key
 from warmstart.cli.commands.build import build
+from warmstart.cli.commands.debug import debug
 from warmstart.cli.commands.doctor import doctor
 from warmstart.cli.commands.entrypoint import entrypoint
 from warmstart.cli.commands.instance import checkpoint, inspect, logs, migrate
@@ -35,6 +36,7 @@ app.command(name="exec")(exec_)
 app.command()(inspect)
 app.command()(checkpoint)
 app.command()(migrate)
+app.command()(debug)
 app.command()(doctor)
 app.command()(serve)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(entrypoint)

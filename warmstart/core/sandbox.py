@@ -91,6 +91,7 @@ class RunExtras:
     user: str = "0:0"
     cap_add: tuple[str, ...] = CAP_ADD
     security_opt: tuple[str, ...] = SECURITY_OPT
+    network: str = ""  # "none": loopback only (a debug instance); "" the engine's default network
 
     @classmethod
     def for_app(cls, app: str) -> RunExtras:

@@ -116,7 +116,8 @@ class DockerEngine(Engine):
         log_config = {"Type": "json-file", "Config": {"max-size": str(log_max_bytes)}} if log_max_bytes else None
         privileges: dict[str, Any] = {}
         if extras:
-            privileges = {"cap_add": list(extras.cap_add), "security_opt": list(extras.security_opt)}
+            privileges = {"cap_add": list(extras.cap_add), "security_opt": list(extras.security_opt),
+                          **({"network_mode": extras.network} if extras.network else {})}
             extra = {**(extra or {}), "entrypoint": [extras.entrypoint], "user": extras.user,
                      "hostname": extras.hostname}
         if limits and limits.memory_bytes:
@@ -420,6 +421,7 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         exit_code=int(state.get("ExitCode", 0)), restored=labels.get(MODE_LABEL) == "restored", labels=labels,
         ports=ports, image=raw.get("Config", {}).get("Image", ""), created=raw.get("Created", ""),
         upper_dir=upper_dir(raw),
+        pid=int(state.get("Pid") or 0),
     )
 
 

@@ -150,6 +150,7 @@ class PodmanEngine(Engine):
         if extras:
             args += ["--entrypoint", extras.entrypoint, "--user", extras.user, "--hostname", extras.hostname]
             args += [f"--cap-add={c}" for c in extras.cap_add] + [f"--security-opt={o}" for o in extras.security_opt]
+            args += ["--network", extras.network] if extras.network else []
         for volume in volumes:
             args += ["--volume", volume]
         for key, value in labels.items():
@@ -344,4 +345,5 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         image=raw.get("ImageName", ""),
         created=raw.get("Created", ""),
         upper_dir=upper_dir(raw),
+        pid=int(state.get("Pid") or 0),
     )

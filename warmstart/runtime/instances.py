@@ -17,7 +17,7 @@ class Instance:
     app: str
     name: str
     container: str
-    mode: str  # restored | cold | pooled (a pre-started sandbox still waiting for its trigger)
+    mode: str  # restored | cold | pooled (a pre-started sandbox still waiting for its trigger) | debug
     status: str
     image: str
     created: str  # the engine's ISO 8601 time
@@ -44,6 +44,8 @@ class Instance:
 
 
 def _mode(s: ContainerState) -> str:
+    if s.labels.get(labels.MODE) == "debug":  # `warmstart debug`: a stopped, isolated restore
+        return "debug"
     if s.labels.get(labels.MODE) == "pooled":  # waiting while its trigger FIFO exists; activation removes it
         return "pooled" if os.path.exists(s.labels.get(labels.TRIGGER, "")) else "restored"
     return "restored" if s.restored else "cold"
