@@ -55,7 +55,7 @@ def test_usage_errors_read_like_every_other_error() -> None:
 
 def test_help_shows_defaults_and_completion_is_offered() -> None:
     warmstart = str(Path(sys.executable).with_name("warmstart"))
-    run_help = subprocess.run([warmstart, "run", "--help"], capture_output=True, text=True).stdout
+    run_help = " ".join(subprocess.run([warmstart, "run", "--help"], capture_output=True, text=True).stdout.split())
     assert "[default: $WARMSTART_CACHE or" in run_help and "[default: ./warmstart.toml if present]" in run_help
     root = subprocess.run([warmstart, "--help"], capture_output=True, text=True).stdout
     assert "--install-completion" in root and "--show-completion" in root

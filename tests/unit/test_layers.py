@@ -22,10 +22,11 @@ LAYERS: dict[str, set[str]] = {
     "snapshot": {"errors", "core", "engines", "security", "cache", "runtime", "restore"},
     "serve": {"errors", "core", "engines", "security", "cache", "runtime", "restore"},
     "migrate": {"errors", "core", "engines", "security", "cache", "runtime", "restore", "snapshot"},
+    "ha": {"errors", "core", "engines", "security", "cache", "runtime", "restore", "snapshot"},
     "doctor": {"errors", "core", "engines", "security", "cache", "runtime", "restore", "snapshot", "migrate"},
     "entrypoint": set(),
     "cli": {"errors", "core", "engines", "security", "cache", "runtime", "restore", "snapshot", "serve", "migrate",
-            "doctor", "entrypoint"},
+            "ha", "doctor", "entrypoint"},
     "__main__": {"cli"},
 }
 

@@ -147,8 +147,11 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
         file: Path | None, cache_dir: Path | None, engine: str | None, json_output: bool,
         require_signed: bool = False, trust_key: list[Path] | None = None, name: str | None = None,
         label: list[str] | None = None, memory: str | None = None, cpus: float | None = None,
-        volume: list[str] | None = None, post_copy_credentials: str | None = None) -> None:
-    """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why)."""
+        volume: list[str] | None = None, post_copy_credentials: str | None = None, restart: str | None = None,
+        checkpoint_every: str | None = None, keep: int = 3, health_retries: int = 3) -> None:
+    """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why); with `--restart
+    on-failure`, then supervise it in the foreground (warmstart/ha/supervisor.py)."""
+    ha = ha_options(restart, checkpoint_every, keep, health_retries)
     from warmstart.engines.early import prefetch_for_run
 
     prefetch_for_run(app, cache_dir=cache_dir, engine=engine, spec_file=file)  # overlaps with the imports below
@@ -174,6 +177,10 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
                       cold=cold, spec=spec, registry=registry, trust=trust, name=name,
                       extra_labels=user_labels(label or []), limits=limits_from(memory, cpus),
                       volumes=tuple(volume or ()), post_copy_tls=tls, progress=progress)
+    if ha is not None:
+        supervise_run(launched, ha, engine=engine_for(engine), store=store, spec=spec, json_output=json_output,
+                      labels=user_labels(label or []))
+        return
     if json_output:
         emit_json(launched)
         return
@@ -184,6 +191,45 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
     else:
         result(f"started {launched.app} cold as {launched.name}, ready in {launched.ready_seconds:.2f}s "
                f"({addresses})\n  why cold: {launched.reason}")
+
+
+def ha_options(restart: str | None, checkpoint_every: str | None, keep: int, health_retries: int) -> Any:
+    """`--restart on-failure [--checkpoint-every D --keep N --health-retries N]` (None without --restart)."""
+    from warmstart.errors import UsageError
+
+    if restart is None:
+        if checkpoint_every is not None:
+            raise UsageError("--checkpoint-every needs --restart on-failure (something must restore the checkpoints)")
+        return None
+    if restart != "on-failure":
+        raise UsageError(f"invalid --restart {restart!r}: expected on-failure")
+    from warmstart.core.spec import parse_duration, validate_seconds
+    from warmstart.ha.supervisor import HaOptions
+
+    every = None
+    if checkpoint_every is not None:
+        every = parse_duration(checkpoint_every)
+        if every is None:
+            raise UsageError(f"invalid --checkpoint-every {checkpoint_every!r}: expected a duration like 30s or 5m")
+        validate_seconds(every, "--checkpoint-every")
+    return HaOptions(checkpoint_every=every, keep=keep, health_retries=health_retries)
+
+
+def supervise_run(launched: Any, ha: Any, *, engine: Any, store: Any, spec: Any, json_output: bool,
+                  labels: dict[str, str]) -> None:
+    """Print the launch, then each supervision event (JSON lines with --json) until interrupted."""
+    from warmstart.ha.supervisor import supervise
+
+    def emit(event: dict[str, Any]) -> None:
+        committed.done = True  # the instance runs: an interrupt ends supervision, not the instance
+        if json_output:
+            print(json.dumps({"time": round(time.time(), 3), **event}, sort_keys=True), flush=True)
+        else:
+            fields = " ".join(f"{k}={v}" for k, v in event.items() if k != "event")
+            print(f"{time.strftime('%H:%M:%S')} {event['event']} {fields}", flush=True)
+
+    emit({"event": "started", **dataclasses.asdict(launched)})
+    supervise(launched, engine=engine, store=store, spec=spec, opts=ha, emit=emit, labels=labels)
 
 
 class _Refuse(Exception):
@@ -216,6 +262,10 @@ def run_parser() -> Any:
     p.add_argument("--cpus", type=float)
     p.add_argument("-v", "--volume", action="append")
     p.add_argument("--post-copy-credentials")
+    p.add_argument("--restart")
+    p.add_argument("--checkpoint-every")
+    p.add_argument("--keep", type=int, default=3)
+    p.add_argument("--health-retries", type=int, default=3)
     return p
 
 

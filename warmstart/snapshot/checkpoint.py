@@ -25,7 +25,7 @@ from warmstart.core import criu, labels, sandbox
 from warmstart.core.host import host_facts
 from warmstart.core.spec import validate_tag
 from warmstart.engines.base import Engine
-from warmstart.errors import CheckpointError, UsageError
+from warmstart.errors import CheckpointError, UsageError, WarmstartError
 from warmstart.runtime.containers import remove_quietly
 from warmstart.runtime.frozen import mark, thaw, thaw_orphans, unmark
 from warmstart.runtime.instances import inspect_instance
@@ -65,6 +65,7 @@ class CheckpointResult:
     size_bytes: int
     checkpoint_seconds: float
     stopped: bool
+    frozen_seconds: float | None = None  # how long CRIU kept the app frozen (its stats-dump), when it can be read
 
 
 def _source(name: str, *, engine: Engine, store: SnapshotStore) -> Snapshot:
@@ -124,6 +125,7 @@ def checkpoint_instance(
                     engine.copy_from(container=name, src=inside, dest=out)
             finally:  # process memory must not stay in the instance's filesystem
                 engine.exec(container=name, command=("rm", "-rf", inside), timeout=60)
+            frozen_for = _frozen_seconds(out)
             _into_stage(out, stage)
             seconds = time.monotonic() - start
             snapshot = store.publish(stage, _manifest(source, tag, seconds))
@@ -136,7 +138,21 @@ def checkpoint_instance(
         if marker is not None:
             unmark(marker)
     return CheckpointResult(instance=name, snapshot=snapshot.ref, snapshot_path=str(snapshot.path),
-                            size_bytes=snapshot.size, checkpoint_seconds=round(seconds, 3), stopped=stop)
+                            size_bytes=snapshot.size, checkpoint_seconds=round(seconds, 3), stopped=stop,
+                            frozen_seconds=frozen_for)
+
+
+def _frozen_seconds(out: Path) -> float | None:
+    """The time CRIU kept the app frozen, from the dump's stats-dump (dump_stats_entry.frozen_time, in µs; CRIU
+    images/stats.proto), or None where it cannot be read (no pycriu)."""
+    from warmstart.cache.contents import load_image
+
+    try:
+        entries = load_image(out, "stats-dump")
+    except WarmstartError:
+        return None
+    dump = entries[0].get("dump", {}) if entries else {}
+    return round(int(dump["frozen_time"]) / 1e6, 4) if "frozen_time" in dump else None
 
 
 def _refuse_secrets_and_encryption(name: str, source: Snapshot) -> None:

@@ -52,6 +52,18 @@ def run(
         str | None, typer.Option("--post-copy-credentials", hidden=True,
                                  help="- : read a post-copy migration's TLS credentials from stdin (migrate).")
     ] = None,
+    restart: Annotated[
+        str | None, typer.Option("--restart", help="on-failure: stay in the foreground and restore the instance in "
+                                 "place (same name and ports) when it dies or fails its probe.")
+    ] = None,
+    checkpoint_every: Annotated[
+        str | None, typer.Option("--checkpoint-every", help="With --restart: checkpoint the running instance this "
+                                 "often (e.g. 30s, 5m); recovery restores the newest good one.")
+    ] = None,
+    keep: Annotated[int, typer.Option("--keep", help="With --checkpoint-every: checkpoints kept.")] = 3,
+    health_retries: Annotated[
+        int, typer.Option("--health-retries", help="With --restart: failed probes in a row that count as a failure.")
+    ] = 3,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
     plain.run(
@@ -72,4 +84,8 @@ def run(
         cpus=cpus,
         volume=volume,
         post_copy_credentials=post_copy_credentials,
+        restart=restart,
+        checkpoint_every=checkpoint_every,
+        keep=keep,
+        health_retries=health_retries,
     )
