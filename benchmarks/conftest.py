@@ -100,7 +100,8 @@ def _table() -> str:
         )
     rows += [f"\n{app}: raw podman restore failed: {m['raw_error']}"
              for app, m in COLLECTED.items() if "raw_error" in m]
-    return "\n".join(rows + _breakdown() + _serve_rows() + _lazy_rows() + _migration_rows() + _cli_rows())
+    return "\n".join(rows + _breakdown() + _serve_rows() + _lazy_rows() + _migration_rows() + _ha_rows()
+                     + _cli_rows())
 
 
 def _breakdown() -> list[str]:
@@ -171,6 +172,23 @@ def _migration_rows() -> list[str]:
                 f"{_s(m.get('post_copy_stream_s'))} | "
                 f"{_s(m.get('worst_gap_after_s'))} / {_s(m.get('post_copy_worst_gap_after_s'))} |")
     return extra
+
+
+def _ha_rows() -> list[str]:
+    runs = [(app, m) for app, m in COLLECTED.items() if app.startswith("ha ") and "recovery_s" in m]
+    if not runs:
+        return []
+    rows = ["", "High availability (`run --restart on-failure --checkpoint-every`), in one run: how long a periodic "
+            "checkpoint keeps the app frozen (CRIU's stats-dump) and takes in all, and, after a `kill -9` of the app, "
+            "the time from the kill to the first good answer a client polling every 10 ms sees, beside a cold "
+            "restart's time-to-ready (`run --cold`, outside client) of the same service.", "",
+            "| service | frozen per checkpoint | checkpoint | recovery (kill to first answer) | cold restart TTR | "
+            "recovery / cold |", "|---|---|---|---|---|---|"]
+    for app, m in runs:
+        rows.append(f"| {app[len('ha '):]} | {_s(m.get('frozen_s'), 's', 3)} | {_s(m.get('checkpoint_s'))} | "
+                    f"{_s(m['recovery_s'])} | {_s(m.get('cold_ttr'))} | "
+                    f"{_ratio(m['recovery_s'], m.get('cold_ttr')) if m.get('cold_ttr') else 'n/a'} |")
+    return rows
 
 
 def _cli_rows() -> list[str]:
