@@ -5,6 +5,8 @@ in the instance, and an instance that is not a sandbox restore is refused with t
 from __future__ import annotations
 
 import contextlib
+import json
+import signal
 import socket
 import subprocess
 import threading
@@ -141,4 +143,31 @@ def test_checkpoint_stop_killed_at_ten_moments_never_loses_the_instances_state(c
     last = cli("run", owned_app, "--json").json
     assert cli("checkpoint", last["name"], "--stop", "--tag", "after").returncode == 0
     assert not any((cli.cache / ".staging").iterdir())
+    assert containers_of(owned_app) == []
+
+
+def test_checkpoint_on_signal_captures_the_state_at_the_moment_the_signal_comes(cli: Cli, owned_app: str) -> None:
+    """`checkpoint NAME --on-signal USR1` waits (a wrong name or signal is refused at once), and takes the
+    checkpoint when the signal arrives: the state then, not the state when it started waiting."""
+    build(cli, owned_app)
+    inst = cli("run", owned_app, "--json").json
+    address = inst["ports"]["8080/tcp"]
+    assert cli("checkpoint", inst["name"], "--on-signal", "KILL").returncode == 2
+    assert cli("checkpoint", "nobody", "--on-signal", "USR1").returncode == 2
+    proc = subprocess.Popen(cli.argv("checkpoint", inst["name"], "--on-signal", "USR1", "--tag", "at-signal",
+                                     "--json"), env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    assert "waiting for SIGUSR1" in proc.stderr.readline()
+    for _ in range(4):
+        http_json(address)
+    at_signal = http_json(address)
+    proc.send_signal(signal.SIGUSR1)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and json.loads(out)["snapshot"] == f"{owned_app}:at-signal"
+    again = cli("run", f"{owned_app}:at-signal", "--json").json
+    restored = http_json(again["ports"]["8080/tcp"])
+    assert restored["boot_token"] == at_signal["boot_token"] and restored["count"] == at_signal["count"] + 2
+    for name in (inst["name"], again["name"]):
+        assert cli("stop", name).returncode == 0
     assert containers_of(owned_app) == []

@@ -31,3 +31,26 @@ def shielded() -> Iterator[None]:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+
+
+TRIGGERS = ("USR1", "USR2", "HUP", "QUIT", "WINCH")  # what `checkpoint --on-signal` may wait for
+
+
+def trigger_signal(name: str) -> signal.Signals:
+    """`--on-signal USR1` (or SIGUSR1): one of TRIGGERS, else UsageError (INT and TERM stay for ending the wait)."""
+    from warmstart.errors import UsageError
+
+    short = name.upper().removeprefix("SIG")
+    if short not in TRIGGERS:
+        raise UsageError(f"invalid --on-signal {name!r}: expected one of {', '.join(TRIGGERS)}")
+    return signal.Signals[f"SIG{short}"]
+
+
+def await_signal(sig: signal.Signals) -> None:
+    """Block until `sig` arrives (it is held back meanwhile, so it cannot end the process by its default action);
+    Ctrl-C and SIGTERM still end the wait as an interrupt."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {sig})
+    try:
+        signal.sigwait({sig})
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {sig})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -69,18 +70,28 @@ def checkpoint(
     name: Annotated[str, typer.Argument(help="Instance name (see `warmstart ps`).")],
     tag: Annotated[str | None, typer.Option("--tag", help="Tag of the new snapshot [default: SOURCE-ckpt-TIME].")]
     = None,
-    stop: Annotated[bool, typer.Option("--stop", help="End the app with the dump (nothing it does after is lost) and "
-                                       "remove the instance once its checkpoint is stored.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Freeze the app with the dump (nothing it does after is lost) "
+                                       "and remove the instance once its checkpoint is stored (else it runs on).")]
+    = False,
+    on_signal: Annotated[str | None, typer.Option("--on-signal", help="Wait for this signal (USR1, USR2, HUP, QUIT, "
+                                                  "WINCH) to this process first: capture the state at the moment "
+                                                  "something (an alert, the app's failure hook) sends it.")] = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
 ) -> None:
     """Snapshot a running instance's state into the cache (it keeps running unless --stop); `run APP:TAG` restores
     it."""
+    from warmstart.core.signals import await_signal, trigger_signal
     from warmstart.snapshot.checkpoint import checkpoint_instance
 
-    result = checkpoint_instance(name, engine=options.engine_for(engine), store=options.open_store(cache_dir),
-                                 tag=tag, stop=stop)
+    eng, store = options.engine_for(engine), options.open_store(cache_dir)
+    if on_signal is not None:
+        sig = trigger_signal(on_signal)
+        inspect_instance(engine=eng, name=name)  # a wrong name is said now, not when the signal comes
+        progress(f"waiting for SIG{sig.name.removeprefix('SIG')} to pid {os.getpid()} to checkpoint {name}")
+        await_signal(sig)
+    result = checkpoint_instance(name, engine=eng, store=store, tag=tag, stop=stop)
     if json_output:
         emit_json(result)
         return
