@@ -15,12 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli, containers_of
-from tests.helpers import RegistryServer, ballast_spec, build, http_json, login
+from tests.helpers import RegistryServer, ballast_spec, build, free_port, http_json, login
+from tests.podman.test_serve import Front
 
 pytestmark = pytest.mark.podman
 BIN = str(Path(sys.executable).parent)
@@ -180,3 +182,53 @@ def test_a_page_server_killed_mid_migration_leaves_the_source_serving(
     assert containers_of(owned_app) == [out["name"]] and not _page_servers()
     assert out["name"] not in _on_b(host_b, "ps", "-a", "--format", "{{.Names}}")
     assert cli("stop", out["name"]).returncode == 0
+
+
+def test_a_looping_client_through_serve_sees_no_failed_request_across_a_migration(
+    cli: Cli, owned_app: str, tmp_path: Path, host_b: dict[str, str], registry: RegistryServer
+) -> None:
+    """`serve --migrate-to/--migrate-via` and POST /migrate on its admin address: the front holds new requests while
+    the instance moves (and sends again the ones the freeze cut), so a client requesting in a loop sees every one
+    answered, by the same process (boot token) with its count going on; the held time is reported; stopping the
+    front stops the instance where it now runs."""
+    authfile = tmp_path / "auth.json"
+    login(registry, authfile)
+    build(cli, owned_app)
+    admin = free_port()
+    front = Front(cli, owned_app, "--admin", f"127.0.0.1:{admin}", "--pool", "0", "--migrate-to",
+                  f"{registry.address}/warmstart/{owned_app}", "--migrate-via", _via(host_b, authfile),
+                  env={"REGISTRY_AUTH_FILE": str(authfile)})
+    try:
+        status, body = front.get("/")
+        assert status == 200
+        token = json.loads(body)["boot_token"]
+        answers: list[tuple[int, dict]] = []
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.is_set():
+                code, raw = front.get("/")
+                answers.append((code, json.loads(raw) if code == 200 else {"body": raw[:200]}))
+                time.sleep(0.02)
+
+        client = threading.Thread(target=loop, daemon=True)
+        client.start()
+        time.sleep(0.5)
+        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{admin}/migrate", method="POST"),
+                                    timeout=300) as resp:
+            moved = json.loads(resp.read())
+        time.sleep(1.0)
+        stop.set()
+        client.join(timeout=120)
+        assert moved["held_seconds"] > 0 and moved["downtime_seconds"] > 0
+        failed = [a for a in answers if a[0] != 200]
+        assert failed == [] and len(answers) > 20, failed[:3]
+        counts = [a[1]["count"] for a in answers]
+        assert {a[1]["boot_token"] for a in answers} == {token} and counts == sorted(counts)
+        assert containers_of(owned_app) == []  # host A: the instance runs on host B now
+        assert _on_b(host_b, "ps", "-q").strip()
+        event = front.wait_for("migrated")
+        assert event["held_seconds"] == moved["held_seconds"]
+    finally:
+        assert front.stop() == 0
+    assert _on_b(host_b, "ps", "-q").strip() == ""  # stopped where it ran, through --migrate-via

@@ -94,7 +94,7 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
                 try:
                     phases["stream"] = round(server.wait_done(dest_timeout), 3)
                 except WarmstartError:
-                    _stop_destination(via, name, progress)
+                    stop_destination(via, name, progress)
                     raise
     except KeyboardInterrupt:  # after the dump, an interrupted migration must not leave the app nowhere
         _back_here(name, checkpoint.snapshot, step=step, via=via, ports=ports, engine=engine, store=store,
@@ -142,7 +142,7 @@ def _back_here(name: str, snapshot: str, *, step: str, via: list[str], ports: li
     progress(f"{why}; restoring {name} here from {snapshot}")
     with shielded():
         if step == "stream":
-            _stop_destination(via, name, progress)
+            stop_destination(via, name, progress)
         _restore_here(snapshot, name=name, ports=ports, engine=engine, store=store, progress=progress)
 
 
@@ -191,7 +191,7 @@ def _ship(snapshot: Snapshot, *, target: Reference, via: list[str], name: str, p
     return result
 
 
-def _stop_destination(via: list[str], name: str, progress: Progress) -> None:
+def stop_destination(via: list[str], name: str, progress: Progress) -> None:
     """Best effort: the destination's init stops an app whose memory cannot be completed by itself (exit 126);
     this removes its container too."""
     argv = [*via, "warmstart", "stop", name]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import math
 import os
 import shutil
@@ -41,6 +40,8 @@ from warmstart.errors import UsageError, WarmstartError
 from warmstart.restore.launch import LaunchResult, known_app, launch, usable_snapshot
 from warmstart.runtime.containers import remove_quietly, sweep_orphans
 from warmstart.security.signing import NO_POLICY, TrustPolicy
+from warmstart.serve import moves
+from warmstart.serve.admin import handle_admin
 from warmstart.serve.metrics import Metrics
 from warmstart.serve.pool import Prestarted, activate, prestart
 
@@ -65,6 +66,7 @@ class Instance:
     active: int = 0
     last_used: float = field(default_factory=time.monotonic)
     served: int = 0
+    remote: bool = False  # migrated to another host (moves.py): stopped there through --migrate-via
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,8 @@ class ServeOptions:
     trust: TrustPolicy = NO_POLICY  # which snapshots' signatures are accepted
     admin: tuple[str, int] | None = None  # where /healthz and /metrics are served (none by default)
     drain: float = 30.0  # on SIGTERM: seconds open connections may take to finish before instances are removed
+    migrate_to: str | None = None  # POST /migrate on the admin address moves the instance there (moves.py)
+    migrate_via: tuple[str, ...] = ()  # the command that runs warmstart on the destination
 
 
 def parse_listen(text: str, *, flag: str = "--listen") -> tuple[str, int]:
@@ -129,12 +133,14 @@ class Front:
         self.pool: list[Prestarted] = []
         self.refilling = False
         self.draining = False
+        self.migrating: Instance | None = None  # out of the ready set while it moves: connections wait for it
         self.metrics = Metrics()
 
     # -- scaling ------------------------------------------------------------------------------------------------------
     def _ready(self, avoid: Instance | None = None) -> Instance | None:
-        others = [i for i in self.instances if i is not avoid]
-        return min(others or self.instances, key=lambda i: i.active, default=None)
+        usable = [i for i in self.instances if i is not self.migrating]
+        others = [i for i in usable if i is not avoid]
+        return min(others or usable, key=lambda i: i.active, default=None)
 
     def wanted(self) -> int:
         """How many instances the current demand calls for."""
@@ -142,7 +148,8 @@ class Front:
         return min(self.opts.max_instances, max(self.opts.min_warm, math.ceil(demand / self.opts.concurrency)))
 
     def _maybe_start(self) -> None:
-        if self.stopping or self.starting is not None or len(self.instances) >= self.wanted():
+        if (self.stopping or self.starting is not None or self.migrating is not None
+                or len(self.instances) >= self.wanted()):
             return
         loop = asyncio.get_running_loop()
         delay = self.backoff_until - time.monotonic()
@@ -229,7 +236,10 @@ class Front:
 
     async def _stop(self, instance: Instance, why: str) -> None:
         self.instances.remove(instance)
-        await asyncio.to_thread(remove_quietly, self.engine, instance.result.name)
+        if instance.remote:
+            await asyncio.to_thread(moves.stop_remote, self, instance)
+        else:
+            await asyncio.to_thread(remove_quietly, self.engine, instance.result.name)
         self.emit({"event": "stopped", "instance": instance.result.name, "reason": why, "served": instance.served,
                    "instances": len(self.instances)})
 
@@ -363,30 +373,6 @@ class Front:
         while sum(i.active for i in self.instances) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
 
-    async def _admin(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """GET /healthz (200 serving, 503 draining) and GET /metrics (Prometheus text format)."""
-        try:
-            request = await asyncio.wait_for(reader.readline(), timeout=5)
-            path = request.decode(errors="replace").split(" ")[1] if request.count(b" ") >= 2 else ""
-            if path == "/healthz":
-                status = "503 Service Unavailable" if self.draining else "200 OK"
-                body = json.dumps({"status": "draining" if self.draining else "serving",
-                                   "instances": len(self.instances), "pool": len(self.pool)}).encode()
-                ctype = "application/json"
-            elif path == "/metrics":
-                status, body, ctype = "200 OK", self.metrics.render(
-                    modes=[i.result.mode for i in self.instances], pool=len(self.pool),
-                    open_connections=sum(i.active for i in self.instances)), self.metrics.content_type
-            else:
-                status, body, ctype = "404 Not Found", b"not found: try /healthz or /metrics\n", "text/plain"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                         f"Connection: close\r\n\r\n".encode() + body)
-            await writer.drain()
-        except (TimeoutError, OSError, IndexError):
-            pass
-        finally:
-            writer.close()
-
     async def run(self) -> None:
         server = await asyncio.start_server(self._handle, self.opts.listen_host, self.opts.listen_port,
                                             reuse_address=True)
@@ -396,7 +382,8 @@ class Front:
             loop.add_signal_handler(sig, stop.set)
         admin = None
         if self.opts.admin is not None:
-            admin = await asyncio.start_server(self._admin, *self.opts.admin, reuse_address=True)
+            admin = await asyncio.start_server(lambda r, w: handle_admin(self, r, w), *self.opts.admin,
+                                               reuse_address=True)
         self.emit({"event": "listening", "address": f"{self.opts.listen_host}:{self.opts.listen_port}",
                    "app": self.opts.app, "container_port": self.port,
                    "admin": f"{self.opts.admin[0]}:{self.opts.admin[1]}" if self.opts.admin else None})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from typing import Annotated, Any
@@ -9,6 +10,7 @@ import typer
 
 from warmstart.cli import options
 from warmstart.cli.output import handle_errors, stderr
+from warmstart.errors import UsageError
 
 
 @handle_errors
@@ -46,6 +48,14 @@ def serve(
         float,
         typer.Option("--drain", help="On SIGTERM, seconds open connections may take to finish before shutdown."),
     ] = 30.0,
+    migrate_to: Annotated[
+        str | None, typer.Option("--migrate-to", help="With --admin: POST /migrate moves the instance through this "
+                                 "registry REF (as `migrate --to`), holding connections meanwhile.")
+    ] = None,
+    migrate_via: Annotated[
+        str | None, typer.Option("--migrate-via", help="With --migrate-to: the command that runs warmstart on the "
+                                 "destination, e.g. 'ssh hostb'.")
+    ] = None,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -58,6 +68,8 @@ def serve(
     from warmstart.serve.front import serve as run_front
 
     host, listen_port = parse_listen(listen)
+    if (migrate_to is None) != (migrate_via is None) or (migrate_to and not admin):
+        raise UsageError("--migrate-to and --migrate-via go together, and need --admin (POST /migrate triggers it)")
     opts = ServeOptions(
         app=app,
         listen_host=host,
@@ -73,6 +85,8 @@ def serve(
         trust=options.trust_policy(trust_key, require_signed),
         admin=parse_listen(admin, flag="--admin") if admin else None,
         drain=drain,
+        migrate_to=migrate_to,
+        migrate_via=_split(migrate_via),
     )
 
     def emit(event: dict[str, Any]) -> None:
@@ -91,3 +105,10 @@ def serve(
         spec=options.load_spec_file(file).get(app),
         emit=emit,
     )
+
+
+def _split(via: str | None) -> tuple[str, ...]:
+    try:
+        return tuple(shlex.split(via)) if via else ()
+    except ValueError as exc:
+        raise UsageError(f"--migrate-via {via!r}: {exc}") from exc
