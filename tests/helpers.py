@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
 import socket
 import subprocess
 import tarfile
+import threading
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import COUNTER_IMAGE, Cli
 
@@ -109,3 +113,40 @@ def login(registry: RegistryServer, authfile: Path, password: str | None = None)
                    capture_output=True, check=True)
 
 
+
+
+class JsonLines:
+    """A process's JSON event lines on stdout (`serve --json`, `run --restart ... --json`), read in a thread."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.taken: set[int] = set()  # indexes into seen that wait_for has returned
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.events.put(json.loads(line))
+
+    def wait_for(self, kind: str, timeout: float = 60) -> dict[str, Any]:
+        """The earliest event of this kind not yet returned (events of other kinds may arrive in between)."""
+        for index, event in enumerate(self.seen):
+            if event["event"] == kind and index not in self.taken:
+                self.taken.add(index)
+                return event
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                event = self.events.get(timeout=0.2)
+            except queue.Empty:
+                if self.proc.poll() is not None:
+                    err = self.proc.stderr.read() if self.proc.stderr else ""
+                    raise AssertionError(f"{self.proc.args[:3]} exited: {err}") from None
+                continue
+            self.seen.append(event)
+            if event["event"] == kind:
+                self.taken.add(len(self.seen) - 1)
+                return event
+        raise AssertionError(f"no {kind!r} event in {timeout}s; saw {self.seen}")

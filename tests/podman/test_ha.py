@@ -4,51 +4,24 @@ in place, from its newest checkpoint that passes verification, after a real `kil
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import subprocess
-import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.conftest import Cli, containers_of
-from tests.helpers import build, corrupt_image, http_json
+from tests.helpers import JsonLines, build, corrupt_image, http_json
 
 pytestmark = pytest.mark.podman
 
 
-class Supervisor:
+class Supervisor(JsonLines):
     """A `warmstart run --restart on-failure --json` process and its JSON event lines."""
 
     def __init__(self, cli: Cli, *args: str) -> None:
-        self.proc = subprocess.Popen(cli.argv("run", *args, "--restart", "on-failure", "--json"), env=cli.env(),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.put(json.loads(line))
-
-    def wait_for(self, kind: str, timeout: float = 90) -> dict[str, Any]:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                event = self.events.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read() if self.proc.stderr else ""
-                    raise AssertionError(f"supervisor exited: {err}") from None
-                continue
-            self.seen.append(event)
-            if event["event"] == kind:
-                return event
-        raise AssertionError(f"no {kind!r} event in {timeout}s; saw {self.seen}")
+        super().__init__(subprocess.Popen(cli.argv("run", *args, "--restart", "on-failure", "--json"),
+                                          env=cli.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
 
 
 def _kill_app(name: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import queue
 import signal
 import socket
 import subprocess
@@ -19,51 +18,21 @@ from typing import Any
 import pytest
 
 from tests.conftest import Cli, containers_of
-from tests.helpers import build, corrupt_image, free_port, reseal, snapshot_holds_token
+from tests.helpers import JsonLines, build, corrupt_image, free_port, reseal, snapshot_holds_token
 
 pytestmark = pytest.mark.podman
 
 
-class Front:
+class Front(JsonLines):
     """A running `warmstart serve` process and its JSON event stream."""
 
     def __init__(self, cli: Cli, app: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
-        self.proc = subprocess.Popen(
+        super().__init__(subprocess.Popen(
             cli.argv("serve", app, "--listen", f"127.0.0.1:{self.port}", "--json", *args), env=cli.env(env),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self.taken: set[int] = set()  # indexes into seen that wait_for has returned
-        threading.Thread(target=self._read, daemon=True).start()
+        ))
         self.wait_for("listening")
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.events.put(json.loads(line))
-
-    def wait_for(self, kind: str, timeout: float = 60) -> dict[str, Any]:
-        """The earliest event of this kind not yet returned (events of other kinds may arrive in between)."""
-        for index, event in enumerate(self.seen):
-            if event["event"] == kind and index not in self.taken:
-                self.taken.add(index)
-                return event
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            try:
-                event = self.events.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None:
-                    err = self.proc.stderr.read() if self.proc.stderr else ""
-                    raise AssertionError(f"serve exited: {err}") from None
-                continue
-            self.seen.append(event)
-            if event["event"] == kind:
-                self.taken.add(len(self.seen) - 1)
-                return event
-        raise AssertionError(f"no {kind!r} event in {timeout}s; saw {self.seen}")
 
     def instances_started(self) -> list[str]:
         """The instances this front has started so far, oldest first (events already read)."""

@@ -89,7 +89,7 @@ def describe_images(images: Path) -> dict[str, Any]:
         ids = (load(f"ids-{pid}.img") or [{}])[0]
         mm = (load(f"mm-{pid}.img") or [{}])[0]
         pagemap = load(f"pagemap-{pid}.img")
-        memory = _Memory(images, pagemap)
+        memory = DumpedMemory(images, pagemap)
         argv = memory.read(mm.get("mm_arg_start", 0), mm.get("mm_arg_end", 0)).split(b"\0")
         env = memory.read(mm.get("mm_env_start", 0), mm.get("mm_env_end", 0)).split(b"\0")
         fds = [{"fd": fd["fd"], **_file(files.get(fd["id"], {"type": fd["type"]}))}
@@ -135,7 +135,7 @@ def _file(entry: dict[str, Any]) -> dict[str, Any]:
     return {"kind": kind.lower() or "unknown"}
 
 
-class _Memory:
+class DumpedMemory:
     """A process's dumped pages: what its pagemap says is where in pages-<id>.img."""
 
     def __init__(self, images: Path, pagemap: list[dict[str, Any]]) -> None:

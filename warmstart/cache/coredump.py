@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from warmstart.cache.contents import PAGE_SIZE, PE_PRESENT, image_dir, load_image
+from warmstart.cache.contents import PAGE_SIZE, DumpedMemory, image_dir, load_image
 from warmstart.errors import CacheError
 
 # elf.h
@@ -79,7 +79,7 @@ def _write_core(images: Path, task: dict[str, Any], out: Path) -> CoreFile:
         at = first
         for start, end, _, dumped in loads:
             if dumped:
-                for addr, chunk in pages.read(start, end):
+                for addr, chunk in pages.chunks(start, end):
                     fh.seek(at + addr - start)
                     fh.write(chunk)
                 at += end - start
@@ -115,8 +115,8 @@ def _prstatus(task: dict[str, Any], tid: int, core: dict[str, Any]) -> bytes:
 def _prpsinfo(task: dict[str, Any], main: dict[str, Any], mm: dict[str, Any], pages: _Pages) -> bytes:
     """struct elf_prpsinfo (136 bytes on x86-64): state, ids, the command name and the start of its arguments."""
     creds = main.get("thread_core", {}).get("creds", {})
-    args = pages.bytes_at(int(mm.get("mm_arg_start", 0)), min(int(mm.get("mm_arg_end", 0)),
-                                                              int(mm.get("mm_arg_start", 0)) + 80))
+    args = pages.read(int(mm.get("mm_arg_start", 0)), min(int(mm.get("mm_arg_end", 0)),
+                                                          int(mm.get("mm_arg_start", 0)) + 80))
     comm = str(main.get("tc", {}).get("comm", "")).encode()[:15]
     desc = (struct.pack("<bbbbxxxxQII", 0, ord("S"), 0, 0, 0, int(creds.get("uid", 0)), int(creds.get("gid", 0)))
             + struct.pack("<iiii", int(task["pid"]), int(task.get("ppid", 0)), int(task.get("pgid", 0)),
@@ -125,18 +125,9 @@ def _prpsinfo(task: dict[str, Any], main: dict[str, Any], mm: dict[str, Any], pa
     return _note(NT_PRPSINFO, desc)
 
 
-class _Pages:
-    """Where each dumped page of one process is in its pages-<id>.img (the pagemap's PE_PRESENT runs)."""
-
-    def __init__(self, images: Path, pagemap: list[dict[str, Any]]) -> None:
-        self.runs: list[tuple[int, int, int]] = []  # (vaddr, end, offset in the pages file)
-        self.file = images / f"pages-{pagemap[0]['pages_id']}.img" if pagemap else None
-        offset = 0
-        for e in pagemap[1:]:
-            size = int(e.get("nr_pages", e.get("compat_nr_pages", 0))) * PAGE_SIZE
-            if int(e.get("flags", PE_PRESENT)) & PE_PRESENT:
-                self.runs.append((int(e["vaddr"]), int(e["vaddr"]) + size, offset))
-                offset += size
+class _Pages(DumpedMemory):
+    """One process's dumped pages (contents.DumpedMemory: its pagemap's PE_PRESENT runs), split and read as the
+    core's segments need."""
 
     def segments(self, vma: dict[str, Any]) -> Iterator[tuple[int, int, int, bool]]:
         """One memory area as (start, end, ELF flags, dumped) pieces: its dumped runs, and the gaps between them."""
@@ -144,8 +135,8 @@ class _Pages:
         flags = ((PF_R if prot & PROT_READ else 0) | (PF_W if prot & PROT_WRITE else 0)
                  | (PF_X if prot & PROT_EXEC else 0))
         at = start
-        for a, b, _ in self.runs:  # in address order, as CRIU writes the pagemap
-            lo, hi = max(a, start), min(b, end)
+        for a, size, _ in self.runs:  # in address order, as CRIU writes the pagemap
+            lo, hi = max(a, start), min(a + size, end)
             if lo >= hi:
                 continue
             if lo > at:
@@ -155,16 +146,13 @@ class _Pages:
         if at < end:
             yield at, end, flags, False
 
-    def read(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    def chunks(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         """(address, bytes) of the dumped pages within start..end, in 1 MiB pieces."""
-        if self.file is None:
+        if self.pages is None:
             return
-        with open(self.file, "rb") as fh:
-            for a, b, off in self.runs:
-                lo, hi = max(a, start), min(b, end)
+        with open(self.pages, "rb") as fh:
+            for a, size, off in self.runs:
+                lo, hi = max(a, start), min(a + size, end)
                 for at in range(lo, hi, 1 << 20):
                     fh.seek(off + at - a)
                     yield at, fh.read(min(hi - at, 1 << 20))
-
-    def bytes_at(self, start: int, end: int) -> bytes:
-        return b"".join(chunk for _, chunk in self.read(start, end)) if end > start else b""
