@@ -4,8 +4,10 @@ import (
 	"archive/tar"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 type member struct {
@@ -125,5 +127,28 @@ func TestMountPointsReadsMountinfo(t *testing.T) {
 	}
 	if mountOf("/srv/my data/x", got) != "/srv/my data" || mountOf("/srv/other", got) != "/" {
 		t.Fatal("mountOf picks the wrong mount")
+	}
+}
+
+func TestBootTimeAgreesWithBtimeToTheSecondAndIsPast(t *testing.T) {
+	got, err := bootTime()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields, _ := statFields(1)
+	ticks, _ := strconv.ParseInt(fields[19], 10, 64)
+	data, _ := os.ReadFile("/proc/stat")
+	var btime int64
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "btime ") {
+			btime, _ = strconv.ParseInt(strings.TrimSpace(line[6:]), 10, 64)
+		}
+	}
+	coarse := time.Unix(btime, 0).Add(time.Duration(ticks) * 10 * time.Millisecond)
+	if d := got.Sub(coarse); d < -1100*time.Millisecond || d > 1100*time.Millisecond {
+		t.Fatalf("bootTime %v is %v away from btime's %v", got, d, coarse)
+	}
+	if !got.Before(time.Now()) {
+		t.Fatalf("bootTime %v is not in the past", got)
 	}
 }
