@@ -78,6 +78,7 @@ func dumpTo(out string, pid int, then string) error {
 		return err
 	}
 	meta.Processes, meta.FileLocks = len(tree), fileLocks(tree)
+	meta.LoopbackTCP = loopbackOnlyTCP("/proc/net/tcp", "/proc/net/tcp6")
 	since, err := bootTime()
 	if err != nil {
 		return fmt.Errorf("boot time: %v", err)

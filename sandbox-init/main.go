@@ -63,8 +63,9 @@ type Meta struct {
 	Pid           int               `json:"pid"`
 	Stdio         map[string]string `json:"stdio"` // "1" -> "pipe:[1234]"
 	ChangedFiles  int               `json:"changed_files"`
-	Processes     int               `json:"processes"`  // in the dumped tree (helper daemons included)
-	FileLocks     int               `json:"file_locks"` // held by the tree at the dump, taken again on restore
+	Processes     int               `json:"processes"`    // in the dumped tree (helper daemons included)
+	FileLocks     int               `json:"file_locks"`   // held by the tree at the dump, taken again on restore
+	LoopbackTCP   bool              `json:"loopback_tcp"` // every TCP connection had both ends on loopback (tcp.go)
 }
 
 func fail(code int, format string, args ...any) {

@@ -187,19 +187,34 @@ const WorkDir = "/tmp/.warmstart"
 // gone before exiting with the app, so the dump's last writes are not cut off by the container's end.
 const FinalDumpMarker = WorkDir + "/final-dump"
 
-// criuRestore restores the app from the snapshot's images; with lazy, its lazily restorable pages are left to
-// the page daemon already listening in WorkDir (startLazyPages).
 // StoppedMode is LazyVar's value for a restore whose tree is left stopped (CRIU's --leave-stopped): a debug
 // instance, which a debugger attaches to before the app runs a single instruction (warmstart/restore/debug.py).
 const StoppedMode = "stopped"
 
+// criuRestore restores the app from the snapshot's images; with lazy, its lazily restorable pages are left to
+// the page daemon already listening in WorkDir (startLazyPages). TCP connections are closed on restore, except when
+// the dump found only connections with both ends on loopback (meta.LoopbackTCP: the tree's own, e.g. an Erlang
+// node's registration with its epmd, which RabbitMQ's CLI needs): those are restored as they were, and should
+// that fail, the restore is tried again closing them.
 func criuRestore(snap string, meta Meta, lazy bool, extra ...string) error {
+	if meta.LoopbackTCP {
+		err := criuRestoreWith(snap, meta, "--tcp-established", lazy, extra)
+		if err == nil || lazy {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "warmstart-init: restoring the app's loopback connections failed, closing them: %v\n", err)
+		stopRestored(meta.Pid)
+	}
+	return criuRestoreWith(snap, meta, "--tcp-close", lazy, extra)
+}
+
+func criuRestoreWith(snap string, meta Meta, tcp string, lazy bool, extra []string) error {
 	work := WorkDir
 	_ = os.MkdirAll(work, 0o700)
 	pidfile := filepath.Join(work, "restored.pid")
 	_ = os.Remove(pidfile)
 	argv := []string{"restore", "-D", filepath.Join(snap, ImagesDir), "-W", work, "-o", RestoreLog, "-d",
-		"--pidfile", pidfile, "--tcp-close"}
+		"--pidfile", pidfile, tcp}
 	if lazy {
 		argv = append(argv, "--lazy-pages")
 	}

@@ -10,6 +10,8 @@ KINDS=1      holds what CRIU must dump besides memory: eventfd, timerfd, inotify
              a deleted-but-open file, a unix socket pair, and 60 extra threads.
 IO_URING=1   sets up an io_uring instance where the kernel lets it (what CRIU cannot dump), and falls back to plain
              I/O on ENOSYS, as MariaDB, Tokio and libuv do; /state says which ("fd N" or the errno's name).
+LOOPBACK=1   keeps a TCP connection open to a server of its own on 127.0.0.1 (as an Erlang node does to its epmd,
+             or a worker to its local broker); /state says whether it still carries an echo.
 `props.py --daemonize` starts the helper daemon (a unix-socket echo server that detaches with a double fork and
 setsid, as `-daemon` helpers do) and returns; the service then reports whether its helper answers.
 """
@@ -139,6 +141,28 @@ def held_locks() -> list[str]:
         return sorted(line.split()[1] for line in f if len(line.split()) > 4 and line.split()[4] == str(os.getpid()))
 
 
+class Loopback:
+    """LOOPBACK=1: an echo server on 127.0.0.1 and one connection to it, opened at boot and kept."""
+
+    def __init__(self) -> None:
+        server = socket.create_server(("127.0.0.1", 0))
+        threading.Thread(target=self._serve, args=(server,), daemon=True).start()
+        self.conn = socket.create_connection(server.getsockname(), timeout=2)
+
+    @staticmethod
+    def _serve(server: socket.socket) -> None:
+        conn, _ = server.accept()
+        while data := conn.recv(64):
+            conn.sendall(data)
+
+    def check(self) -> str:
+        try:
+            self.conn.sendall(b"ping")
+            return self.conn.recv(64).decode()
+        except OSError as exc:
+            return f"error: {exc}"
+
+
 def io_uring() -> str:
     params = ctypes.create_string_buffer(120)
     fd = libc.syscall(425, 8, params)  # io_uring_setup(8 entries)
@@ -155,6 +179,7 @@ def main() -> None:
     if os.environ.get("LOCKS") == "1":
         locks()
     ring = io_uring() if os.environ.get("IO_URING") == "1" else None
+    loop = Loopback() if os.environ.get("LOOPBACK") == "1" else None
     time.sleep(float(os.environ.get("BOOT_SECONDS", "0")))
 
     class Handler(BaseHTTPRequestHandler):
@@ -166,7 +191,8 @@ def main() -> None:
                 body = {"boot_token": BOOT_TOKEN, "pid": os.getpid(), **attributes(),
                         "boot_hostname": BOOT_HOSTNAME, "hostname": socket.gethostname(), "locks": held_locks(),
                         "helper": helper() if os.path.exists(HELPER_SOCKET) else None,
-                        "kinds": kinds.check() if kinds else None, "io_uring": ring}
+                        "kinds": kinds.check() if kinds else None, "io_uring": ring,
+                        "loopback": loop.check() if loop else None}
             else:
                 body = {"boot_token": BOOT_TOKEN, "count": STATE["count"], "pid": os.getpid()}
             data = json.dumps(body).encode()

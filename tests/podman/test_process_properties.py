@@ -146,3 +146,16 @@ def test_io_uring_is_answered_as_the_engines_default_profile_does_and_the_servic
     name, r = _start(cli, owned_app)
     assert c["io_uring"] == r["io_uring"] == "ENOSYS"
     _stop(cli, cold, name)
+
+
+def test_a_connection_the_tree_keeps_to_itself_on_loopback_survives_the_restore(
+        cli: Cli, owned_app: str, images: dict[str, str]) -> None:
+    """A TCP connection with both ends in the app's tree (an Erlang node and its epmd: RabbitMQ's CLI finds the
+    node through it) is restored as it was; connections with peers outside are still closed."""
+    _build(cli, owned_app, images["root"], "LOOPBACK=1")
+    assert cli("cache", "inspect", owned_app, "--json").returncode == 0
+    name, state = _start(cli, owned_app)
+    assert state["loopback"] == "ping"
+    again, state2 = _start(cli, owned_app)
+    assert state2["loopback"] == "ping" and state2["boot_token"] == state["boot_token"]
+    _stop(cli, name, again)
