@@ -180,3 +180,39 @@ def test_a_frozen_instances_dump_is_copied_out_of_its_layer_only_through_real_di
     assert _copy_out(Frozen(str(layer)), "i", "/tmp/.warmstart/checkpoint-1", tmp_path / "c")  # type: ignore[arg-type]
     assert (tmp_path / "c" / "sandbox.json").read_text() == "{}"
     assert (layer / "tmp" / ".warmstart" / "checkpoint-1" / "sandbox.json").exists()
+
+
+def test_trials_time_readiness_as_an_outside_client_sees_it() -> None:
+    """The trials' clock polls the published host port from the engine call on (an app can answer before the
+    engine returns); probes an outside client cannot run (exec, log) keep our own probe's time."""
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from tests.unit.fake_engine import FakeEngine
+    from warmstart.core.spec import AppSpec, PortBinding, ProbeSpec
+    from warmstart.snapshot.trials import OutsideClock
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        http = AppSpec(name="a", image="i", ports=(8080,), probe=ProbeSpec(kind="http", port=8080, path="/"))
+        clock = OutsideClock(http, [PortBinding(8080, host_port=port)], time.monotonic(), FakeEngine())
+        deadline = time.monotonic() + 10
+        while clock.first is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert clock.first is not None and clock.seconds(fallback=1e6) < 1e6  # the outside answer, not ours
+        execd = AppSpec(name="a", image="i", ports=(8080,), probe=ProbeSpec(kind="exec", command=("true",)))
+        assert OutsideClock(execd, [PortBinding(8080, host_port=port)], time.monotonic(),
+                            FakeEngine()).seconds(fallback=42.0) == 42.0
+    finally:
+        server.shutdown()

@@ -2,7 +2,8 @@
 
 - **Restore only where it wins.** A build makes trial cold starts exactly as `run --cold` makes them (a plain
   container) and as many trial restores as `run` makes them, interleaved, each timed from the engine call to the
-  probe passing from outside the container, on the building host. A snapshot whose median restore was not at
+  first answer on the published port as an outside client polls it (snapshot/trials.py OutsideClock; our own
+  probe for exec and log probes), on the building host. A snapshot whose median restore was not at
   least MIN_GAIN faster than the median cold start (and by more than NOISE_SECONDS: below that the figures are
   measurement noise and restoring is the default) is skipped, cold start with the numbers in the reason, unless the
   app says `always_restore = true` (e.g. for its warmed JIT rather than its start time). Snapshots from before the
