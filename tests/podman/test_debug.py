@@ -29,7 +29,7 @@ def test_a_debug_instance_is_stopped_isolated_and_holds_the_snapshots_state(
     (data / "greeting").write_text("production data\n")
     spec = tmp_path / "warmstart.toml"
     spec.write_text(f'[apps.{owned_app}]\nimage = "localhost/warmstart-example-counter:latest"\nports = [8080]\n'
-                    f'ready = {{ http = "/healthz" }}\nvolumes = ["{data}:/data:ro"]\n')
+                    f'ready = {{ http = "/healthz" }}\nvolumes = ["{data}:/data:ro"]\nalways_restore = true\n')
     assert cli("build", "-f", str(spec)).returncode == 0
     live = cli("run", owned_app, "--json").json  # a normal restore, for the snapshot's boot token
     token = http_json(live["ports"]["8080/tcp"])["boot_token"]
