@@ -211,8 +211,13 @@ def test_trials_time_readiness_as_an_outside_client_sees_it() -> None:
         while clock.first is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert clock.first is not None and clock.seconds(fallback=1e6) < 1e6  # the outside answer, not ours
+        # An exec probe cannot run outside: the published port's TCP connect stands in for it.
         execd = AppSpec(name="a", image="i", ports=(8080,), probe=ProbeSpec(kind="exec", command=("true",)))
-        assert OutsideClock(execd, [PortBinding(8080, host_port=port)], time.monotonic(),
-                            FakeEngine()).seconds(fallback=42.0) == 42.0
+        clock = OutsideClock(execd, [PortBinding(8080, host_port=port)], time.monotonic(), FakeEngine())
+        while clock.first is None and time.monotonic() < deadline + 10:
+            time.sleep(0.01)
+        assert clock.seconds(fallback=1e6) < 1e6
+        unpublished = AppSpec(name="a", image="i", ports=(), probe=ProbeSpec(kind="exec", command=("true",)))
+        assert OutsideClock(unpublished, [], time.monotonic(), FakeEngine()).seconds(fallback=42.0) == 42.0
     finally:
         server.shutdown()

@@ -15,7 +15,7 @@ from pathlib import Path
 from warmstart.cache.manifest import CHECKPOINT_FILE
 from warmstart.cache.store import SnapshotStore
 from warmstart.core import labels, sandbox
-from warmstart.core.spec import AppSpec, HttpCall, PortBinding
+from warmstart.core.spec import AppSpec, HttpCall, PortBinding, ProbeSpec
 from warmstart.engines.base import ContainerState, Engine
 from warmstart.errors import EngineError, HookError, ReadinessError, UniquenessError, UsageError
 from warmstart.restore import lazypages
@@ -96,13 +96,18 @@ class OutsideClock:
     ../shared/tools/outside-ttr): not from when the engine call returns and our own probe starts. A cold start's
     app can answer before `podman run` returns; a restore's cannot. Timing both from the engine's return judged
     restores of fast-booting services faster than their cold starts while clients saw them slower.
-    `seconds()` is None for probes that cannot be seen from outside (exec, log) or when nothing answered."""
+    An exec or log probe cannot be run from outside: then the first port the app publishes is polled with a TCP
+    connect, which a cold start may pass before it is ready and a restore passes when it is (a bias towards cold
+    starts, the safe side: what users fear is a restore slower than a cold start). `seconds()` falls back to our
+    own probe's time when there is nothing to poll or nothing answered."""
 
     def __init__(self, spec: AppSpec, bindings: list[PortBinding], start: float, engine: Engine) -> None:
         self.start = start
         self.first: float | None = None
         self.stop = threading.Event()
         probe = spec.probe
+        if probe is not None and probe.kind not in ("http", "tcp") and spec.ports:
+            probe = ProbeSpec(kind="tcp", port=spec.ports[0], timeout=probe.timeout)
         binding = next((b for b in bindings if probe and b.container_port == probe.port), None)
         if probe is None or probe.kind not in ("http", "tcp") or binding is None or not binding.host_port:
             return
