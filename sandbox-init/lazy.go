@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -148,6 +149,20 @@ func pageDaemonRunning() bool {
 		if err == nil && strings.Contains(string(cmdline), "\x00lazy-pages\x00") {
 			return true
 		}
+		if err == nil && len(cmdline) == 0 && exiting(e.Name()) {
+			return true // a daemon on its way out (its memory is gone, it is not yet a zombie): not over yet
+		}
 	}
 	return false
+}
+
+// exiting: a child of PID 1 whose memory is gone (empty cmdline) but which is not yet a zombie, as the page daemon
+// is for a moment after its last page; the dump must not take it for a second app.
+func exiting(name string) bool {
+	pid, err := strconv.Atoi(name)
+	if err != nil {
+		return false
+	}
+	fields, err := statFields(pid)
+	return err == nil && len(fields) > 1 && fields[1] == "1" && fields[0] != "Z"
 }

@@ -50,6 +50,9 @@ func appPid() (int, error) {
 		if err != nil {
 			continue
 		}
+		if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && len(cmdline) == 0 {
+			continue // exiting (its memory is gone): not the app, whatever it was
+		}
 		if len(fields) > 1 && fields[1] == "1" && fields[0] != "Z" { // a zombie is not the app: PID 1 reaps it
 			if found != 0 {
 				return 0, fmt.Errorf("init has several children (%s, %s): cannot tell the app", describePid(found),
