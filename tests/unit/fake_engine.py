@@ -79,6 +79,10 @@ class FakeEngine(Engine):
         self.images[tag] = "sha256:built"
         return "sha256:built"
 
+    def load_image(self, *, archive: Path) -> str:
+        self.images["loaded"] = "sha256:loaded"
+        return "loaded"
+
     def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
         self.calls.append(f"checkpoint {container}")
         dest.write_bytes(b"checkpoint of " + container.encode())

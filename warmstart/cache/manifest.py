@@ -33,6 +33,7 @@ MAX_BYTES = 4 << 20  # a manifest is a few KB; anything larger is not one of our
 # A plain name inside the snapshot dir, or inside its CRIU image dir (sandbox snapshots keep it unpacked).
 FILE_NAME_RE = re.compile(r"^(?:images/)?[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 SANDBOX_META = "sandbox.json"  # warmstart.core.sandbox.META_FILE: what a sandbox restore needs besides the images
+CRI_CONFIG, CRI_SPEC = "config.dump", "spec.dump"  # a "cri" snapshot's (cache/kubeimport.py): kept as imported
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 # `holds`: counted by warmstart-init before the dump (sandbox-init/tree.go, its sandbox.json Meta).
 
@@ -70,8 +71,9 @@ class Manifest:
 
     @property
     def mode(self) -> str:
-        """"sandbox" (restored by warmstart-init in a fresh container) or "container" (the engine's own
-        whole-container checkpoint archive); manifests from before modes existed are "container"."""
+        """"sandbox" (restored by warmstart-init in a fresh container), "container" (the engine's own
+        whole-container checkpoint archive) or "cri" (a Kubernetes checkpoint archive, imported: restored by a CRI
+        runtime from an exported checkpoint image); manifests from before modes existed are "container"."""
         return self.engine.get("mode", "container")
 
     def to_json(self) -> str:
@@ -155,13 +157,16 @@ def _check_fields(raw: dict[str, Any], source: str) -> None:
 def _check_files(files: dict[str, Any], *, mode: str, source: str) -> None:
     """The engine mode is known, the files a snapshot of that mode needs are listed, and each entry is a plain name
     with a size and a digest."""
-    if mode not in ("sandbox", "container"):
-        raise ManifestError(f"snapshot manifest {source}: engine.mode: expected sandbox or container, got "
+    if mode not in ("sandbox", "container", "cri"):
+        raise ManifestError(f"snapshot manifest {source}: engine.mode: expected sandbox, container or cri, got "
                             f"{mode[:40]!r}")
     if mode == "container" and CHECKPOINT_FILE not in files:
         raise ManifestError(f"snapshot manifest {source}: files: does not list {CHECKPOINT_FILE}")
     if mode == "sandbox" and (SANDBOX_META not in files or not any(n.startswith("images/") for n in files)):
         raise ManifestError(f"snapshot manifest {source}: files: a sandbox snapshot lists {SANDBOX_META} and "
+                            "its CRIU images")
+    if mode == "cri" and (not {CRI_CONFIG, CRI_SPEC} <= set(files) or not any(n.startswith("images/") for n in files)):
+        raise ManifestError(f"snapshot manifest {source}: files: a cri snapshot lists {CRI_CONFIG}, {CRI_SPEC} and "
                             "its CRIU images")
     for name, entry in files.items():
         if not FILE_NAME_RE.match(name) or name == FILENAME:

@@ -46,7 +46,7 @@ LAYER_MEDIA_TYPES = {
     TRANSPORT_FILE: "application/vnd.warmstart.snapshot.v1.tar",  # sandbox mode
     SIGNATURE_FILE: "application/vnd.warmstart.signature.v1+json",  # optional: see signing.py
 }
-PAYLOAD = {"container": CHECKPOINT_FILE, "sandbox": TRANSPORT_FILE}  # mode -> the second layer's file
+PAYLOAD = {"container": CHECKPOINT_FILE, "sandbox": TRANSPORT_FILE, "cri": TRANSPORT_FILE}  # mode -> 2nd layer's file
 TITLE = "org.opencontainers.image.title"  # OCI image-spec annotations.md: a layer's file name
 CREATED = "org.opencontainers.image.created"
 USER_ENV, PASSWORD_ENV = "WARMSTART_REGISTRY_USER", "WARMSTART_REGISTRY_PASSWORD"
@@ -272,7 +272,7 @@ class Registry:
         payload = PAYLOAD[m.mode]
         signature = snapshot.signature()
         source = snapshot.path
-        if m.mode == "sandbox":
+        if m.mode in ("sandbox", "cri"):  # many files: packed into one tar
             source = scratch
             shutil.copyfile(snapshot.path / FILENAME, scratch / FILENAME)
             if signature is not None:
@@ -299,6 +299,17 @@ class Registry:
         seconds = time.monotonic() - started
         progress(f"pushed {size / 1e6:.1f} MB in {seconds:.1f}s ({size / 1e6 / max(seconds, 1e-3):.0f} MB/s)")
         return PushResult(snapshot=m.ref, reference=str(self.ref), digest=digest, size_bytes=snapshot.size)
+
+    def push_image(self, *, config: tuple[dict[str, Any], Path], layers: list[tuple[dict[str, Any], Path]],
+                   manifest: dict[str, Any]) -> str:
+        """Push an ordinary OCI image (blobs given as descriptor and file, then its manifest); its digest."""
+        container = self.client.get_container(str(self.ref))
+        with self._translated("push to"):
+            for descriptor, path in (config, *layers):
+                self.client.upload_blob(str(path), container, descriptor).raise_for_status()
+            resp = self.client.upload_manifest(manifest, container)
+            resp.raise_for_status()
+            return str(resp.headers.get("Docker-Content-Digest", ""))
 
     def _download(self, layer: Layer, dest: Path, *, name: str) -> str:
         """Stream one blob to `dest` (a new 0600 file), hashing as it comes: refused as soon as it runs past its
@@ -364,7 +375,7 @@ class Registry:
             if PAYLOAD[manifest.mode] not in layers:
                 raise RegistryError(f"pulled snapshot {self.ref} is a {manifest.mode} snapshot without its "
                                     f"{PAYLOAD[manifest.mode]}: refused")
-            if manifest.mode == "sandbox":
+            if manifest.mode in ("sandbox", "cri"):
                 _unpack(stage / TRANSPORT_FILE, stage, manifest, str(self.ref))
                 digests = {name: sha256_file(stage / name) for name in manifest.files}
             elif set(manifest.files) != {CHECKPOINT_FILE}:

@@ -158,6 +158,10 @@ class Engine(abc.ABC):
         """Build an image from a directory with a Containerfile; returns the image ID."""
 
     @abc.abstractmethod
+    def load_image(self, *, archive: Path) -> str:
+        """Load an image archive (OCI or docker layout) into local storage; the name it was loaded as."""
+
+    @abc.abstractmethod
     def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
         """Checkpoint the running container into the archive `dest` (uncompressed); the container stops
         unless `leave_running`."""

@@ -215,6 +215,11 @@ class DockerEngine(Engine):
                                                 rm=True, pull=False)
         return str(image.id)
 
+    def load_image(self, *, archive: Path) -> str:
+        with self._translated("load"), archive.open("rb") as fh:
+            loaded = self.client.images.load(fh)
+        return str(loaded[0].tags[0] if loaded and loaded[0].tags else loaded[0].id if loaded else "")
+
     def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
         with self._translated("inspect"):
             raw = self.api.inspect_container(container)

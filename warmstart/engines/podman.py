@@ -222,6 +222,12 @@ class PodmanEngine(Engine):
             raise EngineError(f"podman build of {context} failed: {self._error_line(proc)}", details=tail)
         return proc.stdout.strip().splitlines()[-1]
 
+    def load_image(self, *, archive: Path) -> str:
+        proc = self._podman("load", "--input", str(archive), timeout=600, check=False)
+        if proc.returncode != 0:
+            raise EngineError(f"podman load of {archive.name} failed: {self._error_line(proc)}")
+        return proc.stdout.strip().splitlines()[-1].removeprefix("Loaded image: ").removeprefix("Loaded image(s): ")
+
     def checkpoint(self, *, container: str, dest: Path, leave_running: bool = False) -> None:
         extra = ["--leave-running"] if leave_running else []
         proc = self._podman(

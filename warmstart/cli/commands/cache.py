@@ -1,4 +1,4 @@
-"""`warmstart cache ls | inspect | coredump | rm | prune`."""
+"""`warmstart cache ls | inspect | coredump | rm | prune | import | export`."""
 
 from __future__ import annotations
 
@@ -208,3 +208,67 @@ def prune(
         f"{verb} {len(result.removed)} snapshots ({result.freed_bytes / 1e6:.1f} MB) and "
         f"{result.quarantine_removed} quarantined; kept {len(result.kept)}"
     )
+
+
+@app.command("import")
+@handle_errors
+def import_(
+    archive: Annotated[Path, typer.Argument(help="A Kubernetes checkpoint archive (kubelet's "
+                                            "/var/lib/kubelet/checkpoints/checkpoint-*.tar, crictl checkpoint).")],
+    ref: Annotated[str, typer.Option("--as", metavar="APP[:TAG]", help="The snapshot to make of it.")],
+    secret_env: Annotated[list[str] | None, typer.Option(
+        "--secret-env", metavar="NAME", help="Refuse the import when the memory holds the value of this variable "
+        "of warmstart's environment (repeatable); credential shapes are always looked for.")] = None,
+    sign_key: options.SignKey = None,
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Verify a Kubernetes checkpoint archive and store it as a snapshot (inspect, sign, push, export it)."""
+    from warmstart.cache.kubeimport import import_archive
+    from warmstart.security import secretenv, signing
+
+    key = signing.signing_key(sign_key)
+    done = import_archive(options.open_store(cache_dir), archive, ref=ref,
+                          secrets=secretenv.values_named(list(secret_env or [])),
+                          signer=(lambda m: signing.sign(m, key)) if key is not None else None, progress=progress)
+    if json_output:
+        emit_json({"snapshot": done.snapshot.ref, "path": str(done.snapshot.path), "container": done.container,
+                   "pod": done.pod, "image": done.base_image, "bind_mounts": done.bind_mounts,
+                   "size_bytes": done.snapshot.size})
+        return
+    show(f"imported {done.snapshot.ref} (container {done.container or '?'}{' of pod ' + done.pod if done.pod else ''}"
+         f", image {done.base_image}, {done.snapshot.size / 1e6:.1f} MB)")
+    for bind in done.bind_mounts:
+        show(f"bind mount {bind} (recorded; an exported image carries the destination only)")
+
+
+@app.command()
+@handle_errors
+def export(
+    ref: Annotated[str, typer.Argument(metavar="APP[:TAG]")],
+    image: Annotated[str, typer.Option("--checkpoint-image", metavar="IMAGE",
+                                       help="Name of the checkpoint OCI image (REGISTRY/REPO:TAG to push).")],
+    push: Annotated[bool, typer.Option("--push", help="Push it to IMAGE's registry instead of loading it into the "
+                                       "local engine.")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Also write it as an OCI archive file "
+                                                "(for `ctr images import`, skopeo).")] = None,
+    engine: options.EngineOpt = None,
+    cache_dir: options.CacheDir = None,
+    json_output: options.JsonOpt = False,
+) -> None:
+    """Publish a Kubernetes checkpoint snapshot as a checkpoint image that CRI-O, containerd and podman restore."""
+    from warmstart.cache import ckptimage
+
+    if output is not None and output.exists():
+        raise UsageError(f"{output} exists already: choose a new file for --output")
+    done = ckptimage.export(
+        options.open_store(cache_dir), ref, image=image,
+        push=ckptimage.registry_push(image) if push else None,
+        load=None if push else (lambda archive: options.engine_for(engine).load_image(archive=archive) and None),
+        output=output, progress=progress)
+    if json_output:
+        emit_json(done)
+        return
+    how = "pushed" if done["pushed"] else "loaded into local storage"
+    show(f"{done['image']} {how} ({done['size_bytes'] / 1e6:.1f} MB, {done['digest']})"
+         + (f"; OCI archive {done['archive']}" if done["archive"] else ""))
