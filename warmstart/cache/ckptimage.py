@@ -27,7 +27,8 @@ from typing import IO, Any
 from warmstart.cache.kubeimport import CHECKPOINT_DIR, CONFIG_DUMP, MODE, SPEC_DUMP, STATUS_DUMP
 from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.core.bounded import loads_json
-from warmstart.errors import UsageError
+from warmstart.engines.base import Engine
+from warmstart.errors import EngineError, UsageError
 
 # The markers, each read from the image's manifest annotations (containerd reads the target it resolves, which for
 # a single-platform image is this manifest):
@@ -36,6 +37,9 @@ CONTAINERD_NAME = "org.criu.checkpoint.container.name"  # checkpointctl lib/anno
 CRIO_NAME = "io.kubernetes.cri-o.annotations.checkpoint.name"  # CRI-O pkg/annotations CheckpointAnnotationName
 PODMAN_NAME = "io.podman.annotations.checkpoint.name"  # podman libpod/define/annotations.go CheckpointAnnotationName
 PODMAN_IMAGE_NAME = "io.podman.annotations.checkpoint.rootfsImageName"  # ...CheckpointAnnotationRootfsImageName
+# ...CheckpointAnnotationRuntimeName: podman's IsCheckpointImage (cmd/podman/utils/utils.go) takes an image for a
+# checkpoint only with it, and only when it names the host's OCI runtime; CRI runtimes restore with runc.
+PODMAN_RUNTIME = "io.podman.annotations.checkpoint.runtime.name"
 CRIU_IMAGE_NAME = "org.criu.checkpoint.rootfsImageName"  # checkpointctl CheckpointAnnotationRootfsImageName
 CRIU_ENGINE = "org.criu.checkpoint.engine.name"  # checkpointctl CheckpointAnnotationEngine
 REF_NAME = "org.opencontainers.image.ref.name"  # OCI image-spec annotations.md: the name in an index
@@ -88,8 +92,10 @@ def require_cri(snapshot: Snapshot) -> None:
                      hint="checkpoint the container through Kubernetes (or crictl) and `warmstart cache import` it")
 
 
-def build(snapshot: Snapshot, scratch: Path) -> CheckpointImage:
-    """The image's blobs; the layer is written into `scratch` (a private dir: it holds process memory)."""
+def build(snapshot: Snapshot, scratch: Path, *, base_image_id: str = "") -> CheckpointImage:
+    """The image's blobs; the layer is written into `scratch` (a private dir: it holds process memory). With the
+    local ID of the base image, config.dump also gets the fields podman's restore needs (CRI runtimes ignore them;
+    podman refuses a config.dump without `rootfsImageID`)."""
     require_cri(snapshot)
     m = snapshot.manifest
     config_dump = _json(snapshot.path / CONFIG_DUMP)
@@ -101,6 +107,9 @@ def build(snapshot: Snapshot, scratch: Path) -> CheckpointImage:
             arcname = f"{CHECKPOINT_DIR}/{name[len('images/'):]}" if name.startswith("images/") else name
             if name == SPEC_DUMP:
                 _add_bytes(tar, arcname, _portable_spec(_json(files[name])))
+            elif name == CONFIG_DUMP and base_image_id:  # podman's config.dump fields beside CRI's
+                _add_bytes(tar, arcname, json.dumps({**config_dump, "rootfsImageID": base_image_id,
+                                                     "runtime": "runc"}).encode())
             else:
                 _add_file(tar, arcname, files[name])
         if STATUS_DUMP not in files:  # CRI-O's archives have none; containerd's restore reads it
@@ -115,6 +124,7 @@ def build(snapshot: Snapshot, scratch: Path) -> CheckpointImage:
     config = Blob(CONFIG_TYPE, scratch / "config.json")
     name = str(config_dump.get("name") or m.app)
     annotations = {CONTAINERD_NAME: name, CRIO_NAME: name, PODMAN_NAME: name, PODMAN_IMAGE_NAME: m.image["ref"],
+                   PODMAN_RUNTIME: "runc",
                    CRIU_IMAGE_NAME: m.image["ref"], CRIU_ENGINE: "warmstart", "io.warmstart.app": m.app,
                    "io.warmstart.tag": m.tag, "io.warmstart.key": m.key}
     manifest = Blob(MANIFEST_TYPE, _canonical({
@@ -154,35 +164,40 @@ def _write_layout(fh: IO[bytes], image: CheckpointImage, index: dict[str, Any]) 
                 _add_file(tar, name, blob.data)
 
 
-def export(store: SnapshotStore, ref: str, *, image: str, push: Callable[[CheckpointImage], str] | None,
-           load: Callable[[Path], None] | None, output: Path | None,
+def export(store: SnapshotStore, ref: str, *, image: str, push: bool, engine: Engine | None, output: Path | None,
            progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Build the checkpoint image of snapshot `ref` and push it (`push`, returning the digest), load it into the
-    local engine (`load`, given the OCI archive) and/or keep the OCI archive at `output`. The snapshot is verified
-    first: an image is never made from files that do not match their manifest."""
+    """Build the checkpoint image of snapshot `ref` and push it to IMAGE's registry, load it into `engine`'s local
+    storage, and/or keep the OCI archive at `output`. The snapshot is verified first (every byte): an image is
+    never made from files that do not match their manifest."""
     snap = store.resolve(ref)[0]
     require_cri(snap)
     store.verify(snap, full=True)
+    pusher = _registry_push(image) if push else None  # credentials and reachability checked before the work
+    base_id = ""
+    if engine is not None:
+        try:
+            base_id = engine.image_id(image=snap.manifest.image["ref"])
+        except EngineError:
+            progress(f"base image {snap.manifest.image['ref']} is not here: podman will not restore this copy")
     with store.staging(snap.manifest.app) as scratch:
         progress(f"building checkpoint image {image} from {snap.ref}")
-        built = build(snap, scratch)
+        built = build(snap, scratch, base_image_id=base_id)
         digest, size = built.manifest.digest, built.layer.size
-        if push is not None:
-            progress(f"pushing {image} ({built.layer.size / 1e6:.1f} MB)")
-            digest = push(built) or digest
-        if load is not None or output is not None:
+        if pusher is not None:
+            progress(f"pushing {image} ({size / 1e6:.1f} MB)")
+            digest = pusher(built) or digest
+        if engine is not None or output is not None:
             archive = output if output is not None else scratch / "image.oci.tar"
             write_oci_archive(built, archive, name=image)
-            if load is not None:
-                progress(f"loading {image} into local storage")
-                load(archive)
-    return {"snapshot": snap.ref, "image": image, "digest": digest, "size_bytes": size,
-            "pushed": push is not None, "loaded": load is not None, "archive": str(output) if output else "",
-            "annotations": built.annotations}
+            if engine is not None:
+                progress(f"loading {image} into {engine.name}'s local storage")
+                engine.load_image(archive=archive)
+    return {"snapshot": snap.ref, "image": image, "digest": digest, "size_bytes": size, "pushed": push,
+            "loaded": engine is not None, "archive": str(output) if output else "", "annotations": built.annotations}
 
 
-def registry_push(image: str) -> Callable[[CheckpointImage], str]:
-    """A `push` for export(): to the registry and repository `image` names (credentials as for `warmstart push`)."""
+def _registry_push(image: str) -> Callable[[CheckpointImage], str]:
+    """A push to the registry and repository `image` names (credentials as for `warmstart push`)."""
     from warmstart.cache.registry import Reference, Registry  # only when pushing: it brings oras and requests
 
     registry = Registry(Reference.parse(image))

@@ -261,11 +261,8 @@ def export(
 
     if output is not None and output.exists():
         raise UsageError(f"{output} exists already: choose a new file for --output")
-    done = ckptimage.export(
-        options.open_store(cache_dir), ref, image=image,
-        push=ckptimage.registry_push(image) if push else None,
-        load=None if push else (lambda archive: options.engine_for(engine).load_image(archive=archive) and None),
-        output=output, progress=progress)
+    done = ckptimage.export(options.open_store(cache_dir), ref, image=image, push=push,
+                            engine=None if push else options.engine_for(engine), output=output, progress=progress)
     if json_output:
         emit_json(done)
         return

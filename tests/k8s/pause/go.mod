@@ -1,0 +1,3 @@
+module warmstart/pause
+
+go 1.21
