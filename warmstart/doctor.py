@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -200,6 +201,50 @@ def _post_copy() -> Check:
                  "pages from here (`migrate --post-copy`; the destination also needs the lazy line above)")
 
 
+# Where a CRI runtime restores checkpoint images (docs/kubernetes.md): containerd's CRI did from 2.0
+# (containerd#10365) until 2.4 removed it (deprecated in 2.3, for KEP-5823's pod-level restore); CRI-O does when
+# `[crio.checkpoint_restore] container_level_enabled = "checkpoint_restore"` (off by default since autumn 2026).
+CONTAINERD_RESTORE = ((2, 0), (2, 4))
+CRI_DIR = Path(os.environ.get("WARMSTART_CRI_DIR", "/opt/warmstart/cri"))
+
+
+def _tool_version(path: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"\b(\d+)\.(\d+)\.\d+", out)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def _kubernetes() -> Check:
+    """Which Kubernetes paths this host's CRI runtimes offer (informational: the entrypoint mode needs none)."""
+    paths = ["entrypoint mode: any runtime granting deploy/kubernetes/entrypoint.yaml's capabilities"]
+    seen = set()
+    for binary in (shutil.which("containerd"), str(CRI_DIR / "bin" / "containerd")):
+        if not binary or binary in seen or not os.access(binary, os.X_OK):
+            continue
+        seen.add(binary)
+        version = _tool_version(binary)
+        if version is None:
+            continue
+        low, high = CONTAINERD_RESTORE
+        verdict = "restores checkpoint images" if low <= version < high else \
+            f"cannot restore checkpoint images (its CRI does in {low[0]}.{low[1]} to {high[0]}.{high[1] - 1})"
+        paths.append(f"containerd {version[0]}.{version[1]} ({binary}) {verdict}")
+    crio = shutil.which("crio")
+    if crio:
+        confs = [Path("/etc/crio/crio.conf"), *sorted(Path("/etc/crio/crio.conf.d").glob("*.conf"))]
+        text = "".join(p.read_text(errors="replace") for p in confs if p.is_file())
+        on = re.search(r'container_level_enabled\s*=\s*"checkpoint_restore"', text) is not None
+        paths.append(f"CRI-O ({crio}) " + ("restores checkpoint images" if on else
+                                           "does not restore checkpoint images (deploy/kubernetes/"
+                                           "crio-checkpoint-restore.conf turns it on)"))
+    if len(paths) == 1:
+        paths.append("no CRI runtime found here for checkpoint images")
+    return Check("kubernetes", True, "; ".join(paths))
+
+
 def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = False,
                smoke_image: str = SMOKE_IMAGE) -> list[Check]:
     checks = [Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "run as root: checkpointing needs it")]
@@ -214,6 +259,7 @@ def run_checks(*, engine_choice: str | None, cache_dir: Path, smoke: bool = Fals
     checks.append(_restore_path(resolved.engine.name if resolved else "podman"))
     checks.append(_lazy())
     checks.append(_post_copy())
+    checks.append(_kubernetes())
     try:
         SnapshotStore(cache_dir).open()
         checks.append(Check("cache", True, f"{cache_dir} is writable"))

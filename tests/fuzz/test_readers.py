@@ -1,8 +1,8 @@
 """Property-based fuzzing of every reader of outside input: warmstart.toml, manifest.json, app records, registry
-references and OCI manifests, archive member names, CLI refs (APP[:TAG]), and whole cache trees (names and
-manifests) walked by list/broken/prune. Property: a reader returns a value or raises its WarmstartError (archive
-members: ValueError, which the docker engine turns into a RestoreError); never any other exception, and nothing
-outside the cache is written or removed.
+references and OCI manifests, archive member names, Kubernetes checkpoint archives, CLI refs (APP[:TAG]), and whole
+cache trees (names and manifests) walked by list/broken/prune. Property: a reader returns a value or raises its
+WarmstartError (archive members: ValueError, which the docker engine turns into a RestoreError); never any other
+exception, and nothing outside the cache is written or removed.
 
 Examples per reader: $WARMSTART_FUZZ_EXAMPLES (default 10,000, the CI profile; e.g. 300 for a quick local run).
 """
@@ -119,6 +119,37 @@ def test_archive_member_names(members: list[tuple[str, bytes]]) -> None:
             return
     for m in taken:
         assert not m.name.startswith("/") and ".." not in m.name.split("/") and (m.isfile() or m.isdir())
+
+
+_KUBE_NAMES = st.sampled_from(["config.dump", "spec.dump", "status.dump", "checkpoint/inventory.img",
+                                "checkpoint/pstree.img", "checkpoint/pages-1.img", "rootfs-diff.tar", "dump.log",
+                                "checkpoint", "./config.dump", "../x", "/etc/x", "checkpoint/../../x", "a/b/c", ""])
+_KUBE_DATA = st.sampled_from([b"", b"{}", b"[]", b"{nope", json.dumps(
+    {"id": "1", "rootfsImageName": "a/b:1", "rootfsImageRef": "a/b@sha256:" + "0" * 64}).encode(),
+    json.dumps({"mounts": [{"destination": 1}], "annotations": []}).encode(), b"ghp_" + b"a" * 36])
+
+
+@FUZZ
+@given(st.lists(st.tuples(_KUBE_NAMES | hostile, st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE,
+                                                                 tarfile.LNKTYPE, tarfile.FIFOTYPE]), _KUBE_DATA),
+                max_size=12))
+def test_kubernetes_checkpoint_archives(members: list[tuple[str, bytes, bytes]]) -> None:
+    from warmstart.cache.kubeimport import import_archive
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        with tarfile.open(root / "a.tar", "w", format=tarfile.PAX_FORMAT) as t:
+            for name, kind, data in members:
+                info = tarfile.TarInfo(name)
+                info.type, info.size = kind, len(data) if kind == tarfile.REGTYPE else 0
+                info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+                t.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        store = SnapshotStore(root / "cache").open()
+        try:
+            import_archive(store, root / "a.tar", ref="fuzz:v1", secrets={})
+        except WarmstartError:
+            assert not store.snapshots_of() and not any(store.staging_root.iterdir())
+        assert sorted(p.name for p in root.iterdir()) == ["a.tar", "cache"]
 
 
 spec_texts = st.text(max_size=200) | st.builds(

@@ -19,13 +19,15 @@ def test_doctor_passes_on_the_set_up_host_including_a_real_smoke_checkpoint(cli:
     checks = {c["name"]: c for c in res.json["checks"]}
     assert res.json["ok"] is True
     assert set(checks) == {"root", "engine", "runtime", "criu", "users", "ulimits", "path", "lazy", "post-copy",
-                           "cache", "smoke"}
+                           "kubernetes", "cache", "smoke"}
     assert all(c["ok"] for c in checks.values())
     assert "runc" in checks["runtime"]["detail"] and "criu check" in checks["criu"]["detail"]
     assert "restored" in checks["smoke"]["detail"]
     assert checks["path"]["detail"].startswith("sandbox: new snapshots restore inside a fresh")
     assert checks["lazy"]["detail"].startswith("lazy restore available")  # this host's CRIU has uffd-noncoop
     assert checks["post-copy"]["detail"].startswith("post-copy migration available")  # setup-host's pipe size
+    assert "containerd 2.1 (/opt/warmstart/cri/bin/containerd) restores checkpoint images" in \
+        checks["kubernetes"]["detail"]  # the CRI runtime setup-host installs for the Kubernetes tests
 
 
 def test_doctor_fails_with_a_fix_when_criu_is_not_on_path(cli: Cli) -> None:

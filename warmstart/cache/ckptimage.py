@@ -141,8 +141,9 @@ def write_oci_archive(image: CheckpointImage, dest: Path, *, name: str) -> None:
              "manifests": [{**image.manifest.descriptor(),
                             "annotations": {REF_NAME: name, CONTAINERD_IMAGE_NAME: name,
                                             **{k: v for k, v in image.annotations.items()}}}]}
+    fh = open(dest, "xb")  # noqa: SIM115  # never over an existing file; closed below
     try:
-        with open(dest, "xb") as fh:
+        with fh:
             dest.chmod(0o600)
             _write_layout(fh, image, index)
     except BaseException:

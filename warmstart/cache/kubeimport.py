@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tarfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -69,13 +70,8 @@ def import_archive(
     validate_app_name(app)
     if tag:
         validate_tag(tag)
-    try:
-        fh = open(archive, "rb")  # noqa: SIM115  # closed below; a FIFO or device is refused by its stat
-    except OSError as exc:
-        raise UsageError(f"cannot read checkpoint archive {archive}: {exc.strerror or exc}") from exc
+    fh = _open_regular(archive)
     with fh:
-        if not os.path.isfile(f"/proc/self/fd/{fh.fileno()}"):
-            raise UsageError(f"{archive} is not a regular file")
         digest = _sha256(fh)
         fh.seek(0)
         with store.staging(app) as stage:
@@ -87,6 +83,19 @@ def import_archive(
             manifest = _manifest(app, tag or digest[:12], digest, meta)
             snapshot = store.publish(stage, manifest, signer=signer)
     return Imported(snapshot, meta["container"], meta["pod"], meta["image"], meta["bind_mounts"])
+
+
+def _open_regular(path: Path) -> IO[bytes]:
+    """The archive opened for reading, refused unless a regular file (a FIFO would block, a device never end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"cannot read checkpoint archive {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UsageError(f"{path} is not a regular file: expected a checkpoint archive (.tar)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
 def _sha256(fh: IO[bytes]) -> str:
