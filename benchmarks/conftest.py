@@ -101,7 +101,7 @@ def _table() -> str:
     rows += [f"\n{app}: raw podman restore failed: {m['raw_error']}"
              for app, m in COLLECTED.items() if "raw_error" in m]
     return "\n".join(rows + _breakdown() + _serve_rows() + _lazy_rows() + _migration_rows() + _ha_rows()
-                     + _cli_rows())
+                     + _cri_rows() + _cli_rows())
 
 
 def _breakdown() -> list[str]:
@@ -188,6 +188,23 @@ def _ha_rows() -> list[str]:
         rows.append(f"| {app[len('ha '):]} | {_s(m.get('frozen_s'), 's', 3)} | {_s(m.get('checkpoint_s'))} | "
                     f"{_s(m['recovery_s'])} | {_s(m.get('cold_ttr'))} | "
                     f"{_ratio(m['recovery_s'], m.get('cold_ttr')) if m.get('cold_ttr') else 'n/a'} |")
+    return rows
+
+
+def _cri_rows() -> list[str]:
+    runs = [(app, m) for app, m in COLLECTED.items() if app.startswith("cri ") and "cri_cold_ttr" in m]
+    if not runs:
+        return []
+    rows = ["", "Kubernetes' checkpoint-image path (`cache import` of a CRI checkpoint, `cache export "
+            "--checkpoint-image --push`), in one run: a pod started by containerd 2.1's CRI (crictl: run the "
+            "sandbox, create, start) from the checkpoint image, beside the same service's cold start through the "
+            "same runtime, polled from outside; images already on the node.", "",
+            "| service | cold through CRI | restored through CRI | restored / cold | CRI checkpoint | archive |",
+            "|---|---|---|---|---|---|"]
+    for app, m in runs:
+        rows.append(f"| {app[len('cri '):]} | {_s(m['cri_cold_ttr'])} | {_s(m['cri_restored_ttr'])} | "
+                    f"**{_ratio(m['cri_restored_ttr'], m['cri_cold_ttr'])}** | {_s(m.get('cri_checkpoint_s'))} | "
+                    f"{_s(m.get('cri_checkpoint_mb'), 'MB', 0)} |")
     return rows
 
 

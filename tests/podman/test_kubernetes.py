@@ -65,6 +65,9 @@ def test_a_cri_checkpoint_goes_through_our_image_and_restores_through_cri_with_i
     info = imported.json
     assert info["container"] == "counter" and info["image"] == checkpoint["base"]
     assert any(b.startswith("/etc/hosts <- /") for b in info["bind_mounts"])  # recorded with the old node's path
+    contents = cli("cache", "inspect", "kube-counter:v1", "--contents", "--json").json["contents"]
+    (app,) = contents["processes"]  # CRIU's decoder reads Kubernetes' dump like ours: the app, its listening port
+    assert app["command"][:2] == ["python3", "-u"] and checkpoint["port"] in contents["listening"]
 
     image = f"{cri.registry}/kube-counter-checkpoint:v1"
     exported = cli("cache", "export", "kube-counter:v1", "--checkpoint-image", image, "--push",

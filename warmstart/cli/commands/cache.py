@@ -82,13 +82,19 @@ def inspect(
         emit_json({**manifest, **({"contents": decoded} if decoded is not None else {})})
         return
     m = snap.manifest
-    show(
-        f"snapshot   {snap.ref}\npath       {snap.path}\ncreated    {m.created_at}\nkey        {m.key}\n"
-        f"image      {m.image.get('ref')} ({m.image.get('id', '')[:19]})\n"
-        f"engine     {m.engine.get('name')} {m.engine.get('version')}, {m.engine.get('runtime')} "
-        f"{m.engine.get('runtime_version')}\nhost       {m.host.get('arch')} {m.host.get('kernel')}, "
-        f"CRIU {m.host.get('criu_version')}, {m.host.get('cpu_model')}"
-    )
+    show(f"snapshot   {snap.ref}\npath       {snap.path}\ncreated    {m.created_at}\nkey        {m.key}")
+    if m.mode == "cri":  # imported: what Kubernetes recorded, not a host of ours
+        k = m.key_inputs
+        show(f"image      {m.image.get('ref')} ({m.image.get('id', '')})\nsource     Kubernetes checkpoint of "
+             f"container {k.get('container') or '?'}" + (f" of pod {k['pod']}" if k.get("pod") else "")
+             + f", runtime {m.engine.get('runtime') or '?'}")
+        for bind in k.get("bind_mounts") or []:
+            show(f"bind mount {bind}")
+    else:
+        show(f"image      {m.image.get('ref')} ({m.image.get('id', '')[:19]})\n"
+             f"engine     {m.engine.get('name')} {m.engine.get('version')}, {m.engine.get('runtime')} "
+             f"{m.engine.get('runtime_version')}\nhost       {m.host.get('arch')} {m.host.get('kernel')}, "
+             f"CRIU {m.host.get('criu_version')}, {m.host.get('cpu_model')}")
     for name, f in m.files.items():
         show(f"file       {name} {f['size'] / 1e6:.1f}MB sha256:{f['sha256'][:16]}")
     for name, value in m.timings.items():
