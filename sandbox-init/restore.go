@@ -191,18 +191,23 @@ const FinalDumpMarker = WorkDir + "/final-dump"
 // instance, which a debugger attaches to before the app runs a single instruction (warmstart/restore/debug.py).
 const StoppedMode = "stopped"
 
+// KeepTCPVar is set by warmstart on a restore at the instance's old address (`run --ip`, `migrate
+// --keep-address`, warmstart/core/sandbox.py KEEP_TCP_VAR): the peers' packets reach this container again, so
+// the app's established connections are restored as they were.
+const KeepTCPVar = "WARMSTART_KEEP_TCP"
+
 // criuRestore restores the app from the snapshot's images; with lazy, its lazily restorable pages are left to
 // the page daemon already listening in WorkDir (startLazyPages). TCP connections are closed on restore, except when
 // the dump found only connections with both ends on loopback (meta.LoopbackTCP: the tree's own, e.g. an Erlang
-// node's registration with its epmd, which RabbitMQ's CLI needs): those are restored as they were, and should
-// that fail, the restore is tried again closing them.
+// node's registration with its epmd, which RabbitMQ's CLI needs) or the container has the old address
+// (KeepTCPVar): those are restored as they were, and should that fail, the restore is tried again closing them.
 func criuRestore(snap string, meta Meta, lazy bool, extra ...string) error {
-	if meta.LoopbackTCP {
+	if meta.LoopbackTCP || os.Getenv(KeepTCPVar) == "1" {
 		err := criuRestoreWith(snap, meta, "--tcp-established", lazy, extra)
 		if err == nil || lazy {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "warmstart-init: restoring the app's loopback connections failed, closing them: %v\n", err)
+		fmt.Fprintf(os.Stderr, "warmstart-init: restoring the app's TCP connections failed, closing them: %v\n", err)
 		stopRestored(meta.Pid)
 	}
 	return criuRestoreWith(snap, meta, "--tcp-close", lazy, extra)

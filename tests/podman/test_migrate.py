@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -232,3 +234,55 @@ def test_a_looping_client_through_serve_sees_no_failed_request_across_a_migratio
     finally:
         assert front.stop() == 0
     assert _on_b(host_b, "ps", "-q").strip() == ""  # stopped where it ran, through --migrate-via
+
+
+class KeepAlive:
+    """One HTTP/1.1 connection that never reconnects: a request on it after a migration is answered only if the
+    restored process got this very TCP connection back."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        self.sock = socket.create_connection((ip, port), timeout=60)
+        self.reader = self.sock.makefile("rb")
+
+    def get(self, path: str = "/") -> dict:
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: warmstart-test\r\n\r\n".encode())
+        status, length = self.reader.readline(), 0
+        assert status.startswith(b"HTTP/1.1 200"), status
+        while (line := self.reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        return json.loads(self.reader.read(length))
+
+
+def _unused_address() -> str:
+    """An address of podman's default network (10.88.0.0/16) that no container has: podman hands out addresses
+    from 10.88.0.2 upwards, so one from 10.88.100.0 on is free unless tens of thousands of containers exist."""
+    return f"10.88.{random.randint(100, 250)}.{random.randint(2, 250)}"
+
+
+def test_a_keep_alive_connection_survives_a_migration_that_keeps_the_address(
+    cli: Cli, owned_app: str, tmp_path: Path, host_b: dict[str, str], registry: RegistryServer
+) -> None:
+    """`run --ip` and `migrate --keep-address`: the instance is restored on host B with its IP and MAC, and the init
+    restores its established TCP connections (CRIU --tcp-established): a client holding a keep-alive connection
+    to that address gets its next request answered on the same connection, by the same process."""
+    authfile = tmp_path / "auth.json"
+    login(registry, authfile)
+    build(cli, owned_app, "-e", "KEEP_ALIVE=1")
+    ip = _unused_address()
+    out = cli("run", owned_app, "--ip", ip, "--json")
+    assert out.returncode == 0 and out.json["mode"] == "restored", out.stderr
+    conn = KeepAlive(ip, 8080)
+    before = [conn.get() for _ in range(2)]
+    local = conn.sock.getsockname()
+    moved = cli("migrate", out.json["name"], "--to", f"{registry.address}/warmstart/{owned_app}",
+                "--via", _via(host_b, authfile), "--keep-address", "--json",
+                env={"REGISTRY_AUTH_FILE": str(authfile)}, timeout=300)
+    assert moved.returncode == 0, moved.stderr
+    assert containers_of(owned_app) == [] and out.json["name"] in _on_b(host_b, "ps", "--format", "{{.Names}}")
+    after = conn.get()  # the same socket: it never reconnects
+    assert conn.sock.getsockname() == local
+    assert after["boot_token"] == before[-1]["boot_token"] and after["count"] > before[-1]["count"]
+    assert after["count"] <= before[-1]["count"] + 3  # the destination's probes count too, nothing replayed
+    info = json.loads(_on_b(host_b, "inspect", out.json["name"]))[0]
+    assert ip in json.dumps(info["NetworkSettings"]["Networks"])

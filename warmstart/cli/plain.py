@@ -148,7 +148,8 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
         require_signed: bool = False, trust_key: list[Path] | None = None, name: str | None = None,
         label: list[str] | None = None, memory: str | None = None, cpus: float | None = None,
         volume: list[str] | None = None, post_copy_credentials: str | None = None, restart: str | None = None,
-        checkpoint_every: str | None = None, keep: int = 3, health_retries: int = 3) -> None:
+        checkpoint_every: str | None = None, keep: int = 3, health_retries: int = 3, ip: str | None = None,
+        mac_address: str | None = None) -> None:
     """`warmstart run`: start a new instance from the newest snapshot, or cold (saying why); with `--restart
     on-failure`, then supervise it in the foreground (warmstart/ha/supervisor.py)."""
     ha = ha_options(restart, checkpoint_every, keep, health_retries)
@@ -162,6 +163,7 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
     spec = load_spec_file(file).get(app)
     store = open_store(cache_dir)
     from warmstart.core.labels import user_labels
+    from warmstart.core.sandbox import network_address
 
     tls = None
     if post_copy_credentials is not None:  # from `migrate --post-copy`, on this command's stdin only
@@ -176,7 +178,8 @@ def run(*, app: str, ports: list[str] | None, no_fallback: bool, cold: bool, reg
     launched = launch(app, engine=engine_for(engine), store=store, ports=bindings, no_fallback=no_fallback,
                       cold=cold, spec=spec, registry=registry, trust=trust, name=name,
                       extra_labels=user_labels(label or []), limits=limits_from(memory, cpus),
-                      volumes=tuple(volume or ()), post_copy_tls=tls, progress=progress)
+                      volumes=tuple(volume or ()), post_copy_tls=tls, address=network_address(ip, mac_address),
+                      progress=progress)
     if ha is not None:
         supervise_run(launched, ha, engine=engine_for(engine), store=store, spec=spec, json_output=json_output,
                       labels=user_labels(label or []))
@@ -262,6 +265,8 @@ def run_parser() -> Any:
     p.add_argument("--cpus", type=float)
     p.add_argument("-v", "--volume", action="append")
     p.add_argument("--post-copy-credentials")
+    p.add_argument("--ip")
+    p.add_argument("--mac-address")
     p.add_argument("--restart")
     p.add_argument("--checkpoint-every")
     p.add_argument("--keep", type=int, default=3)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from warmstart.core import criu
+from warmstart.errors import UsageError
 
 SANDBOX, CONTAINER = "sandbox", "container"
 MODES = (SANDBOX, CONTAINER)
@@ -92,10 +93,37 @@ class RunExtras:
     cap_add: tuple[str, ...] = CAP_ADD
     security_opt: tuple[str, ...] = SECURITY_OPT
     network: str = ""  # "none": loopback only (a debug instance); "" the engine's default network
+    ip: str = ""  # a fixed address on that network (`run --ip`): a migration that keeps its TCP connections
+    mac: str = ""
 
     @classmethod
     def for_app(cls, app: str) -> RunExtras:
         return cls(hostname=hostname_for(app))
+
+
+# Set on a restore at the instance's old address (`run --ip`, `migrate --keep-address`): the init restores the
+# app's established TCP connections (CRIU --tcp-established, sandbox-init/restore.go) instead of closing them.
+KEEP_TCP_VAR = "WARMSTART_KEEP_TCP"
+_MAC_RE = re.compile(r"^[0-9a-f][02468ace](?::[0-9a-f]{2}){5}$")  # unicast
+
+
+def network_address(ip: str | None, mac: str | None) -> tuple[str, str] | None:
+    """`run --ip ADDRESS [--mac-address MAC]`, checked where it enters: None when neither is given."""
+    import ipaddress
+
+    if not ip:
+        if mac:
+            raise UsageError("--mac-address needs --ip (the address the connections were made to)")
+        return None
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        raise UsageError(f"--ip {ip[:60]!r} is not an IP address") from None
+    if address.is_loopback or address.is_multicast or address.is_unspecified:
+        raise UsageError(f"--ip {ip}: not an address a container can take")
+    if mac and not _MAC_RE.match(mac.lower()):
+        raise UsageError(f"--mac-address {mac[:40]!r} is not a unicast MAC address (xx:xx:xx:xx:xx:xx)")
+    return str(address), (mac or "").lower()
 
 
 def hostname_for(app: str) -> str:

@@ -35,6 +35,8 @@ class ContainerState:
     created: str = ""
     upper_dir: str = ""  # the host path of its writable layer (overlay's upper dir), when the engine says
     pid: int = 0  # the host PID of its main process (0 when it does not run)
+    ip: str = ""  # its address on the engine's network, and its MAC ("" when it has none or several)
+    mac: str = ""
 
     def host_address(self, container_port: int, protocol: str = "tcp") -> tuple[str, int] | None:
         found = self.ports.get(f"{container_port}/{protocol}")

@@ -115,6 +115,9 @@ class DockerEngine(Engine):
                 extras: RunExtras | None = None, limits: Limits | None = None) -> str:
         log_config = {"Type": "json-file", "Config": {"max-size": str(log_max_bytes)}} if log_max_bytes else None
         privileges: dict[str, Any] = {}
+        if extras and extras.ip:
+            raise EngineError("docker gives a fixed address only on a user-defined network: --ip and "
+                              "--keep-address are for podman")
         if extras:
             privileges = {"cap_add": list(extras.cap_add), "security_opt": list(extras.security_opt),
                           **({"network_mode": extras.network} if extras.network else {})}

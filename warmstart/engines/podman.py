@@ -151,6 +151,8 @@ class PodmanEngine(Engine):
             args += ["--entrypoint", extras.entrypoint, "--user", extras.user, "--hostname", extras.hostname]
             args += [f"--cap-add={c}" for c in extras.cap_add] + [f"--security-opt={o}" for o in extras.security_opt]
             args += ["--network", extras.network] if extras.network else []
+            args += ["--ip", extras.ip] if extras.ip else []
+            args += ["--mac-address", extras.mac] if extras.mac else []
         for volume in volumes:
             args += ["--volume", volume]
         for key, value in labels.items():
@@ -352,4 +354,14 @@ def _state(raw: dict[str, Any]) -> ContainerState:
         created=raw.get("Created", ""),
         upper_dir=upper_dir(raw),
         pid=int(state.get("Pid") or 0),
+        **_address(raw),
     )
+
+
+def _address(raw: dict[str, Any]) -> dict[str, str]:
+    """Its one network's IP and MAC (`podman inspect` NetworkSettings.Networks), none when on several."""
+    networks = (raw.get("NetworkSettings") or {}).get("Networks") or {}
+    if len(networks) != 1:
+        return {}
+    (net,) = networks.values()
+    return {"ip": str(net.get("IPAddress") or ""), "mac": str(net.get("MacAddress") or "")}

@@ -38,6 +38,7 @@ from warmstart.errors import Interrupted, RegistryError, RestoreError, UsageErro
 if TYPE_CHECKING:
     from warmstart.cache.registry import Reference
     from warmstart.migrate.postcopy import PageServer
+    from warmstart.runtime.instances import Instance
 
 Progress = Callable[[str], None]
 
@@ -55,14 +56,14 @@ class MigrateResult:
 
 
 def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: SnapshotStore, insecure: bool = False,
-            post_copy: bool = False, page_server: str | None = None, progress: Progress = lambda _: None,
-            dest_timeout: float = 600) -> MigrateResult:
+            post_copy: bool = False, page_server: str | None = None, keep_address: bool = False,
+            progress: Progress = lambda _: None, dest_timeout: float = 600) -> MigrateResult:
     from warmstart.cache.registry import Reference
     from warmstart.runtime.instances import inspect_instance
     from warmstart.snapshot.checkpoint import checkpoint_instance
 
     instance = inspect_instance(engine=engine, name=name)
-    ports = [f"{addr}:{key.split('/')[0]}" for key, addr in sorted(instance.ports.items())]
+    ports, address = _placement(instance, keep_address)
     endpoint = _post_copy_endpoint(post_copy, page_server)  # refused now, before the app stops
     tag = f"migrate-{time.strftime('%Y%m%d%H%M%S')}"
     started = time.monotonic()
@@ -82,7 +83,8 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
                 step = "push"
             else:
                 shipped, server, lazy = snapshot, None, 0
-            destination = _ship(shipped, target=target, via=via, name=name, ports=ports, insecure=insecure,
+            destination = _ship(shipped, target=target, via=via, name=name, ports=ports, address=address,
+                                insecure=insecure,
                                 timeout=dest_timeout, store=store, phases=phases, progress=progress,
                                 server=server)
             step = "destination"
@@ -97,14 +99,15 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
                     stop_destination(via, name, progress)
                     raise
     except KeyboardInterrupt:  # after the dump, an interrupted migration must not leave the app nowhere
-        _back_here(name, checkpoint.snapshot, step=step, via=via, ports=ports, engine=engine, store=store,
-                   progress=progress, why="interrupted")
+        _back_here(name, checkpoint.snapshot, step=step, via=via, ports=ports, address=address, engine=engine,
+                   store=store, progress=progress, why="interrupted")
         raise Interrupted(f"migration of {name} interrupted; it runs here again, restored from "
                           f"{checkpoint.snapshot}") from None
     except (WarmstartError, OSError, subprocess.TimeoutExpired, ValueError) as exc:
         if step == "push" and "push" in phases:
             step = "destination"
-        _back_here(name, checkpoint.snapshot, step="", via=via, ports=ports, engine=engine, store=store,
+        _back_here(name, checkpoint.snapshot, step="", via=via, ports=ports, address=address, engine=engine,
+                   store=store,
                    progress=progress, why=f"migration failed ({exc})")
         error = RegistryError if step == "push" else RestoreError
         # Post-copy's price: once the destination has run, what it did there is gone with it.
@@ -115,6 +118,19 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
     return MigrateResult(instance=name, snapshot=checkpoint.snapshot, reference=str(target),
                          destination=destination, downtime_seconds=downtime, phases=phases,
                          mode="post-copy" if post_copy else "stop-and-copy", streamed_bytes=lazy)
+
+
+def _placement(instance: Instance, keep_address: bool) -> tuple[list[str], tuple[str, str] | None]:
+    """The instance's published ports (HOST_IP:HOST_PORT:PORT) and, with --keep-address, its IP and MAC, which the
+    destination takes (the source is removed before it starts), so that its established TCP connections go on:
+    the peers' packets reach the same address."""
+    ports = [f"{addr}:{key.split('/')[0]}" for key, addr in sorted(instance.ports.items())]
+    if not keep_address:
+        return ports, None
+    if not instance.ip:
+        raise UsageError(f"instance {instance.name} has no single address on a network to keep",
+                         hint="migrate without --keep-address (its connections are then closed)")
+    return ports, (instance.ip, instance.mac)
 
 
 def _post_copy_endpoint(post_copy: bool, page_server: str | None) -> str:
@@ -133,8 +149,9 @@ def _post_copy_endpoint(post_copy: bool, page_server: str | None) -> str:
     return postcopy.endpoint(page_server)
 
 
-def _back_here(name: str, snapshot: str, *, step: str, via: list[str], ports: list[str], engine: Engine,
-               store: SnapshotStore, progress: Progress, why: str) -> None:
+def _back_here(name: str, snapshot: str, *, step: str, via: list[str], ports: list[str],
+               address: tuple[str, str] | None, engine: Engine, store: SnapshotStore, progress: Progress,
+               why: str) -> None:
     """After the dump the app must not be left nowhere: stop a destination that streams (interrupted mid-stream),
     then restore the app here from its checkpoint, shielded from a second Ctrl-C."""
     from warmstart.core.signals import shielded
@@ -143,7 +160,8 @@ def _back_here(name: str, snapshot: str, *, step: str, via: list[str], ports: li
     with shielded():
         if step == "stream":
             stop_destination(via, name, progress)
-        _restore_here(snapshot, name=name, ports=ports, engine=engine, store=store, progress=progress)
+        _restore_here(snapshot, name=name, ports=ports, address=address, engine=engine, store=store,
+                      progress=progress)
 
 
 def _post_copy_source(snapshot: Snapshot, *, store: SnapshotStore, tag: str, endpoint: str,
@@ -160,7 +178,8 @@ def _post_copy_source(snapshot: Snapshot, *, store: SnapshotStore, tag: str, end
     return thin, server, lazy
 
 
-def _ship(snapshot: Snapshot, *, target: Reference, via: list[str], name: str, ports: list[str], insecure: bool,
+def _ship(snapshot: Snapshot, *, target: Reference, via: list[str], name: str, ports: list[str],
+          address: tuple[str, str] | None, insecure: bool,
           timeout: float, store: SnapshotStore, phases: dict[str, float], progress: Progress,
           server: PageServer | None) -> dict[str, Any]:
     """Push `snapshot` to `target`, then restore it on the destination; returns the destination's run result."""
@@ -175,6 +194,8 @@ def _ship(snapshot: Snapshot, *, target: Reference, via: list[str], name: str, p
     t = time.monotonic()
     argv = [*via, "warmstart", "run", snapshot.ref, "--registry", str(target), "--no-fallback",
             "--name", name, "--json", *(a for p in ports for a in ("-p", p))]
+    if address:
+        argv += ["--ip", address[0], *(["--mac-address", address[1]] if address[1] else [])]
     if server is not None:  # the destination's TLS key: through the --via channel's stdin, nowhere else
         argv += ["--post-copy-credentials", "-"]
     progress(f"starting it on the destination: {shlex.join(argv)}")
@@ -200,10 +221,10 @@ def stop_destination(via: list[str], name: str, progress: Progress) -> None:
         subprocess.run(argv, capture_output=True, timeout=120, stdin=subprocess.DEVNULL)
 
 
-def _restore_here(ref: str, *, name: str, ports: list[str], engine: Engine, store: SnapshotStore,
-                  progress: Progress) -> None:
+def _restore_here(ref: str, *, name: str, ports: list[str], address: tuple[str, str] | None, engine: Engine,
+                  store: SnapshotStore, progress: Progress) -> None:
     from warmstart.core.spec import parse_port_binding
     from warmstart.restore.launch import launch
 
-    launch(ref, engine=engine, store=store, ports=[parse_port_binding(p) for p in ports], name=name,
+    launch(ref, engine=engine, store=store, ports=[parse_port_binding(p) for p in ports], name=name, address=address,
            no_fallback=True, progress=progress)

@@ -7,6 +7,7 @@ service, unless they asked for restore-or-fail (`no_fallback`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -217,11 +218,14 @@ def launch(
     limits: Limits | None = None,
     volumes: tuple[str, ...] = (),
     post_copy_tls: dict[str, str] | None = None,
+    address: tuple[str, str] | None = None,
     progress: Progress = lambda _: None,
 ) -> LaunchResult:
     """Start one instance of `app` (APP or APP:TAG): pull (with `registry`, when missing here) -> choose a usable
     snapshot -> restore it, or start cold saying why. `spec` (from a spec file) overrides the app record of the
-    last build; an app known only from a pulled snapshot can be restored but not started cold if it needs env."""
+    last build; an app known only from a pulled snapshot can be restored but not started cold if it needs env.
+    `address` (IP, MAC or ""): a sandbox restore takes it on the engine's network and keeps the app's established
+    TCP connections (a migration whose address moves with the instance)."""
     if cold and no_fallback:
         raise UsageError("--cold and --no-fallback contradict each other")
     app, tag = parse_ref(app)
@@ -246,7 +250,7 @@ def launch(
             raise SnapshotNotFound(f"cannot restore {app!r}: {reason} (and --no-fallback forbids a cold start)")
         placement = Placement(name or labels.instance_name(known.spec.name),
                               {**(extra_labels or {}), labels.CACHE: str(store.root)}, limits,
-                              volumes, post_copy_tls)
+                              volumes, post_copy_tls, address)
         return _restore_or_cold(known, snapshot, reason, engine=engine, store=store, bindings=bindings, start=start,
                                 no_fallback=no_fallback, placement=placement, progress=progress)
 
@@ -310,6 +314,7 @@ class Placement:
     limits: Limits | None = None
     volumes: tuple[str, ...] = ()  # beside the spec's: a restored process never opened them, so any can be added
     post_copy_tls: dict[str, str] | None = None  # a post-copy restore's TLS files (postcopy.destination_credentials)
+    address: tuple[str, str] | None = None  # (IP, MAC or ""): the restore's fixed address, connections kept
 
 
 def _restore(
@@ -333,15 +338,19 @@ def _restore(
             # mounted read-only: nothing is copied or unpacked per launch.
             container = engine.run(
                 name=name, image=spec.image, command=sandbox.restore_command(),
-                env={**env, **init_env(snapshot.manifest.spec), **lazy_env(spec, snapshot, memo_dir)},
+                env={**env, **init_env(snapshot.manifest.spec), **lazy_env(spec, snapshot, memo_dir),
+                     **({sandbox.KEEP_TCP_VAR: "1"} if placement.address else {})},
                 secrets=secrets, ports=bindings,
                 labels={**placement.labels, **labels.labels_for(spec.name), labels.MODE: "restored",
                         labels.INIT: "warmstart-init", labels.SNAPSHOT: snapshot.ref, labels.INSTANCE: "true"},
                 volumes=(*spec.volumes, *placement.volumes, *sandbox.tool_mounts(),
                          f"{source}:{sandbox.SNAPSHOT_MOUNT}:ro", *tls),
-                extras=sandbox.RunExtras.for_app(spec.name), limits=placement.limits,
+                extras=_extras(spec.name, placement.address), limits=placement.limits,
             )
         else:
+            if placement.address:
+                raise UsageError(f"snapshot {snapshot.ref} is a {snapshot.manifest.mode}-mode snapshot: a fixed "
+                                 "address (--ip) is for sandbox restores")
             container = engine.restore(archive=snapshot.checkpoint, name=name, ports=bindings)
         state = started_state(container, name, bindings, restored=True)
         by_init = snapshot.manifest.mode == sandbox.SANDBOX
@@ -349,6 +358,11 @@ def _restore(
                   env=secrets)
         return await_ready(spec, engine=engine, state=state, mode="restored", start=start, snapshot=snapshot.ref,
                       after_init=runs_after_restore(snapshot))
+
+
+def _extras(app: str, address: tuple[str, str] | None) -> sandbox.RunExtras:
+    extras = sandbox.RunExtras.for_app(app)
+    return dataclasses.replace(extras, ip=address[0], mac=address[1]) if address else extras
 
 
 def _cold(

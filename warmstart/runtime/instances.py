@@ -25,6 +25,8 @@ class Instance:
     exit_code: int
     labels: dict[str, str]
     ports: dict[str, str]
+    ip: str = ""  # its address on the engine's network ("" when none or several) and MAC
+    mac: str = ""
 
     @classmethod
     def from_state(cls, s: ContainerState) -> Instance:
@@ -40,6 +42,8 @@ class Instance:
             exit_code=s.exit_code,
             labels=dict(s.labels),
             ports={k: f"{ip or '0.0.0.0'}:{port}" for k, (ip, port) in s.ports.items()},
+            ip=s.ip,
+            mac=s.mac,
         )
 
 

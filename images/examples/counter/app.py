@@ -6,6 +6,7 @@ GET /random returns random.random() and uuid4() (clones of one snapshot must dif
 random.random(); GET /slow?seconds=N answers after N seconds; GET /secret the SHA-256 of $API_KEY as the app sees it now (never the value); GET /events lists the
 warmstart_helper hooks that ran (the app registers them when USE_HELPER=1).
 
+KEEP_ALIVE=1 answers HTTP/1.1 with keep-alive (a connection that must survive a migration).
 BALLAST_MB (default 0) fills that much memory with random bytes at boot (incompressible: the snapshot's size),
 HOT_MB (default 0) a separate buffer that every GET / reads. GET /checksum returns the SHA-256 of both, so a
 restore that lost or mixed up a page shows: `at_boot` is the ballast's SHA-256 taken at boot, which it must equal.
@@ -41,6 +42,9 @@ if os.environ.get("USE_HELPER") == "1":
 
 
 class Handler(BaseHTTPRequestHandler):
+    if os.environ.get("KEEP_ALIVE") == "1":  # HTTP/1.1: a client may send its next request on the same connection
+        protocol_version = "HTTP/1.1"
+
     def do_GET(self) -> None:
         STATE["count"] += 1
         if self.path == "/healthz":

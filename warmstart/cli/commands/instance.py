@@ -113,6 +113,9 @@ def migrate(
     page_server: Annotated[str | None, typer.Option("--page-server", help="ADDRESS[:PORT] of this host that the "
                                                     "destination reaches, for --post-copy [default: the address "
                                                     "of the default route, a free port].")] = None,
+    keep_address: Annotated[bool, typer.Option("--keep-address", help="Restore it at its IP and MAC address, "
+                                               "keeping its established TCP connections (both hosts on one L2 "
+                                               "network; podman).")] = False,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
     json_output: options.JsonOpt = False,
@@ -130,7 +133,7 @@ def migrate(
         raise UsageError(f"--via {via!r}: {exc}") from exc
     result = migrate_instance(name, to=to, via=prefix, engine=options.engine_for(engine),
                               store=options.open_store(cache_dir), insecure=insecure, post_copy=post_copy,
-                              page_server=page_server, progress=progress)
+                              page_server=page_server, keep_address=keep_address, progress=progress)
     if json_output:
         emit_json(result)
         return

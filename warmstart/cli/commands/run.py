@@ -64,6 +64,9 @@ def run(
     health_retries: Annotated[
         int, typer.Option("--health-retries", help="With --restart: failed probes in a row that count as a failure.")
     ] = 3,
+    ip: Annotated[str | None, typer.Option("--ip", help="Restore at this address on podman's network and keep the "
+                                           "app's established TCP connections (a moved instance).")] = None,
+    mac_address: Annotated[str | None, typer.Option("--mac-address", help="With --ip: its MAC address.")] = None,
 ) -> None:
     """Start a new instance from the newest snapshot, or cold (saying why) when none can be restored."""
     plain.run(
@@ -88,4 +91,6 @@ def run(
         checkpoint_every=checkpoint_every,
         keep=keep,
         health_retries=health_retries,
+        ip=ip,
+        mac_address=mac_address,
     )
