@@ -171,6 +171,19 @@ def _migration_rows() -> list[str]:
                 f"{_s(m.get('post_copy_push_s'))} / {_s(m.get('post_copy_destination_s'))}; "
                 f"{_s(m.get('post_copy_stream_s'))} | "
                 f"{_s(m.get('worst_gap_after_s'))} / {_s(m.get('post_copy_worst_gap_after_s'))} |")
+    fronts = [(app, m) for app, m in COLLECTED.items() if app.startswith("migrate ") and "front_failed" in m]
+    if fronts:
+        extra += ["", "Stop-and-copy migration with and without the front (one build, in one run): a client "
+                  "requesting every 5 ms with a 30 s timeout, on the published port during `warmstart migrate`, and "
+                  "through `serve` during POST /migrate (the front holds what arrives meanwhile and replays what "
+                  "the freeze cut).", "",
+                  "| service | failed requests, direct / front | longest time without an answer, direct / front | "
+                  "slowest request, direct / front | held (front's report) |", "|---|---|---|---|---|"]
+        for app, m in fronts:
+            extra.append(f"| {app[len('migrate '):]} | {m['direct_failed']} of {m['direct_requests']} / "
+                         f"{m['front_failed']} of {m['front_requests']} | {_s(m['direct_gap_s'])} / "
+                         f"{_s(m['front_gap_s'])} | {_s(m.get('direct_slowest_s'))} / {_s(m['front_slowest_s'])} | "
+                         f"{_s(m['front_held_s'])} |")
     return extra
 
 

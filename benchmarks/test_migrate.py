@@ -104,3 +104,92 @@ def test_migration_downtime(size: int, cache: Path, tmp_path: Path, host_b: dict
            post_copy_downtime_s=post_down, post_copy_streamed_bytes=post["streamed_bytes"],
            worst_gap_after_s=copy["worst_gap_after_s"], post_copy_worst_gap_after_s=post["worst_gap_after_s"],
            **{f"post_copy_{k}_s": v for k, v in post["phases"].items()})
+
+
+def _client(url: str, stop: threading.Event, log: list[tuple[float, float, int | None]], timeout: float) -> None:
+    """A client requesting in a loop every 5 ms: (sent, answered or given up, count or None when it failed)."""
+    while not stop.is_set():
+        sent = time.monotonic()
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                log.append((sent, time.monotonic(), json.loads(resp.read())["count"]))
+        except (OSError, ValueError):
+            log.append((sent, time.monotonic(), None))
+        time.sleep(0.005)
+
+
+def _client_view(log: list[tuple[float, float, int | None]]) -> dict[str, float]:
+    """Failed requests, the longest time without an answer (a failure at the end counts until it failed), and the
+    longest a single request took."""
+    ordered = sorted(log, key=lambda e: e[1])
+    last_answer, gap = (ordered[0][0] if ordered else 0.0), 0.0
+    for _, done, count in ordered:
+        if count is not None:
+            gap, last_answer = max(gap, done - last_answer), done
+    if ordered and ordered[-1][2] is None:
+        gap = max(gap, ordered[-1][1] - last_answer)
+    return {"failed": sum(e[2] is None for e in log), "requests": len(log), "gap_s": round(gap, 3),
+            "slowest_s": round(max((e[1] - e[0] for e in log), default=0), 3)}
+
+
+@pytest.mark.parametrize("size", [100, 1024])
+def test_migration_with_and_without_the_front(size: int, cache: Path, tmp_path: Path,
+                                              host_b: dict[str, str], registry: RegistryServer) -> None:  # noqa: F811
+    """One build, two migrations to host B, side by side: a client requesting the instance's published port
+    directly during `warmstart migrate`, and a client requesting through `serve` during POST /migrate (the front
+    holds what arrives meanwhile). Failed requests, the longest wait for an answer, the gap between answers."""
+    from tests.conftest import Cli
+    from tests.podman.test_serve import Front
+
+    name = f"front{size}"
+    spec = ballast_spec(tmp_path / "warmstart.toml", name, size=size, lazy=False)
+    authfile = tmp_path / "auth.json"
+    login(registry, authfile)
+    built = warmstart("build", "--name", name, "-f", str(spec), "--force", cache=cache)
+    via = shlex.join(["env", f"PATH={BIN}:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
+                      f"REGISTRY_AUTH_FILE={authfile}", f"WARMSTART_SESSION={SESSION}",
+                      *(f"{k}={v}" for k, v in host_b.items())])
+    env = {"REGISTRY_AUTH_FILE": str(authfile), "WARMSTART_SESSION": SESSION}
+    # Direct: a client with a 30 s timeout per request, as common HTTP clients have; the same through the front.
+    port = free_port()
+    out = warmstart("run", built["snapshot"], "-f", str(spec), "-p", f"127.0.0.1:{port}:8080", cache=cache)
+    direct_log: list[tuple[float, float, int | None]] = []
+    stop = threading.Event()
+    client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{port}/", stop, direct_log, 30.0))
+    client.start()
+    time.sleep(0.5)
+    proc = subprocess.run([WARMSTART, "migrate", out["name"], "--to", f"{registry.address}/bench/{name}", "--via",
+                           via, "--json"], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "WARMSTART_CACHE": str(cache), **env})
+    time.sleep(1.0)
+    stop.set()
+    client.join()
+    assert proc.returncode == 0, proc.stderr
+    subprocess.run(shlex.split(via) + [WARMSTART, "stop", out["name"]], capture_output=True)
+    warmstart("cache", "rm", json.loads(proc.stdout)["snapshot"], cache=cache)  # the front restores the build's
+    # Through the front: the same client, the same timeout.
+    admin = free_port()
+    front = Front(Cli(cache), name, "-f", str(spec), "--wait-timeout", "120", "--admin", f"127.0.0.1:{admin}",
+                  "--pool", "0", "--migrate-to", f"{registry.address}/bench/{name}-front", "--migrate-via", via,
+                  env=env)
+    try:
+        assert front.get("/")[0] == 200
+        front_log: list[tuple[float, float, int | None]] = []
+        stop = threading.Event()
+        client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{front.port}/", stop, front_log, 30.0))
+        client.start()
+        time.sleep(0.5)
+        request = urllib.request.Request(f"http://127.0.0.1:{admin}/migrate", method="POST")
+        with urllib.request.urlopen(request, timeout=900) as resp:
+            moved = json.loads(resp.read())
+        time.sleep(1.0)
+        stop.set()
+        client.join()
+    finally:
+        front.stop()
+    direct, held = _client_view(direct_log), _client_view(front_log)
+    record(f"migrate {size} MiB", direct_failed=direct["failed"], direct_gap_s=direct["gap_s"],
+           direct_slowest_s=direct["slowest_s"],
+           direct_requests=direct["requests"], front_failed=held["failed"], front_gap_s=held["gap_s"],
+           front_slowest_s=held["slowest_s"], front_requests=held["requests"], front_held_s=moved["held_seconds"],
+           front_downtime_s=moved["downtime_seconds"])

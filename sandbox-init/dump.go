@@ -14,7 +14,7 @@ import (
 )
 
 func dump(args []string) {
-	f, _ := flags(args, "pid", "out", "then")
+	f, _ := flags(args, "pid", "out", "then", "ram")
 	out := f["out"]
 	if out == "" {
 		fail(ExitUsage, "dump: --out DIR is required")
@@ -25,6 +25,9 @@ func dump(args []string) {
 	}
 	if then != "run" && then != "stop" && then != "freeze" {
 		fail(ExitUsage, "dump: --then must be run (the default), stop or freeze")
+	}
+	if f["ram"] != "" && f["ram"] != "auto" {
+		fail(ExitUsage, "dump: --ram takes auto (into a tmpfs when the memory limits leave room, else to disk)")
 	}
 	if err := os.MkdirAll(out, 0o700); err != nil { // a checkpoint of an instance dumps into a new dir inside it
 		fail(ExitDumpFailed, "dump: %v", err)
@@ -39,6 +42,19 @@ func dump(args []string) {
 		var err error
 		if pid, err = appPid(); err != nil {
 			fail(ExitDumpFailed, "dump: %v", err)
+		}
+	}
+	if f["ram"] == "auto" {
+		size, why := ramDumpSize(treePids(pid), "/proc/meminfo", cgroupMemMax, cgroupMemUsage)
+		if size > 0 {
+			if err := mountRAM(out, size); err != nil {
+				why = fmt.Sprintf("mounting a tmpfs failed: %v", err)
+			} else {
+				fmt.Fprintf(os.Stderr, "warmstart-init: dumping into RAM (a tmpfs of at most %d MiB)\n", size>>20)
+			}
+		}
+		if why != "" {
+			fmt.Fprintf(os.Stderr, "warmstart-init: dumping to disk: %s\n", why)
 		}
 	}
 	if err := dumpTo(out, pid, then); err != nil {

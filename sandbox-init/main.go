@@ -94,6 +94,8 @@ func main() {
 		dump(os.Args[2:])
 	case "thaw":
 		thaw(os.Args[2:])
+	case "release":
+		release(os.Args[2:])
 	case "restore":
 		restore(os.Args[2:])
 	case "entrypoint":
