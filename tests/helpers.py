@@ -40,6 +40,19 @@ def ballast_spec(path: Path, name: str, *, size: int, hot: int = 16, lazy: bool 
     return path
 
 
+def json_when_up(port: int, path: str = "/", timeout: float = 30) -> dict:
+    """GET 127.0.0.1:PORT/PATH as JSON, retried until it answers (a service still starting) or `timeout`."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+                return json.loads(resp.read())
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
 def http_json(address: str, path: str = "/") -> dict:
     host, _, port = address.rpartition(":")
     host = "127.0.0.1" if host in ("", "0.0.0.0") else host

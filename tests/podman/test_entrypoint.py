@@ -6,14 +6,13 @@ import hashlib
 import json
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port
+from tests.helpers import free_port, json_when_up
 
 pytestmark = pytest.mark.podman
 IMAGE = "localhost/warmstart-example-selfsnap:latest"
@@ -67,16 +66,7 @@ def box(tmp_path: Path) -> Iterator[Box]:
         subprocess.run(["podman", "rm", "--force", "--ignore", "-t", "0", *b.names], capture_output=True)
 
 
-def get(port: int, path: str = "/", timeout: float = 30) -> dict:
-    end = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
-                return json.loads(resp.read())
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.05)
+get = json_when_up  # the service in the container may still be booting or restoring
 
 
 def test_first_boot_snapshots_itself_and_the_second_restores(box: Box) -> None:

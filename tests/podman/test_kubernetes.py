@@ -8,15 +8,13 @@ import json
 import re
 import subprocess
 import tarfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import COUNTER_IMAGE, Cli
-from tests.helpers import free_port
+from tests.helpers import free_port, json_when_up
 from tests.podman.cri import CRI_DIR, Cri, running_cri
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,16 +27,7 @@ def cri() -> Iterator[Cri]:
         yield runtime
 
 
-def _get(port: int, path: str = "/", timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-                return json.loads(resp.read())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
+_get = json_when_up
 
 
 @pytest.fixture(scope="module")
