@@ -88,9 +88,10 @@ def test_sigkill_during_build_leaves_no_entry_and_the_next_build_succeeds(
     app_dir = cli.cache / "snapshots" / owned_app
     assert not app_dir.exists() or not any(app_dir.iterdir())
     assert cli("cache", "ls", owned_app, "--json").json["snapshots"] == []
-    # The next build sweeps the orphaned build container and the dead staging dir, then succeeds.
+    # The next build sweeps the orphaned build container and the dead staging dir, then succeeds. A boot of a second
+    # makes the restore win its trials clearly (an instant boot can lose them under load, and `run` then starts cold).
     res = cli("build", "--name", owned_app, "--image", COUNTER_IMAGE, "-p", "8080", "--ready-http", "/healthz",
-              "--json")
+              "-e", "STARTUP_DELAY=1", "--json")
     assert res.returncode == 0, res.stderr
     assert containers_of(owned_app) == []
     assert list(staging.iterdir()) == []
