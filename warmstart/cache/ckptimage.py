@@ -14,6 +14,7 @@ destinations stay (CRIU maps them), the sources are emptied, and namespace paths
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from warmstart.cache.kubeimport import CHECKPOINT_DIR, CONFIG_DUMP, MODE, SPEC_DUMP, STATUS_DUMP
+from warmstart.cache.kubeimport import CHECKPOINT_DIR, CONFIG_DUMP, MODE, SPEC_DUMP, STATUS_DUMP, is_bind
 from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.core.bounded import loads_json
 from warmstart.engines.base import Engine
@@ -58,8 +59,8 @@ class Blob:
     def size(self) -> int:
         return len(self.data) if isinstance(self.data, bytes) else self.data.stat().st_size
 
-    @property
-    def digest(self) -> str:
+    @functools.cached_property
+    def digest(self) -> str:  # once per blob: the layer holds the whole memory dump
         if isinstance(self.data, bytes):
             return "sha256:" + hashlib.sha256(self.data).hexdigest()
         h = hashlib.sha256()
@@ -68,8 +69,8 @@ class Blob:
                 h.update(chunk)
         return "sha256:" + h.hexdigest()
 
-    def descriptor(self, digest: str | None = None) -> dict[str, Any]:
-        return {"mediaType": self.media_type, "digest": digest or self.digest, "size": self.size}
+    def descriptor(self) -> dict[str, Any]:
+        return {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
 
 
 @dataclass(frozen=True)
@@ -115,10 +116,9 @@ def build(snapshot: Snapshot, scratch: Path, *, base_image_id: str = "") -> Chec
         if STATUS_DUMP not in files:  # CRI-O's archives have none; containerd's restore reads it
             _add_bytes(tar, STATUS_DUMP, json.dumps(_status(config_dump, m.image["ref"])).encode())
     layer = Blob(LAYER_TYPE, layer_path)
-    layer_digest = layer.digest
     (scratch / "config.json").write_bytes(_canonical({
         "architecture": _arch(), "os": "linux", "config": {},
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
         "history": [{"created_by": f"warmstart cache export {m.ref}"}],
     }))
     config = Blob(CONFIG_TYPE, scratch / "config.json")
@@ -129,7 +129,7 @@ def build(snapshot: Snapshot, scratch: Path, *, base_image_id: str = "") -> Chec
                    "io.warmstart.tag": m.tag, "io.warmstart.key": m.key}
     manifest = Blob(MANIFEST_TYPE, _canonical({
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE, "config": config.descriptor(),
-        "layers": [layer.descriptor(layer_digest)], "annotations": annotations,
+        "layers": [layer.descriptor()], "annotations": annotations,
     }))
     return CheckpointImage(config, layer, manifest, annotations)
 
@@ -217,7 +217,7 @@ def _portable_spec(spec: dict[str, Any]) -> bytes:
     """spec.dump without what belonged to the old node: bind mount sources and namespace paths."""
     mounts = []
     for mount in spec.get("mounts") or []:
-        if mount.get("type") == "bind" or "bind" in (mount.get("options") or []):
+        if is_bind(mount):
             mount = {**mount, "source": ""}
         mounts.append(mount)
     linux = dict(spec.get("linux") or {})

@@ -213,11 +213,15 @@ def _metadata(stage: Path, *, source: str) -> dict[str, Any]:
                    or "")[:253]
     namespace = str(annotations.get("io.kubernetes.cri.sandbox-namespace")
                     or annotations.get("io.kubernetes.pod.namespace") or "")[:253]
-    binds = [f"{m.get('destination', '')} <- {m.get('source', '')}" for m in mounts
-             if m.get("type") == "bind" or "bind" in (m.get("options") or [])]
+    binds = [f"{m.get('destination', '')} <- {m.get('source', '')}" for m in mounts if is_bind(m)]
     return {"image": image, "image_ref": image_ref, "container": container,
             "pod": f"{namespace}/{pod_name}" if pod_name else "", "bind_mounts": binds,
             "runtime": str(config.get("runtime", ""))[:80]}
+
+
+def is_bind(mount: dict[str, Any]) -> bool:
+    """A bind mount in an OCI runtime spec: its type, or (runc's older form) its options say so."""
+    return mount.get("type") == "bind" or "bind" in (mount.get("options") or [])
 
 
 def _manifest(app: str, tag: str, digest: str, meta: dict[str, Any]) -> Manifest:
