@@ -165,6 +165,8 @@ def test_migration_with_and_without_the_front(size: int, cache: Path, tmp_path: 
     stop.set()
     client.join()
     assert proc.returncode == 0, proc.stderr
+    print(proc.stderr, file=sys.stderr)  # migrate's progress: shown with -s
+    direct_phases = json.loads(proc.stdout)["phases"]
     subprocess.run(shlex.split(via) + [WARMSTART, "stop", out["name"]], capture_output=True)
     warmstart("cache", "rm", json.loads(proc.stdout)["snapshot"], cache=cache)  # the front restores the build's
     # Through the front: the same client, the same timeout.
@@ -192,4 +194,6 @@ def test_migration_with_and_without_the_front(size: int, cache: Path, tmp_path: 
            direct_slowest_s=direct["slowest_s"],
            direct_requests=direct["requests"], front_failed=held["failed"], front_gap_s=held["gap_s"],
            front_slowest_s=held["slowest_s"], front_requests=held["requests"], front_held_s=moved["held_seconds"],
-           front_downtime_s=moved["downtime_seconds"])
+           front_downtime_s=moved["downtime_seconds"],
+           **{f"direct_{k}_s": v for k, v in direct_phases.items()},
+           **{f"front_{k}_s": v for k, v in moved["phases"].items()})

@@ -8,6 +8,7 @@
 //	warmstart-init crac beforeCheckpoint|afterRestore              trigger the JVM helper's CRaC resources (crac.go)
 //	warmstart-init working-set --images DIR --faults FILE           mark recorded pages eager (workingset.go; host)
 //	warmstart-init post-copy --images FULL --out THIN               images without their lazy pages (postcopy.go; host)
+//	warmstart-init find FILE                                        offsets of the needles on stdin (find.go; host)
 //	warmstart-init restore --snapshot DIR [--wait FIFO]             put files back, CRIU restore, supervise (run);
 //	                                                                with --wait, restore only once FIFO is written
 //	                                                                (a pre-started sandbox: serve's pool)
@@ -106,6 +107,8 @@ func main() {
 		workingSet(os.Args[2:])
 	case "post-copy":
 		postCopy(os.Args[2:])
+	case "find":
+		findNeedles(os.Args[2:])
 	case "noop": // a short-lived child, used to move the PID counter where ns_last_pid is not writable
 		os.Exit(0)
 	default:

@@ -27,14 +27,15 @@ from pathlib import Path
 from warmstart.core import jvmhelper
 from warmstart.core.spec import AppSpec
 from warmstart.errors import SecretLeakError, UsageError
+from warmstart.security.finder import occurrences
 
 # Names of the secret variables (never values), set in the app's environment at build and at launch so the
 # in-app helper knows what to ask the init for. Shared with warmstart_helper.py and sandbox-init (main.go).
 NAMES_VAR = "WARMSTART_SECRET_NAMES"
 
 # Shapes of credentials common enough to be refused on sight in process memory (the public formats each issuer
-# documents): (literal prefixes, the whole shape). The prefixes are found with memchr-speed `find` and only
-# their hits are matched against the shape: a regex search over hundreds of MB of pages would take seconds.
+# documents): (literal prefixes, the whole shape). The prefixes are found in one pass with the needles (finder.py)
+# and only their hits are matched against the shape: a regex search over hundreds of MB of pages would take minutes.
 @functools.cache
 def token_shapes() -> dict[str, tuple[tuple[bytes, ...], re.Pattern[bytes]]]:
     """Compiled on first use: builds and pushes scan, the restore path never does."""
@@ -172,38 +173,41 @@ def scan(root: Path, secrets: Mapping[str, str], *, shapes: bool = True, limit: 
 
 def _search(path: Path, needles: list[tuple[str, bytes]], *, shapes: bool) -> Iterator[tuple[str, int, str]]:
     """(what, offset, public key name) for each needle and shape found in the file: the first hit of each, and for
-    PEM keys the first that is not publicly known (after at most one that is)."""
+    PEM keys the first that is not publicly known (after at most one that is). One pass finds every literal (the
+    needles and the shapes' prefixes: finder.py); a shape's pattern is matched at its prefixes' hits only."""
     if path.stat().st_size == 0:
         return
+    kinds = token_shapes() if shapes else {}
+    literals: list[tuple[int, bytes]] = [(k, needle) for k, (_, needle) in enumerate(needles)]
+    literals += [(len(needles) + k, prefix) for k, (prefixes, _) in enumerate(kinds.values()) for prefix in prefixes]
+    found: dict[int, list[tuple[int, str]]] = {}  # needle or shape (numbered after the needles) -> (offset, public)
+    done: set[int] = set()
+    shape_list = list(kinds.items())
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        for what, needle in needles:
-            at = data.find(needle)
-            if at >= 0:
-                yield what, at, ""
-        if shapes:
-            for what, (prefixes, pattern) in token_shapes().items():
-                public_seen = False
-                for at in _shapes(data, prefixes, pattern):
-                    public = public_key_name(data, at) if what == PEM_SHAPE else ""
-                    if public and public_seen:
-                        continue
-                    yield f"a {what}", at, public
-                    if not public:
-                        break
-                    public_seen = True
-
-
-def _shapes(data: mmap.mmap, prefixes: tuple[bytes, ...], pattern: re.Pattern[bytes]) -> Iterator[int]:
-    """Offsets where `pattern` matches at one of its literal prefixes, in file order."""
-    positions = {prefix: data.find(prefix) for prefix in prefixes}
-    while True:
-        live = [(at, prefix) for prefix, at in positions.items() if at >= 0]
-        if not live:
-            return
-        at, prefix = min(live)
-        if pattern.match(data, at):  # type: ignore[call-overload,unused-ignore]  # an mmap is a buffer for re
-            yield at
-        positions[prefix] = data.find(prefix, at + 1)
+        for at, index in occurrences(path, [lit for _, lit in literals]):
+            owner = literals[index][0]
+            if owner in done:
+                continue
+            if owner < len(needles):
+                found[owner] = [(at, "")]
+                done.add(owner)
+            else:
+                what, (_, pattern) = shape_list[owner - len(needles)]
+                if not pattern.match(data, at):  # type: ignore[call-overload,unused-ignore]  # an mmap is a buffer
+                    continue
+                public = public_key_name(data, at) if what == PEM_SHAPE else ""
+                hits = found.setdefault(owner, [])
+                if public and any(p for _, p in hits):
+                    continue
+                hits.append((at, public))
+                if not public:
+                    done.add(owner)
+            if len(done) == len(needles) + len(shape_list):
+                break
+    for owner in sorted(found):
+        what = needles[owner][0] if owner < len(needles) else f"a {shape_list[owner - len(needles)][0]}"
+        for at, public in found[owner]:
+            yield what, at, public
 
 
 def values_named(names: list[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
