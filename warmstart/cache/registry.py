@@ -22,15 +22,15 @@ import contextlib
 import os
 import re
 import shutil
-import tarfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from warmstart.cache import transport
 from warmstart.cache.manifest import CHECKPOINT_FILE, FILENAME, SIGNATURE_FILE, Manifest
-from warmstart.cache.store import Snapshot, SnapshotStore, sha256_file
+from warmstart.cache.store import Snapshot, SnapshotStore
 from warmstart.core import safefs
 from warmstart.core.bounded import loads_json
 from warmstart.errors import ManifestError, RegistryError
@@ -38,6 +38,7 @@ from warmstart.security.secretenv import raise_if_found, scan, values_named
 from warmstart.security.signing import NO_POLICY, TrustPolicy, check
 
 CONFIG_MEDIA_TYPE = "application/vnd.warmstart.snapshot.config.v1+json"
+OCI_MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"  # OCI image-spec manifest.md
 # A sandbox snapshot's files (CRIU images, rootfs.tar, sandbox.json), packed for the trip.
 TRANSPORT_FILE = "snapshot.tar"
 LAYER_MEDIA_TYPES = {
@@ -259,10 +260,9 @@ class Registry:
         finally:
             oras.logger.logger.handler = saved
 
-    def push(self, snapshot: Snapshot, *, scratch: Path, progress: Callable[[str], None] = lambda _: None
-             ) -> PushResult:
+    def push(self, snapshot: Snapshot, *, progress: Callable[[str], None] = lambda _: None) -> PushResult:
         """Push manifest.json and the payload: the engine's archive (container mode) or, for a sandbox snapshot,
-        its files packed into one tar in `scratch` (a private dir of the cache: the files hold process memory)."""
+        its files packed into one tar as they are sent (transport.py: one pass, nothing written here)."""
         m = snapshot.manifest
         names = m.spec.get("secret_env", [])
         raise_if_found(scan(snapshot.path, values_named(names if isinstance(names, list) else [])), app=m.app,
@@ -271,34 +271,34 @@ class Registry:
                        "io.warmstart.schema_version": str(m.schema_version), CREATED: m.created_at}
         payload = PAYLOAD[m.mode]
         signature = snapshot.signature()
-        source = snapshot.path
-        if m.mode in ("sandbox", "cri"):  # many files: packed into one tar
-            source = scratch
-            shutil.copyfile(snapshot.path / FILENAME, scratch / FILENAME)
-            if signature is not None:
-                shutil.copyfile(snapshot.path / SIGNATURE_FILE, scratch / SIGNATURE_FILE)
-            with tarfile.open(scratch / TRANSPORT_FILE, "w", format=tarfile.PAX_FORMAT) as tar:
-                for name in sorted(m.files):
-                    tar.add(snapshot.path / name, arcname=name, recursive=False, filter=_plain)
-        size = sum(f.stat().st_size for f in source.iterdir() if f.is_file())
+        packed = m.mode in ("sandbox", "cri")  # many files: packed into one tar
+        pieces = transport.tar_stream(snapshot.path, m.files) if packed else _pieces(snapshot.path / payload)
+        size = snapshot.size
         progress(f"pushing {snapshot.manifest.ref} to {self.ref} ({size / 1e6:.1f} MB)")
         started = time.monotonic()
         with self._translated("push to"):
-            (scratch / "config.json").write_text("{}")
-            resp = self.client.push(  # oras titles each layer with its file's base name
-                target=str(self.ref),
-                files=[f"{source / name}:{LAYER_MEDIA_TYPES[name]}" for name in
-                       (FILENAME, payload, *((SIGNATURE_FILE,) if signature is not None else ()))],
-                manifest_config=f"{scratch / 'config.json'}:{CONFIG_MEDIA_TYPE}",
-                manifest_annotations=annotations,
-                disable_path_validation=True,
-                quiet=True,
-            )
+            container = self.client.get_container(str(self.ref))
+            layers = [self._blob(container, FILENAME, [(snapshot.path / FILENAME).read_bytes()]),
+                      self._blob(container, payload, pieces)]
+            if signature is not None:
+                layers.append(self._blob(container, SIGNATURE_FILE, [signature.encode()]))
+            config = self._blob(container, "", [b"{}"])
+            resp = self.client.upload_manifest({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST_TYPE, "config": config, "layers": layers,
+                "annotations": annotations}, container)
             resp.raise_for_status()
             digest = resp.headers.get("Docker-Content-Digest", "")
         seconds = time.monotonic() - started
         progress(f"pushed {size / 1e6:.1f} MB in {seconds:.1f}s ({size / 1e6 / max(seconds, 1e-3):.0f} MB/s)")
         return PushResult(snapshot=m.ref, reference=str(self.ref), digest=digest, size_bytes=snapshot.size)
+
+    def _blob(self, container: Any, title: str, pieces: Iterable[bytes]) -> dict[str, Any]:
+        """Upload one blob; its descriptor (a layer titled with its file name, or the config when untitled)."""
+        digest, size = transport.upload(self.client, container, pieces)
+        if not title:
+            return {"mediaType": CONFIG_MEDIA_TYPE, "digest": digest, "size": size}
+        return {"mediaType": LAYER_MEDIA_TYPES[title], "digest": digest, "size": size,
+                "annotations": {TITLE: title}}
 
     def push_image(self, *, config: tuple[dict[str, Any], Path], layers: list[tuple[dict[str, Any], Path]],
                    manifest: dict[str, Any]) -> str:
@@ -310,6 +310,30 @@ class Registry:
             resp = self.client.upload_manifest(manifest, container)
             resp.raise_for_status()
             return str(resp.headers.get("Docker-Content-Digest", ""))
+
+    def _manifest(self, stage: Path, layers: dict[str, Layer]) -> Manifest:
+        """The pulled manifest.json, which says what the payload must be."""
+        try:
+            manifest = Manifest.load(stage / FILENAME)
+        except ManifestError as exc:
+            raise RegistryError(f"pulled snapshot {self.ref} has a bad manifest: {exc}") from exc
+        if PAYLOAD[manifest.mode] not in layers:
+            raise RegistryError(f"pulled snapshot {self.ref} is a {manifest.mode} snapshot without its "
+                                f"{PAYLOAD[manifest.mode]}: refused")
+        return manifest
+
+    def _unpacked(self, layer: Layer, stage: Path, manifest: Manifest) -> dict[str, str]:
+        """Stream a sandbox snapshot's transport tar into staging, each file verified as it is written; the
+        manifest's digests, now vouched for."""
+        if manifest.mode not in ("sandbox", "cri"):
+            raise RegistryError(f"pulled snapshot {self.ref} is a {manifest.mode} snapshot with a {TRANSPORT_FILE}: "
+                                "refused")
+        with self._translated("pull from"), \
+                self.client.get_blob(str(self.ref), layer.digest, stream=True) as resp:
+            resp.raise_for_status()
+            transport.unpack(resp.iter_content(chunk_size=transport.READ), size=layer.size, digest=layer.digest,
+                             stage=stage, files=manifest.files, what=f"pulled snapshot {self.ref}")
+        return {name: str(entry["sha256"]) for name, entry in manifest.files.items()}
 
     def _download(self, layer: Layer, dest: Path, *, name: str) -> str:
         """Stream one blob to `dest` (a new 0600 file), hashing as it comes: refused as soon as it runs past its
@@ -363,22 +387,16 @@ class Registry:
         # file name of ours: nothing the registry serves decides a path (oras's own pull would re-fetch the
         # manifest and name files, even unpack archives, by its annotations).
         with store.staging("pull") as stage:
-            digests = {}
+            digests = {FILENAME: self._download(layers[FILENAME], stage / FILENAME, name=FILENAME)}
+            manifest = self._manifest(stage, layers)  # first: it says what the payload must be
             for name, layer in layers.items():
                 started = time.monotonic()
-                digests[name] = self._download(layer, stage / name, name=name)
+                if name == TRANSPORT_FILE:
+                    digests.update(self._unpacked(layer, stage, manifest))
+                elif name != FILENAME:
+                    digests[name] = self._download(layer, stage / name, name=name)
                 progress(f"pulled {name} ({layer.size / 1e6:.1f} MB in {time.monotonic() - started:.1f}s)")
-            try:
-                manifest = Manifest.load(stage / FILENAME)
-            except ManifestError as exc:
-                raise RegistryError(f"pulled snapshot {self.ref} has a bad manifest: {exc}") from exc
-            if PAYLOAD[manifest.mode] not in layers:
-                raise RegistryError(f"pulled snapshot {self.ref} is a {manifest.mode} snapshot without its "
-                                    f"{PAYLOAD[manifest.mode]}: refused")
-            if manifest.mode in ("sandbox", "cri"):
-                _unpack(stage / TRANSPORT_FILE, stage, manifest, str(self.ref))
-                digests = {name: sha256_file(stage / name) for name in manifest.files}
-            elif set(manifest.files) != {CHECKPOINT_FILE}:
+            if manifest.mode not in ("sandbox", "cri") and set(manifest.files) != {CHECKPOINT_FILE}:
                 raise RegistryError(f"pulled snapshot {self.ref} lists files {sorted(manifest.files)[:5]}, expected "
                                     f"exactly {CHECKPOINT_FILE}: refused")
             for name, entry in manifest.files.items():
@@ -394,41 +412,12 @@ class Registry:
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
-def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mode = 0o600
-    return info
-
-
-def _unpack(archive: Path, stage: Path, manifest: Manifest, ref: str) -> None:
-    """Unpack a sandbox snapshot's transport tar into staging. Its members must be exactly the manifest's files,
-    each a regular file of the manifest's size (the names are already validated as plain `NAME` or
-    `images/NAME`), checked on the headers before any data is read; anything else refuses the whole snapshot.
-    Opened as a plain tar ("r:": probing for compression costs a minute of CPU on a GiB of zeros). Written with
-    O_EXCL|O_NOFOLLOW, 0600; then removed."""
-    wanted = manifest.files
-    (stage / "images").mkdir(mode=0o700, exist_ok=True)
-    try:
-        with tarfile.open(archive, "r:") as tar:
-            members = tar.getmembers()  # headers only: tarfile seeks over the data
-            names = [m.name for m in members]
-            for member in members:
-                if (member.name not in wanted or names.count(member.name) > 1 or not member.isfile()
-                        or member.size != wanted[member.name]["size"]):
-                    raise RegistryError(f"pulled snapshot {ref} holds {member.name[:100]!r}, which its manifest "
-                                        "does not list as a file of that size: refused")
-            if set(names) != set(wanted):
-                raise RegistryError(f"pulled snapshot {ref} lacks {sorted(set(wanted) - set(names))[:3]}: refused")
-            for member in members:
-                src = tar.extractfile(member)
-                assert src is not None
-                fd = os.open(stage / member.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-                with os.fdopen(fd, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
-    except (tarfile.TarError, OSError) as exc:
-        raise RegistryError(f"pulled snapshot {ref} has a broken {TRANSPORT_FILE}: {exc}") from exc
-    archive.unlink()
+def _pieces(path: Path) -> Iterator[bytes]:
+    """A file's bytes in pieces, for an upload."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as src:
+        while piece := src.read(transport.READ):
+            yield piece
 
 
 def _snapshot_layers(oci: Any, ref: str, *, limit: int = MAX_ARTIFACT_BYTES) -> dict[str, Layer]:

@@ -186,8 +186,7 @@ def _ship(snapshot: Snapshot, *, target: Reference, via: list[str], name: str, p
     from warmstart.cache.registry import Registry
 
     t = time.monotonic()
-    with store.staging("push") as scratch:
-        Registry(target, insecure=insecure or None).push(snapshot, scratch=scratch, progress=progress)
+    Registry(target, insecure=insecure or None).push(snapshot, progress=progress)
     phases["push"] = round(time.monotonic() - t, 3)
     if server is not None:
         server.wait_listening()

@@ -36,8 +36,7 @@ def push(
     key = signing.signing_key(sign_key)
     if key is not None:
         store.add_signature(snap, signing.sign(snap.manifest, key))
-    with store.staging("push") as scratch:
-        result = Registry(target, insecure=insecure or None).push(snap, scratch=scratch, progress=progress)
+    result = Registry(target, insecure=insecure or None).push(snap, progress=progress)
     if json_output:
         emit_json(result)
         return

@@ -1,0 +1,159 @@
+"""A snapshot's payload on its way to and from a registry, in one pass over its bytes each way.
+
+Push: the files are read once, packed into the transport tar as they are read, hashed and sent in chunks (the OCI
+distribution spec's chunked blob upload: POST, PATCH with Content-Range, PUT with the digest). The earlier path
+wrote the tar to disk, hashed it, then read it whole into memory for one PUT: three passes and the payload's size
+in RAM (10.6 s for a GiB here; this one: 4.3 s, the registry's own writing the bound).
+
+Pull: the blob is hashed and unpacked as it arrives, each member checked against the snapshot's manifest before
+its data is read (a name it lists, a regular file of its size, once) and hashed while written; the blob's digest
+and size are checked at the end. Everything lands in the pull's staging dir, which is never published unless all
+of it verifies (registry.py), so a refusal halfway leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from warmstart.errors import RegistryError
+
+CHUNK = 32 << 20  # per PATCH: large enough for the registry's throughput, small enough to resend on an auth retry
+READ = 1 << 20
+
+
+def tar_stream(root: Path, names: Iterable[str]) -> Iterator[bytes]:
+    """The files `names` under `root` as a PAX tar (owner root, mode 0600, no times: the bytes depend on the files
+    only), in pieces. A file that changes size while read is refused (a snapshot is immutable)."""
+    written = 0
+    for name in sorted(names):
+        fd = os.open(root / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as src:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = os.fstat(src.fileno()).st_size, 0o600, 0
+            header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+            yield header
+            left = info.size
+            while left > 0 and (piece := src.read(min(READ, left))):
+                left -= len(piece)
+                yield piece
+            if left or src.read(1):
+                raise RegistryError(f"{name} changed while it was being pushed: nothing was pushed")
+            padding = -info.size % tarfile.BLOCKSIZE
+            yield b"\0" * padding
+            written += len(header) + info.size + padding
+    end = 2 * tarfile.BLOCKSIZE
+    yield b"\0" * (end + (-(written + end) % tarfile.RECORDSIZE))
+
+
+def upload(client: Any, container: Any, pieces: Iterable[bytes]) -> tuple[str, int]:
+    """Send `pieces` as one blob of the repository `container` (oras objects: its requests go through oras's
+    authentication and retries); the blob's sha256 digest and size."""
+    import oras.utils
+
+    started = client.do_request(f"{client.prefix}://{container.upload_blob_url()}", "POST",
+                                headers={"Content-Length": "0", **client.headers})
+    location = _location(client, container, started)
+    digest, size, buffer = hashlib.sha256(), 0, bytearray()
+
+    def send(chunk: bytes) -> str:
+        headers = {"Content-Range": f"{size - len(chunk)}-{size - 1}", "Content-Length": str(len(chunk)),
+                   "Content-Type": "application/octet-stream", **client.headers}
+        return _location(client, container, client.do_request(location, "PATCH", data=chunk, headers=headers))
+
+    for piece in pieces:
+        digest.update(piece)
+        size += len(piece)
+        buffer += piece
+        if len(buffer) >= CHUNK:
+            location = send(bytes(buffer))
+            buffer.clear()
+    if buffer:
+        location = send(bytes(buffer))
+    blob = f"sha256:{digest.hexdigest()}"
+    done = client.do_request(oras.utils.append_url_params(location, {"digest": blob}), "PUT",
+                             headers={"Content-Length": "0", **client.headers})
+    if done.status_code not in (200, 201, 204):
+        raise RegistryError(f"the registry refused the blob's last step: HTTP {done.status_code}")
+    return blob, size
+
+
+def _location(client: Any, container: Any, resp: Any) -> str:
+    if resp.status_code not in (200, 201, 202, 204):
+        status = resp.status_code
+        hint = "check the credentials (podman login)" if status in (401, 403) else ""
+        raise RegistryError(f"uploading a blob failed: HTTP {status}", hint=hint)
+    location = str(client._get_location(resp, container))
+    if not location:
+        raise RegistryError("the registry's upload answer has no Location")
+    return location
+
+
+class _Counted(io.RawIOBase):
+    """A blob's bytes as they arrive, hashed and counted, cut off past its declared size."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int, what: str) -> None:
+        self.chunks, self.size, self.what = chunks, size, what
+        self.digest, self.got, self.pending = hashlib.sha256(), 0, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self.pending:
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                return 0
+            self.got += len(chunk)
+            if self.got > self.size:
+                raise RegistryError(f"{self.what} runs past its declared {self.size} bytes: refused")
+            self.digest.update(chunk)
+            self.pending = chunk
+        n = min(len(buffer), len(self.pending))
+        buffer[:n], self.pending = self.pending[:n], self.pending[n:]
+        return n
+
+
+def unpack(chunks: Iterator[bytes], *, size: int, digest: str, stage: Path, files: dict[str, Any],
+           what: str) -> None:
+    """Unpack the transport tar arriving as `chunks` into `stage` (images/ made here): exactly the files of the
+    snapshot's manifest (`files`: name -> {size, sha256}), each a regular file of its size, written O_EXCL and
+    O_NOFOLLOW, 0600, and hashed as written; then the blob's size and digest. Anything else is refused."""
+    (stage / "images").mkdir(mode=0o700, exist_ok=True)
+    blob = _Counted(chunks, size, what)
+    seen: set[str] = set()
+    try:
+        with tarfile.open(fileobj=io.BufferedReader(blob, READ), mode="r|") as tar:
+            for member in tar:
+                wanted = files.get(member.name)
+                if wanted is None or member.name in seen or not member.isfile() or member.size != wanted["size"]:
+                    raise RegistryError(f"{what} holds {member.name[:100]!r}, which its manifest does not list as a "
+                                        "file of that size: refused")
+                seen.add(member.name)
+                _write(tar.extractfile(member), stage / member.name, wanted["sha256"], f"{what}: {member.name}")
+            while blob.readinto(bytearray(READ)):  # the end of the archive: the digest covers every byte
+                pass
+    except tarfile.TarError as exc:
+        raise RegistryError(f"{what}: its payload is not a readable tar: {exc}") from exc
+    if seen != set(files):
+        raise RegistryError(f"{what} lacks {sorted(set(files) - seen)[:3]}: refused")
+    if blob.got != size:
+        raise RegistryError(f"{what} is {blob.got} bytes, its descriptor says {size}: refused")
+    if f"sha256:{blob.digest.hexdigest()}" != digest:
+        raise RegistryError(f"{what} does not match its digest {digest}: refused")
+
+
+def _write(src: Any, dest: Path, sha256: str, what: str) -> None:
+    digest = hashlib.sha256()
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        while piece := src.read(READ):
+            digest.update(piece)
+            out.write(piece)
+    if digest.hexdigest() != sha256:
+        raise RegistryError(f"{what} does not match the snapshot manifest: refused")
