@@ -57,7 +57,10 @@ class MigrateResult:
 
 def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: SnapshotStore, insecure: bool = False,
             post_copy: bool = False, page_server: str | None = None, keep_address: bool = False,
-            progress: Progress = lambda _: None, dest_timeout: float = 600) -> MigrateResult:
+            progress: Progress = lambda _: None, dest_timeout: float = 600,
+            on_destination: Callable[[dict[str, Any]], None] = lambda _: None) -> MigrateResult:
+    """Move instance `name` (the module's docstring); `on_destination` is called with the destination's `run`
+    result as soon as it answers, before post-copy's stream ends (a front sends its clients there then)."""
     from warmstart.cache.registry import Reference
     from warmstart.runtime.instances import inspect_instance
     from warmstart.snapshot.checkpoint import checkpoint_instance
@@ -89,6 +92,7 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
                                 server=server)
             step = "destination"
             downtime = round(time.monotonic() - started, 3)
+            on_destination(destination)
             if server is not None:
                 step = "stream"
                 progress(f"the destination runs; streaming the rest of its memory ({lazy / 2**20:.0f} MiB) from "

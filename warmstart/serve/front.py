@@ -87,6 +87,7 @@ class ServeOptions:
     drain: float = 30.0  # on SIGTERM: seconds open connections may take to finish before instances are removed
     migrate_to: str | None = None  # POST /migrate on the admin address moves the instance there (moves.py)
     migrate_via: tuple[str, ...] = ()  # the command that runs warmstart on the destination
+    migrate_post_copy: bool = False  # migrate post-copy: connections are held until the destination answers only
 
 
 def parse_listen(text: str, *, flag: str = "--listen") -> tuple[str, int]:

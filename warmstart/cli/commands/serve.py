@@ -56,6 +56,11 @@ def serve(
         str | None, typer.Option("--migrate-via", help="With --migrate-to: the command that runs warmstart on the "
                                  "destination, e.g. 'ssh hostb'.")
     ] = None,
+    migrate_post_copy: Annotated[
+        bool, typer.Option("--migrate-post-copy", help="With --migrate-to: migrate post-copy (as `migrate "
+                           "--post-copy`): held connections go to the destination once it answers, while the rest "
+                           "of its memory streams in.")
+    ] = False,
     file: options.SpecFile = None,
     cache_dir: options.CacheDir = None,
     engine: options.EngineOpt = None,
@@ -68,8 +73,10 @@ def serve(
     from warmstart.serve.front import serve as run_front
 
     host, listen_port = parse_listen(listen)
-    if (migrate_to is None) != (migrate_via is None) or (migrate_to and not admin):
-        raise UsageError("--migrate-to and --migrate-via go together, and need --admin (POST /migrate triggers it)")
+    if (migrate_to is None) != (migrate_via is None) or (migrate_to and not admin) or (migrate_post_copy
+                                                                                        and not migrate_to):
+        raise UsageError("--migrate-to and --migrate-via go together, and need --admin (POST /migrate triggers it); "
+                         "--migrate-post-copy needs them")
     opts = ServeOptions(
         app=app,
         listen_host=host,
@@ -87,6 +94,7 @@ def serve(
         drain=drain,
         migrate_to=migrate_to,
         migrate_via=_split(migrate_via),
+        migrate_post_copy=migrate_post_copy,
     )
 
     def emit(event: dict[str, Any]) -> None:
