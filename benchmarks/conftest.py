@@ -173,17 +173,22 @@ def _migration_rows() -> list[str]:
                 f"{_s(m.get('worst_gap_after_s'))} / {_s(m.get('post_copy_worst_gap_after_s'))} |")
     fronts = [(app, m) for app, m in COLLECTED.items() if app.startswith("migrate ") and "front_failed" in m]
     if fronts:
-        extra += ["", "Stop-and-copy migration with and without the front (one build, in one run): a client "
-                  "requesting every 5 ms with a 30 s timeout, on the published port during `warmstart migrate`, and "
-                  "through `serve` during POST /migrate (the front holds what arrives meanwhile and replays what "
-                  "the freeze cut).", "",
-                  "| service | failed requests, direct / front | longest time without an answer, direct / front | "
-                  "slowest request, direct / front | held (front's report) |", "|---|---|---|---|---|"]
+        extra += ["", "Migration with and without the front (one build, in one run): a client requesting every 5 ms "
+                  "with a 30 s timeout, on the published port during `warmstart migrate` (stop-and-copy), and "
+                  "through `serve` during POST /migrate, stop-and-copy and `--migrate-post-copy` (the front holds "
+                  "what arrives meanwhile and replays what the freeze cut). The phases are the direct migration's "
+                  "(`migrate --json`): CRIU's dump (the freeze until the last page is written), the checkpoint into "
+                  "the cache that includes it, push, pull (with the destination's start-up), restore.", "",
+                  "| service | failed requests, direct / front / front post-copy | longest time without an answer, "
+                  "direct / front / front post-copy | held (front's report), stop-and-copy / post-copy | direct: "
+                  "dump / checkpoint / push / pull / restore |", "|---|---|---|---|---|"]
         for app, m in fronts:
+            phases = " / ".join(_s(m.get(f"direct_{k}_s")) for k in ("dump", "checkpoint", "push", "pull", "restore"))
             extra.append(f"| {app[len('migrate '):]} | {m['direct_failed']} of {m['direct_requests']} / "
-                         f"{m['front_failed']} of {m['front_requests']} | {_s(m['direct_gap_s'])} / "
-                         f"{_s(m['front_gap_s'])} | {_s(m.get('direct_slowest_s'))} / {_s(m['front_slowest_s'])} | "
-                         f"{_s(m['front_held_s'])} |")
+                         f"{m['front_failed']} of {m['front_requests']} / {m.get('front_post_failed', '')} of "
+                         f"{m.get('front_post_requests', '')} | {_s(m['direct_gap_s'])} / {_s(m['front_gap_s'])} / "
+                         f"{_s(m.get('front_post_gap_s'))} | {_s(m['front_held_s'])} / "
+                         f"{_s(m.get('front_post_held_s'))} | {phases} |")
     return extra
 
 

@@ -135,12 +135,10 @@ def _client_view(log: list[tuple[float, float, int | None]]) -> dict[str, float]
 @pytest.mark.parametrize("size", [100, 1024])
 def test_migration_with_and_without_the_front(size: int, cache: Path, tmp_path: Path,
                                               host_b: dict[str, str], registry: RegistryServer) -> None:  # noqa: F811
-    """One build, two migrations to host B, side by side: a client requesting the instance's published port
+    """One build, three migrations to host B, side by side: a client requesting the instance's published port
     directly during `warmstart migrate`, and a client requesting through `serve` during POST /migrate (the front
-    holds what arrives meanwhile). Failed requests, the longest wait for an answer, the gap between answers."""
-    from tests.conftest import Cli
-    from tests.podman.test_serve import Front
-
+    holds what arrives meanwhile), stop-and-copy and post-copy. Failed requests, the longest wait for an answer,
+    the gap between answers."""
     name = f"front{size}"
     spec = ballast_spec(tmp_path / "warmstart.toml", name, size=size, lazy=False)
     authfile = tmp_path / "auth.json"
@@ -169,31 +167,49 @@ def test_migration_with_and_without_the_front(size: int, cache: Path, tmp_path: 
     direct_phases = json.loads(proc.stdout)["phases"]
     subprocess.run(shlex.split(via) + [WARMSTART, "stop", out["name"]], capture_output=True)
     warmstart("cache", "rm", json.loads(proc.stdout)["snapshot"], cache=cache)  # the front restores the build's
-    # Through the front: the same client, the same timeout.
-    admin = free_port()
-    front = Front(Cli(cache), name, "-f", str(spec), "--wait-timeout", "120", "--admin", f"127.0.0.1:{admin}",
-                  "--pool", "0", "--migrate-to", f"{registry.address}/bench/{name}-front", "--migrate-via", via,
-                  env=env)
-    try:
-        assert front.get("/")[0] == 200
-        front_log: list[tuple[float, float, int | None]] = []
-        stop = threading.Event()
-        client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{front.port}/", stop, front_log, 30.0))
-        client.start()
-        time.sleep(0.5)
-        request = urllib.request.Request(f"http://127.0.0.1:{admin}/migrate", method="POST")
-        with urllib.request.urlopen(request, timeout=900) as resp:
-            moved = json.loads(resp.read())
-        time.sleep(1.0)
-        stop.set()
-        client.join()
-    finally:
-        front.stop()
-    direct, held = _client_view(direct_log), _client_view(front_log)
+    # Through the front, stop-and-copy then post-copy: the same client, the same timeout.
+    held, moved = _through_front(name, spec, cache, f"{registry.address}/bench/{name}-front", via, env, post_copy=False)
+    warmstart("cache", "rm", moved["snapshot"], cache=cache)
+    post, post_moved = _through_front(name, spec, cache, f"{registry.address}/bench/{name}-post", via, env,
+                                      post_copy=True)
+    direct = _client_view(direct_log)
     record(f"migrate {size} MiB", direct_failed=direct["failed"], direct_gap_s=direct["gap_s"],
            direct_slowest_s=direct["slowest_s"],
            direct_requests=direct["requests"], front_failed=held["failed"], front_gap_s=held["gap_s"],
            front_slowest_s=held["slowest_s"], front_requests=held["requests"], front_held_s=moved["held_seconds"],
            front_downtime_s=moved["downtime_seconds"],
+           front_post_failed=post["failed"], front_post_gap_s=post["gap_s"], front_post_slowest_s=post["slowest_s"],
+           front_post_requests=post["requests"], front_post_held_s=post_moved["held_seconds"],
            **{f"direct_{k}_s": v for k, v in direct_phases.items()},
            **{f"front_{k}_s": v for k, v in moved["phases"].items()})
+
+
+def _through_front(name: str, spec: Path, cache: Path, to: str, via: str, env: dict[str, str], *,
+                   post_copy: bool) -> tuple[dict[str, float], dict[str, Any]]:
+    """`serve` restoring the build's snapshot, a client requesting through it every 5 ms (30 s timeout) during
+    POST /migrate: the client's view and the front's answer."""
+    from tests.conftest import Cli
+    from tests.podman.test_serve import Front
+
+    admin = free_port()
+    front = Front(Cli(cache), name, "-f", str(spec), "--wait-timeout", "120", "--admin", f"127.0.0.1:{admin}",
+                  "--pool", "0", "--migrate-to", to, "--migrate-via", via,
+                  *(["--migrate-post-copy"] if post_copy else []), env=env)
+    try:
+        assert front.get("/")[0] == 200
+        log: list[tuple[float, float, int | None]] = []
+        stop = threading.Event()
+        client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{front.port}/", stop, log, 30.0))
+        client.start()
+        time.sleep(0.5)
+        request = urllib.request.Request(f"http://127.0.0.1:{admin}/migrate", method="POST")
+        with urllib.request.urlopen(request, timeout=900) as resp:
+            moved: dict[str, Any] = json.loads(resp.read())
+        time.sleep(1.0)
+        stop.set()
+        client.join()
+    finally:
+        front.stop()
+    assert "error" not in moved, moved
+    return _client_view(log), moved
+

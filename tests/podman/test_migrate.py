@@ -62,7 +62,10 @@ def test_a_stateful_instance_moves_with_its_state(cli: Cli, owned_app: str, tmp_
     assert after["boot_token"] == before["boot_token"] and before["count"] < after["count"] <= before["count"] + 3
     assert containers_of(owned_app) == []  # host A: the source is gone
     assert out["name"] in _on_b(host_b, "ps", "--format", "{{.Names}}")
-    assert set(moved.json["phases"]) == {"checkpoint", "push", "destination"} and moved.json["downtime_seconds"] > 0
+    phases = moved.json["phases"]
+    assert set(phases) == {"checkpoint", "dump", "push", "destination", "pull", "restore"}, phases
+    assert phases["dump"] < phases["checkpoint"] and phases["pull"] + phases["restore"] == pytest.approx(
+        phases["destination"], abs=0.002) and moved.json["downtime_seconds"] > 0
 
 
 @pytest.mark.parametrize("failing", ["push", "destination"])

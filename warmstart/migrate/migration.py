@@ -17,7 +17,8 @@ every page; the destination answers as soon as its working pages have come. A fa
 destination before the last page has arrived restores the instance here from the checkpoint, as in 4, after
 stopping what runs on the destination.
 
-The downtime is from the start of the dump to the destination's readiness; the result reports each phase.
+The downtime is from the start of the dump to the destination's readiness; the result reports each phase: the
+freeze of CRIU's dump, the copy (checkpoint into the cache, push, pull) and the restore separately.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class MigrateResult:
     reference: str  # where it was pushed
     destination: dict[str, Any]  # the destination's `run --json` result
     downtime_seconds: float  # dump start -> destination ready (as the destination's run reports it)
-    phases: dict[str, float]  # checkpoint, push, destination (and with post-copy: prepare, stream)
+    # checkpoint (of which dump: CRIU's freeze until the last page is written), push, destination (= pull, with
+    # the destination's start-up, + restore: its engine call to ready); with post-copy also prepare and stream
+    phases: dict[str, float]
     mode: str = "stop-and-copy"  # or "post-copy"
     streamed_bytes: int = 0  # post-copy: memory sent by the page server after the destination started
 
@@ -73,6 +76,8 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
     progress(f"checkpointing {name} (the app stops with the dump)")
     checkpoint = checkpoint_instance(name, engine=engine, store=store, tag=tag, stop=True)
     phases = {"checkpoint": round(time.monotonic() - started, 3)}
+    if checkpoint.frozen_seconds is not None:  # CRIU's own count: from the freeze to the last page written
+        phases["dump"] = checkpoint.frozen_seconds
     snapshot = store.resolve(checkpoint.snapshot)[0]
     target = Reference.parse(to, default_tag=f"{snapshot.manifest.app}-{tag}")
     step = "push"
@@ -212,6 +217,10 @@ def _ship(snapshot: Snapshot, *, target: Reference, via: list[str], name: str, p
     if not isinstance(result, dict):
         raise RestoreError("the destination's `run --json` answered something else than a JSON object",
                            details=proc.stdout[-2000:])
+    restore = result.get("ready_seconds")
+    if isinstance(restore, (int, float)) and 0 <= restore <= phases["destination"]:  # the destination's own count
+        phases["pull"] = round(phases["destination"] - restore, 3)  # with its warmstart's start-up
+        phases["restore"] = round(float(restore), 3)
     return result
 
 
