@@ -32,16 +32,17 @@ def _first_answer_after(address: str, since: float, *, path: str, timeout: float
     raise AssertionError(f"{address} did not answer within {timeout}s")
 
 
-@pytest.mark.parametrize("service", ["100 MiB", "1024 MiB", "py-model"])
+@pytest.mark.parametrize("service", ["100 MiB", "1024 MiB", "1024 MiB lazy", "py-model"])
 def test_ha_freeze_and_recovery(service: str, cache: Path, tmp_path: Path) -> None:
-    """The counter with 100 MiB and 1 GiB of random memory (freeze per size), and the Python example (Flask +
-    pandas + scikit-learn, a model fitted at start: recovery beside an expensive cold start)."""
+    """The counter with 100 MiB and 1 GiB of random memory (freeze per size; restored eagerly, and with `lazy =
+    true` lazily: only what the app touches comes before it answers), and the Python example (Flask + pandas +
+    scikit-learn, a model fitted at start: recovery beside an expensive cold start)."""
     if service == "py-model":
         name, spec = service, ROOT / "images" / "examples" / "py-model" / "warmstart.toml"
         warmstart("build", "-f", str(spec), cache=cache)
     else:
-        name = f"ha{service.split()[0]}"
-        spec = ballast_spec(tmp_path / "warmstart.toml", name, size=int(service.split()[0]), lazy=False)
+        name = f"ha{service.split()[0]}{'lazy' if 'lazy' in service else ''}"
+        spec = ballast_spec(tmp_path / "warmstart.toml", name, size=int(service.split()[0]), lazy="lazy" in service)
         warmstart("build", "--name", name, "-f", str(spec), "--force", cache=cache)
     env = {**os.environ, "WARMSTART_CACHE": str(cache), "WARMSTART_SESSION": SESSION}
     proc = subprocess.Popen([WARMSTART, "run", name, "-f", str(spec), "--restart", "on-failure",

@@ -59,6 +59,7 @@ def _migrate_measured(ref: str, *, spec: Path, cache: Path, authfile: Path, via:
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(f"127.0.0.1:{port}", stop, seen))
     poller.start()
+    os.sync()  # each migration from a quiet disk: the previous one's GiBs of writes are not still flushing
     time.sleep(0.5)
     proc = subprocess.run([WARMSTART, "migrate", out["name"], "--to", to, "--via", via, "--json",
                            *(["--post-copy"] if post_copy else [])], capture_output=True, text=True, timeout=900,
@@ -155,6 +156,7 @@ def test_migration_with_and_without_the_front(size: int, cache: Path, tmp_path: 
     stop = threading.Event()
     client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{port}/", stop, direct_log, 30.0))
     client.start()
+    os.sync()  # each migration from a quiet disk: the previous one's GiBs of writes are not still flushing
     time.sleep(0.5)
     proc = subprocess.run([WARMSTART, "migrate", out["name"], "--to", f"{registry.address}/bench/{name}", "--via",
                            via, "--json"], capture_output=True, text=True, timeout=900,
@@ -201,6 +203,7 @@ def _through_front(name: str, spec: Path, cache: Path, to: str, via: str, env: d
         stop = threading.Event()
         client = threading.Thread(target=_client, args=(f"http://127.0.0.1:{front.port}/", stop, log, 30.0))
         client.start()
+        os.sync()  # as above
         time.sleep(0.5)
         request = urllib.request.Request(f"http://127.0.0.1:{admin}/migrate", method="POST")
         with urllib.request.urlopen(request, timeout=900) as resp:
