@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
+from typing import Any
 
 from warmstart.serve import moves
 
-if TYPE_CHECKING:
-    from warmstart.serve.front import Front
 
-
-async def handle_admin(front: Front, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def handle_admin(front: Any, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """GET /healthz (200 serving, 503 draining), GET /metrics (Prometheus text format), POST /migrate (moves.py;
     answered when the move is over)."""
     try:

@@ -13,23 +13,20 @@ The front reaches the destination at the address the destination's `run` reports
 keeps it). On one machine, or where that address is routed to the other host, that is direct; an instance the front
 published on 127.0.0.1 is not reachable on another host's loopback, which is this design's limit.
 
-front.py imports this module; the types come back only for the type checker.
+`front` is front.py's Front (and `inst` its Instance), typed Any here: front.py imports this module.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from warmstart.errors import WarmstartError
 from warmstart.migrate.migration import migrate
 
-if TYPE_CHECKING:
-    from warmstart.serve.front import Front, Instance
 
-
-async def migrate_through(front: Front) -> tuple[int, dict[str, Any]]:
+async def migrate_through(front: Any) -> tuple[int, dict[str, Any]]:
     """Move the front's instance (its only one, or the least busy) as configured; the HTTP status and body for the
     admin request."""
     to, via = front.opts.migrate_to, front.opts.migrate_via
@@ -43,7 +40,7 @@ async def migrate_through(front: Front) -> tuple[int, dict[str, Any]]:
     return await _move(front, inst, to=to, via=list(via))
 
 
-async def _move(front: Front, inst: Instance, *, to: str, via: list[str]) -> tuple[int, dict[str, Any]]:
+async def _move(front: Any, inst: Any, *, to: str, via: list[str]) -> tuple[int, dict[str, Any]]:
     name = inst.result.name
     loop = asyncio.get_running_loop()
     front.migrating, held_from = inst, time.monotonic()
@@ -84,7 +81,7 @@ async def _move(front: Front, inst: Instance, *, to: str, via: list[str]) -> tup
     return outcome[0], {**outcome[1], **held}
 
 
-def stop_remote(front: Front, inst: Instance) -> None:
+def stop_remote(front: Any, inst: Any) -> None:
     """Stop a migrated instance where it runs now (`VIA warmstart stop NAME`), best effort."""
     from warmstart.migrate.migration import stop_destination
 
