@@ -19,6 +19,8 @@ stopping what runs on the destination.
 
 The downtime is from the start of the dump to the destination's readiness; the result reports each phase: the
 freeze of CRIU's dump, the copy (checkpoint into the cache, push, pull) and the restore separately.
+`on_destination` is called with the destination's `run` result as soon as it answers, before post-copy's stream
+ends: a front sends its clients there then (serve/moves.py).
 """
 
 from __future__ import annotations
@@ -62,8 +64,6 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
             post_copy: bool = False, page_server: str | None = None, keep_address: bool = False,
             progress: Progress = lambda _: None, dest_timeout: float = 600,
             on_destination: Callable[[dict[str, Any]], None] = lambda _: None) -> MigrateResult:
-    """Move instance `name` (the module's docstring); `on_destination` is called with the destination's `run`
-    result as soon as it answers, before post-copy's stream ends (a front sends its clients there then)."""
     from warmstart.cache.registry import Reference
     from warmstart.runtime.instances import inspect_instance
     from warmstart.snapshot.checkpoint import checkpoint_instance
@@ -75,9 +75,8 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
     started = time.monotonic()
     progress(f"checkpointing {name} (the app stops with the dump)")
     checkpoint = checkpoint_instance(name, engine=engine, store=store, tag=tag, stop=True)
-    phases = {"checkpoint": round(time.monotonic() - started, 3)}
-    if checkpoint.frozen_seconds is not None:  # CRIU's own count: from the freeze to the last page written
-        phases["dump"] = checkpoint.frozen_seconds
+    frozen = checkpoint.frozen_seconds  # CRIU's own count: from the freeze to the last page written
+    phases = {"checkpoint": round(time.monotonic() - started, 3), **({"dump": frozen} if frozen is not None else {})}
     snapshot = store.resolve(checkpoint.snapshot)[0]
     target = Reference.parse(to, default_tag=f"{snapshot.manifest.app}-{tag}")
     step = "push"
@@ -92,9 +91,8 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
             else:
                 shipped, server, lazy = snapshot, None, 0
             destination = _ship(shipped, target=target, via=via, name=name, ports=ports, address=address,
-                                insecure=insecure,
-                                timeout=dest_timeout, store=store, phases=phases, progress=progress,
-                                server=server)
+                                insecure=insecure, timeout=dest_timeout, store=store, phases=phases,
+                                progress=progress, server=server)
             step = "destination"
             downtime = round(time.monotonic() - started, 3)
             on_destination(destination)
@@ -116,8 +114,7 @@ def migrate(name: str, *, to: str, via: list[str], engine: Engine, store: Snapsh
         if step == "push" and "push" in phases:
             step = "destination"
         _back_here(name, checkpoint.snapshot, step="", via=via, ports=ports, address=address, engine=engine,
-                   store=store,
-                   progress=progress, why=f"migration failed ({exc})")
+                   store=store, progress=progress, why=f"migration failed ({exc})")
         error = RegistryError if step == "push" else RestoreError
         # Post-copy's price: once the destination has run, what it did there is gone with it.
         lost = ("what it did on the destination since it started there is lost" if step == "stream"
