@@ -95,8 +95,8 @@ def test_post_copy_moves_all_of_the_memory_while_the_destination_runs(
                 "--via", _via(host_b, authfile), "--json", env={"REGISTRY_AUTH_FILE": str(authfile)}, timeout=300)
     assert moved.returncode == 0, moved.stderr
     result = moved.json
-    assert result["mode"] == "post-copy" and set(result["phases"]) == {"checkpoint", "prepare", "push", "destination",
-                                                                       "stream"}
+    assert result["mode"] == "post-copy" and set(result["phases"]) == {
+        "checkpoint", "dump", "prepare", "push", "destination", "pull", "restore", "stream"}
     assert result["streamed_bytes"] > 64 << 20  # most of the ballast came after the destination started
     sums = http_json(address, "/checksum")
     assert sums["ballast_bytes"] == 96 << 20 and sums["ballast_sha256"] == sums["at_boot"]
