@@ -15,7 +15,6 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,29 +33,24 @@ from warmstart.runtime.instances import inspect_instance
 INSIDE = "/tmp/.warmstart"  # in the instance: the init's dump skips it when capturing the app's files
 
 
-def _copy_out(engine: Engine, name: str, inside: str, out: Path, *, link: bool) -> bool:
-    """Take the dump out of the instance straight from the host instead of through the engine's tar stream (1.9 s
-    per GiB here). With `link` (a `--stop` checkpoint: the dump is on disk in the instance's writable layer, and
-    the instance is removed once the snapshot is published), hard links from that layer into the cache, where
-    both are on one filesystem: no byte is copied (a copy of 1 GiB took 3.5 s of a migration's downtime here).
-    Else a copy through /proc/PID/root of its init (the dump may be in a tmpfs inside the instance: `dump --ram
-    auto`), else from the writable layer. False (nothing taken) where neither is a plain local directory: the
-    caller uses the engine's copy.
+def _copy_out(engine: Engine, name: str, inside: str, out: Path) -> bool:
+    """Copy the dump out of the instance straight from the host, at memory or disk speed, instead of through the
+    engine's tar stream (1.9 s per GiB here): through /proc/PID/root of its init (the dump may be in a tmpfs inside
+    the instance: `dump --ram auto`), else from its writable layer. False (nothing copied) where neither is a plain
+    local directory: the caller uses the engine's copy.
 
     The base path comes from the engine; everything below it is the app's to shape, so each component must be a
-    real directory (no symlink), links are copied (or linked) as links, and the files are checked like any staged
-    snapshot afterwards (plain files only)."""
+    real directory (no symlink), links are copied as links, and the files are checked like any staged snapshot
+    afterwards (plain files only)."""
     state = engine.inspect(container=name)
     if state is None:
         return False
-    upper = [Path(state.upper_dir)] if state.upper_dir else []
-    if link and any(_take_below(base, inside, out, _link_tree) for base in upper):
-        return True
     bases = [Path(f"/proc/{state.pid}/root")] if state.pid > 0 else []
-    return any(_take_below(base, inside, out, _copy_tree) for base in bases + upper)
+    bases += [Path(state.upper_dir)] if state.upper_dir else []
+    return any(_copy_below(base, inside, out) for base in bases)
 
 
-def _take_below(base: Path, inside: str, out: Path, take: Callable[[Path, Path], None]) -> bool:
+def _copy_below(base: Path, inside: str, out: Path) -> bool:
     path = base
     for part in Path(inside).relative_to("/").parts:
         path = path / part
@@ -65,29 +59,8 @@ def _take_below(base: Path, inside: str, out: Path, take: Callable[[Path, Path],
                 return False
         except OSError:
             return False
-    try:
-        take(path, out)
-    except OSError:
-        if take is _copy_tree:
-            raise
-        shutil.rmtree(out, ignore_errors=True)  # no link here (another filesystem, EXDEV): the copy instead
-        return False
+    shutil.copytree(path, out, symlinks=True)
     return True
-
-
-def _copy_tree(src: Path, out: Path) -> None:
-    shutil.copytree(src, out, symlinks=True)
-
-
-def _link_tree(src: Path, out: Path) -> None:
-    """`out` mirrors `src` with hard links to its entries (never following a symlink: one would be linked as
-    itself, and refused as no plain file when staged)."""
-    out.mkdir(mode=0o700)
-    for entry in os.scandir(src):
-        if entry.is_dir(follow_symlinks=False):
-            _link_tree(Path(entry.path), out / entry.name)
-        else:
-            os.link(entry.path, out / entry.name, follow_symlinks=False)
 
 
 @dataclass(frozen=True)
@@ -145,11 +118,8 @@ def checkpoint_instance(
     try:
         with store.staging(source.manifest.app) as stage:
             out = stage / "copy"
-            # A live checkpoint dumps into RAM: the app is frozen for less. With --stop the app waits for the
-            # whole checkpoint anyway, so the dump goes to the instance's disk, from where it is linked, not copied.
             result = engine.exec(container=name, timeout=600, command=(
-                str(sandbox.INIT), "dump", "--out", inside,
-                *(("--then", "freeze") if stop else ("--ram", "auto"))))
+                str(sandbox.INIT), "dump", "--out", inside, "--ram", "auto", *(("--then", "freeze") if stop else ())))
             frozen = stop and result.exit_code == 0
             try:
                 if result.exit_code != 0:
@@ -157,7 +127,7 @@ def checkpoint_instance(
                     raise CheckpointError(f"checkpoint of instance {name} failed: {why}",
                                           details=result.output[-2000:],
                                           hint="`warmstart doctor --smoke` checks CRIU and the runtime")
-                if not _copy_out(engine, name, inside, out, link=stop):
+                if not _copy_out(engine, name, inside, out):
                     engine.copy_from(container=name, src=inside, dest=out)
             finally:  # process memory must not stay in the instance (its tmpfs unmounted, its files removed)
                 engine.exec(container=name, command=(str(sandbox.INIT), "release", "--out", inside), timeout=60)
