@@ -106,3 +106,61 @@ def test_a_file_that_changes_while_pushed_is_refused(tmp_path: Path) -> None:
     (tmp_path / "src" / "images" / "empty.img").write_bytes(b"grown")
     with pytest.raises(RegistryError, match="changed while it was being pushed"):
         list(pieces)
+
+
+class _Resp:
+    def __init__(self, status: int, headers: dict[str, str]) -> None:
+        self.status_code, self.headers = status, headers
+
+
+class _Auth:
+    def __init__(self, token: str | None) -> None:
+        self.token = token
+
+    def get_auth_header(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+class _Client:
+    """Just what transport.upload uses of an oras client: a registry that answers as told and records the calls."""
+
+    prefix, headers = "http", {"User-Agent": "test"}
+
+    def __init__(self, patch: _Resp, token: str | None = "t0ken") -> None:
+        self.patch, self.calls = patch, []  # type: list[tuple[str, str, dict[str, str], bytes]]
+        self.auth = _Auth(token)
+
+    def do_request(self, url: str, method: str, data: object = None, headers: dict[str, str] | None = None) -> _Resp:
+        body = b"".join(data) if data is not None and not isinstance(data, bytes) else (data or b"")  # type: ignore[arg-type]
+        self.calls.append((method, url, dict(headers or {}), body))
+        if method == "POST":
+            return _Resp(202, {"Location": "/v2/r/blobs/uploads/1"})
+        return self.patch if method == "PATCH" else _Resp(201, {})
+
+    def _get_location(self, resp: _Resp, container: object) -> str:
+        return "http://reg" + resp.headers.get("Location", "")
+
+
+class _Container:
+    def upload_blob_url(self) -> str:
+        return "reg/v2/r/blobs/uploads/"
+
+
+def test_upload_streams_once_with_the_credentials_and_names_the_digest() -> None:
+    client = _Client(_Resp(202, {"Location": "/v2/r/blobs/uploads/1?state=x", "Range": "0-9"}))
+    digest, size = transport.upload(client, _Container(), iter([b"01234", b"56789"]))
+    assert (digest, size) == (f"sha256:{hashlib.sha256(b'0123456789').hexdigest()}", 10)
+    methods = [c[0] for c in client.calls]
+    assert methods == ["POST", "PATCH", "PUT"]
+    patch, put = client.calls[1], client.calls[2]
+    assert patch[3] == b"0123456789" and patch[2]["Authorization"] == "Bearer t0ken"  # sent once, up front
+    assert "digest=sha256" in put[1] and digest.removeprefix("sha256:") in put[1]
+
+
+@pytest.mark.parametrize("patch, message", [
+    (_Resp(202, {"Location": "/u/1", "Range": "0-4"}), "received 0-4 of a blob of 10 bytes"),
+    (_Resp(401, {}), "HTTP 401"),
+])
+def test_upload_refusals(patch: _Resp, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        transport.upload(_Client(patch), _Container(), iter([b"0123456789"]))

@@ -56,7 +56,8 @@ def upload(client: Any, container: Any, pieces: Iterable[bytes]) -> tuple[str, i
     names the digest; the requests go through oras (`client`), its authentication and retries. The credentials
     the POST settled are sent with the PATCH up front: a body that streams cannot be sent a second time after a
     401 (and per-request password checks are slow: htpasswd's bcrypt), and the registry's count of what it
-    received is checked against what was sent."""
+    received, when it gives one, is checked against what was sent (the PUT's digest is checked by the registry
+    against what it received in any case)."""
     import oras.utils
 
     opened = client.do_request(f"{client.prefix}://{container.upload_blob_url()}", "POST",
@@ -74,9 +75,9 @@ def upload(client: Any, container: Any, pieces: Iterable[bytes]) -> tuple[str, i
     sent = client.do_request(location, "PATCH", data=body(), headers={
         "Content-Type": "application/octet-stream", **client.headers, **_credentials(client)})
     location = _location(client, container, sent)
-    received = sent.headers.get("Range", "")
-    if size and received != f"0-{size - 1}":
-        raise RegistryError(f"the registry received {received or 'no range'} of a blob of {size} bytes")
+    received = sent.headers.get("Range", "").removeprefix("bytes=")  # OCI: "0-<last>"; some registries say bytes=
+    if size and received and received != f"0-{size - 1}":
+        raise RegistryError(f"the registry received {received} of a blob of {size} bytes")
     blob = f"sha256:{digest.hexdigest()}"
     done = client.do_request(oras.utils.append_url_params(location, {"digest": blob}), "PUT",
                              headers={"Content-Length": "0", **client.headers, **_credentials(client)})
