@@ -152,6 +152,47 @@ def test_kubernetes_checkpoint_archives(members: list[tuple[str, bytes, bytes]])
         assert sorted(p.name for p in root.iterdir()) == ["a.tar", "cache"]
 
 
+_TRANSPORT_NAMES = st.sampled_from(["sandbox.json", "images/pages-1.img", "rootfs.tar", "../x", "/etc/x",
+                                     "images/../../x", "images", ""])
+
+
+@FUZZ
+@given(st.lists(st.tuples(_TRANSPORT_NAMES | hostile, st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE,
+                                                                      tarfile.SYMTYPE, tarfile.LNKTYPE,
+                                                                      tarfile.FIFOTYPE]), _KUBE_DATA),
+                max_size=6), st.integers(min_value=-3, max_value=3), st.binary(max_size=64))
+def test_registry_transport_streams(members: list[tuple[str, bytes, bytes]], size_shift: int, tail: bytes) -> None:
+    """A pulled snapshot.tar as it streams in (cache/transport.py): members, sizes and trailing bytes of any
+    shape; only RegistryError, and nothing written outside the staging dir."""
+    import hashlib
+
+    from warmstart.cache import transport
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, kind, data in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.size = kind, len(data) if kind == tarfile.REGTYPE else 0
+            info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+            t.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    blob = buf.getvalue() + tail
+    files = {"sandbox.json": {"size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()},
+             "images/pages-1.img": {"size": 2, "sha256": hashlib.sha256(b"[]").hexdigest()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = Path(tmp) / "stage"
+        stage.mkdir()
+        try:
+            transport.unpack(iter([blob[i:i + 100] for i in range(0, len(blob), 100)]),
+                             size=max(0, len(blob) + size_shift), digest=f"sha256:{hashlib.sha256(blob).hexdigest()}",
+                             stage=stage, files=files, what="fuzz")
+        except WarmstartError:
+            pass
+        else:
+            assert sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file()) == sorted(files)
+        assert sorted(p.name for p in Path(tmp).iterdir()) == ["stage"]
+        assert all(not p.is_symlink() for p in stage.rglob("*"))
+
+
 spec_texts = st.text(max_size=200) | st.builds(
     lambda name, key, value: f'[apps.{name}]\nimage = "img"\n{key} = {value}\n',
     st.sampled_from(["a", '"a b"', "x" * 70, "ok"]),
