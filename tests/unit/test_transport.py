@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from warmstart.cache import transport
 from warmstart.errors import RegistryError
@@ -112,6 +113,10 @@ class _Resp:
     def __init__(self, status: int, headers: dict[str, str]) -> None:
         self.status_code, self.headers = status, headers
 
+    def raise_for_status(self) -> None:
+        if self.status_code >= 400:
+            raise requests.HTTPError(f"{self.status_code} Client Error")
+
 
 class _Auth:
     def __init__(self, token: str | None) -> None:
@@ -157,10 +162,8 @@ def test_upload_streams_once_with_the_credentials_and_names_the_digest() -> None
     assert "digest=sha256" in put[1] and digest.removeprefix("sha256:") in put[1]
 
 
-@pytest.mark.parametrize("patch, message", [
-    (_Resp(202, {"Location": "/u/1", "Range": "0-4"}), "received 0-4 of a blob of 10 bytes"),
-    (_Resp(401, {}), "HTTP 401"),
-])
-def test_upload_refusals(patch: _Resp, message: str) -> None:
-    with pytest.raises(RegistryError, match=message):
-        transport.upload(_Client(patch), _Container(), iter([b"0123456789"]))
+def test_upload_refusals() -> None:
+    with pytest.raises(RegistryError, match="received 0-4 of a blob of 10 bytes"):
+        transport.upload(_Client(_Resp(202, {"Location": "/u/1", "Range": "0-4"})), _Container(), iter([b"0" * 10]))
+    with pytest.raises(requests.HTTPError):  # translated by registry.py's one place, as every HTTP error
+        transport.upload(_Client(_Resp(401, {})), _Container(), iter([b"0123456789"]))

@@ -246,8 +246,10 @@ class Registry:
             raise
         except requests.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else "?"
-            hint = "check the credentials (podman login)" if status in (401, 403) else ""
-            raise RegistryError(f"{action} {self.ref} failed: HTTP {status}", hint=hint) from exc
+            if status in (401, 403):
+                raise RegistryError(f"{action} {self.ref} failed: authentication refused",
+                                    hint="check the credentials (podman login)") from exc
+            raise RegistryError(f"{action} {self.ref} failed: HTTP {status}") from exc
         except (requests.RequestException, ValueError, KeyError, OSError) as exc:
             text = str(exc)
             if any(w in text for w in ("401", "403", "Unauthorized", "UNAUTHORIZED", "authentication required")):

@@ -97,9 +97,8 @@ def _credentials(client: Any) -> dict[str, str]:
 
 def _location(client: Any, container: Any, resp: Any) -> str:
     if resp.status_code not in (200, 201, 202, 204):
-        status = resp.status_code
-        hint = "check the credentials (podman login)" if status in (401, 403) else ""
-        raise RegistryError(f"uploading a blob failed: HTTP {status}", hint=hint)
+        resp.raise_for_status()  # an HTTPError: registry.py's one translation says what it means (401: credentials)
+        raise RegistryError(f"uploading a blob failed: HTTP {resp.status_code}")
     location = str(client._get_location(resp, container))
     if not location:
         raise RegistryError("the registry's upload answer has no Location")
