@@ -274,7 +274,8 @@ class Registry:
         payload = PAYLOAD[m.mode]
         signature = snapshot.signature()
         packed = m.mode in ("sandbox", "cri")  # many files: packed into one tar
-        pieces = transport.tar_stream(snapshot.path, m.files) if packed else _pieces(snapshot.path / payload)
+        pieces = (transport.tar_stream(snapshot.path, m.files) if packed
+                  else transport.file_stream(snapshot.path / payload))
         size = snapshot.size
         progress(f"pushing {snapshot.manifest.ref} to {self.ref} ({size / 1e6:.1f} MB)")
         started = time.monotonic()
@@ -307,8 +308,10 @@ class Registry:
         """Push an ordinary OCI image (blobs given as descriptor and file, then its manifest); its digest."""
         container = self.client.get_container(str(self.ref))
         with self._translated("push to"):
-            for descriptor, path in (config, *layers):
-                self.client.upload_blob(str(path), container, descriptor).raise_for_status()
+            for descriptor, path in (config, *layers):  # the same one-pass upload as push's
+                sent = transport.upload(self.client, container, transport.file_stream(path))
+                if sent != (descriptor["digest"], descriptor["size"]):
+                    raise RegistryError(f"{path.name} changed since it was hashed: the image was not pushed")
             resp = self.client.upload_manifest(manifest, container)
             resp.raise_for_status()
             return str(resp.headers.get("Docker-Content-Digest", ""))
@@ -412,14 +415,6 @@ class Registry:
 
 
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
-
-
-def _pieces(path: Path) -> Iterator[bytes]:
-    """A file's bytes in pieces, for an upload."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as src:
-        while piece := src.read(transport.READ):
-            yield piece
 
 
 def _snapshot_layers(oci: Any, ref: str, *, limit: int = MAX_ARTIFACT_BYTES) -> dict[str, Layer]:
